@@ -1,0 +1,1 @@
+"""Callbacks: side effects such as heatmaps, reports and file writers."""

@@ -1,0 +1,1 @@
+"""LightningDataModules: where data comes from (OGB, Planetoid, synthetic MAG, faces)."""

@@ -1,0 +1,54 @@
+"""Cora / CiteSeer / PubMed from local Planetoid raw files (the public split)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch_geometric.data import Data
+from torch_geometric.datasets import Planetoid
+
+from datamodules.graph import DatasetNotFoundError, NodeDataModule
+
+RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+
+
+class PlanetoidDataModule(NodeDataModule):
+    """A Planetoid citation graph, full batch, with the standard public split.
+
+    Args:
+        name: ``Cora``, ``CiteSeer`` or ``PubMed``.
+        root: folder holding ``<name>/raw/ind.<name>.*`` (the files of
+            kimiyoung/planetoid; no download is attempted).
+        batch_size: see :class:`NodeDataModule` (``None``: full batch).
+        num_neighbors: see :class:`NodeDataModule`.
+        num_workers: see :class:`NodeDataModule`.
+    """
+
+    def __init__(
+        self,
+        name: str = "Cora",
+        root: str = "data/planetoid",
+        batch_size: int | None = None,
+        num_neighbors: list[int] | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_neighbors, num_workers)
+        known = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+        if name.lower() not in known:
+            raise ValueError(f"unknown Planetoid dataset {name!r}; choose one of {sorted(known.values())}")
+        self.name = known[name.lower()]
+        self.root = root
+
+    def load(self) -> tuple[Data, dict[str, Any]]:
+        raw = Path(self.root) / self.name / "raw"
+        missing = [f"ind.{self.name.lower()}.{s}" for s in RAW_SUFFIXES if not (raw / f"ind.{self.name.lower()}.{s}").is_file()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"{self.name} raw files missing in {raw}: {', '.join(missing)}. Copy the ind.{self.name.lower()}.* files "
+                f"of github.com/kimiyoung/planetoid (data/) into {raw}/"
+            )
+        dataset = Planetoid(self.root, self.name)
+        data = dataset[0]
+        info = {"dataset": self.name, "task": "multiclass", "num_classes": dataset.num_classes, "hetero": None}
+        return Data(x=data.x, edge_index=data.edge_index, y=data.y, train_mask=data.train_mask,
+                    val_mask=data.val_mask, test_mask=data.test_mask), info

@@ -1,0 +1,256 @@
+"""GNN families of any depth and width that return every layer's output.
+
+Each homogeneous architecture only says how one layer is built (as PyG's
+``basic_gnn.py`` does); :class:`GNN` owns the stacking, activation, dropout
+and the collection of hidden outputs that distillation needs. :class:`RGCN` is
+the heterogeneous model used for ``ogbn-mag`` (one weight per relation and one
+root weight per node type, mean aggregation: the R-GCN of the OGB and G-CRD
+MAG baselines).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+from torch_geometric.utils import scatter
+
+from graphkd.outputs import GNNOutput
+
+EdgeType = tuple[str, str, str]
+
+
+class GNN(nn.Module):
+    """A stack of ``num_layers`` message-passing layers; subclasses build one layer.
+
+    Args:
+        in_channels: input feature width.
+        hidden_channels: width of every hidden layer (per head for GAT).
+        out_channels: number of classes (or tasks).
+        num_layers: number of layers, at least 1.
+        dropout: dropout probability applied to each layer's input.
+        norm: add BatchNorm after each hidden layer (helps deep teachers).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int,
+        dropout: float = 0.5,
+        norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.num_layers = num_layers
+        self.dropout = dropout
+        widths = [in_channels, *[self.hidden_width(hidden_channels)] * (num_layers - 1), out_channels]
+        self.convs = nn.ModuleList(
+            self.build_layer(widths[i], hidden_channels if i < num_layers - 1 else out_channels, i == num_layers - 1)
+            for i in range(num_layers)
+        )
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(w) if norm else nn.Identity() for w in widths[1:-1]
+        )
+        self.layer_dims = widths[1:]
+
+    def hidden_width(self, hidden_channels: int) -> int:
+        """Width of a hidden layer's output (GAT concatenates its heads)."""
+        return hidden_channels
+
+    def build_layer(self, in_channels: int, out_channels: int, last: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def apply_layer(self, layer: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
+        return layer(x, edge_index)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> GNNOutput:
+        """``x (N, in)``, ``edge_index (2, E)`` -> logits ``(N, out)`` and hidden outputs."""
+        hidden: list[Tensor] = []
+        for i, layer in enumerate(self.convs):
+            x = F.dropout(x, p=self.dropout, training=self.training)
+            x = self.apply_layer(layer, x, edge_index)
+            if i < self.num_layers - 1:
+                x = F.relu(self.norms[i](x))
+                hidden.append(x)
+        return GNNOutput(logits=x, hidden=hidden)
+
+
+class GCN(GNN):
+    """Kipf & Welling graph convolution with symmetric normalisation and self-loops."""
+
+    def build_layer(self, in_channels: int, out_channels: int, last: bool) -> nn.Module:
+        return GCNConv(in_channels, out_channels, cached=False)
+
+
+class GraphSAGE(GNN):
+    """GraphSAGE with mean aggregation and a separate root weight."""
+
+    def build_layer(self, in_channels: int, out_channels: int, last: bool) -> nn.Module:
+        return SAGEConv(in_channels, out_channels)
+
+
+class GAT(GNN):
+    """Graph attention: hidden layers concatenate ``heads`` heads, the last averages one head."""
+
+    def __init__(self, *args: Any, heads: int = 4, **kwargs: Any) -> None:
+        self.heads = heads
+        super().__init__(*args, **kwargs)
+
+    def hidden_width(self, hidden_channels: int) -> int:
+        return hidden_channels * self.heads
+
+    def build_layer(self, in_channels: int, out_channels: int, last: bool) -> nn.Module:
+        return GATConv(in_channels, out_channels, heads=1 if last else self.heads, concat=not last)
+
+
+class MLP(GNN):
+    """The same stack with linear layers: ignores edges (the graph-free reference)."""
+
+    def build_layer(self, in_channels: int, out_channels: int, last: bool) -> nn.Module:
+        return nn.Linear(in_channels, out_channels)
+
+    def apply_layer(self, layer: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
+        return layer(x)
+
+
+def relation_key(edge_type: EdgeType) -> str:
+    """``('author', 'writes', 'paper')`` -> ``'author__writes__paper'`` (a valid ModuleDict key)."""
+    return "__".join(edge_type)
+
+
+class RelationalConv(nn.Module):
+    """One R-GCN layer: ``h'_v = W_root[type(v)] h_v + sum_r mean_{u in N_r(v)} W_r h_u``."""
+
+    def __init__(self, in_channels: int, out_channels: int, node_types: list[str], edge_types: list[EdgeType]) -> None:
+        super().__init__()
+        self.root = nn.ModuleDict({t: nn.Linear(in_channels, out_channels) for t in node_types})
+        self.relation = nn.ModuleDict(
+            {relation_key(e): nn.Linear(in_channels, out_channels, bias=False) for e in edge_types}
+        )
+
+    def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
+        out = {t: self.root[t](x) for t, x in x_dict.items()}
+        for edge_type, edge_index in edge_index_dict.items():
+            src, _, dst = edge_type
+            messages = self.relation[relation_key(edge_type)](x_dict[src])[edge_index[0]]
+            out[dst] = out[dst] + scatter(messages, edge_index[1], dim=0, dim_size=out[dst].size(0), reduce="mean")
+        return out
+
+
+class RGCN(nn.Module):
+    """Heterogeneous R-GCN returning the target node type's logits and hidden outputs.
+
+    Node types without features get a learned embedding table of width
+    ``in_channels``; following the G-CRD MAG setting these embeddings are *not*
+    counted as model parameters by :func:`count_parameters` (they are a lookup
+    table of the data, the same for teacher and student widths).
+
+    Args:
+        in_channels: feature width of featured node types (and of the embeddings).
+        hidden_channels: hidden width.
+        out_channels: number of classes of the target type.
+        num_layers: number of relational layers.
+        node_types: all node types.
+        edge_types: all ``(src, relation, dst)`` types the layers use.
+        num_nodes: node count of every featureless type (embedding rows).
+        target: the node type that is classified.
+        dropout: dropout on each layer's input.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int,
+        node_types: list[str],
+        edge_types: list[EdgeType],
+        num_nodes: dict[str, int],
+        target: str,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.target = target
+        self.dropout = dropout
+        self.num_layers = num_layers
+        self.embeddings = nn.ModuleDict({t: nn.Embedding(n, in_channels) for t, n in num_nodes.items()})
+        widths = [in_channels, *[hidden_channels] * (num_layers - 1), out_channels]
+        edge_types = [tuple(e) for e in edge_types]
+        self.convs = nn.ModuleList(
+            RelationalConv(widths[i], widths[i + 1], node_types, edge_types) for i in range(num_layers)
+        )
+        self.layer_dims = widths[1:]
+
+    def input_features(
+        self, x_dict: dict[str, Tensor], node_ids: dict[str, Tensor] | None, num_nodes: dict[str, int]
+    ) -> dict[str, Tensor]:
+        """Add embedding rows for featureless types (``node_ids`` are global ids in mini-batches)."""
+        features = dict(x_dict)
+        for node_type, table in self.embeddings.items():
+            ids = node_ids[node_type] if node_ids is not None else torch.arange(num_nodes[node_type], device=table.weight.device)
+            features[node_type] = table(ids)
+        return features
+
+    def forward(
+        self,
+        x_dict: dict[str, Tensor],
+        edge_index_dict: dict[EdgeType, Tensor],
+        node_ids: dict[str, Tensor] | None = None,
+        num_nodes: dict[str, int] | None = None,
+    ) -> GNNOutput:
+        """Return logits/hidden of ``target`` rows; ``node_ids`` or ``num_nodes`` locate embedding rows."""
+        x_dict = self.input_features(x_dict, node_ids, num_nodes or {})
+        hidden: list[Tensor] = []
+        for i, conv in enumerate(self.convs):
+            x_dict = {t: F.dropout(x, p=self.dropout, training=self.training) for t, x in x_dict.items()}
+            x_dict = conv(x_dict, edge_index_dict)
+            if i < self.num_layers - 1:
+                x_dict = {t: F.relu(x) for t, x in x_dict.items()}
+                hidden.append(x_dict[self.target])
+        return GNNOutput(logits=x_dict[self.target], hidden=hidden)
+
+
+ARCHITECTURES: dict[str, type[GNN]] = {"gcn": GCN, "sage": GraphSAGE, "gat": GAT, "mlp": MLP}
+
+
+def build_gnn(
+    arch: str,
+    in_channels: int,
+    hidden_channels: int,
+    out_channels: int,
+    num_layers: int,
+    dropout: float = 0.5,
+    heads: int = 4,
+    norm: bool = False,
+    hetero: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Build a model by name: ``gcn``, ``sage``, ``gat``, ``mlp`` or ``rgcn``.
+
+    ``hetero`` (node_types, edge_types, num_nodes, target) is required for ``rgcn``.
+    """
+    if arch == "rgcn":
+        if hetero is None:
+            raise ValueError("arch 'rgcn' needs a heterogeneous graph; use a hetero datamodule (e.g. ogbn-mag with hetero: true)")
+        return RGCN(
+            in_channels, hidden_channels, out_channels, num_layers,
+            node_types=hetero["node_types"], edge_types=hetero["edge_types"],
+            num_nodes=hetero["featureless_num_nodes"], target=hetero["target"], dropout=dropout,
+        )
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted([*ARCHITECTURES, 'rgcn'])}")
+    if hetero is not None:
+        raise ValueError(f"arch {arch!r} is homogeneous but the data is heterogeneous; use arch 'rgcn' or hetero: false")
+    kwargs: dict[str, Any] = {"heads": heads} if arch == "gat" else {}
+    return ARCHITECTURES[arch](in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, norm=norm, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Model parameters (frozen or not), excluding embedding tables of featureless node types."""
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embeddings."))

@@ -1,0 +1,1 @@
+"""LightningModules: training, evaluation and prediction steps over the plain-torch cores."""

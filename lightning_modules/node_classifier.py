@@ -1,0 +1,173 @@
+"""Training a GNN on node classification: the teacher stage and the no-KD student."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import Data, HeteroData
+
+from graphkd.evaluation import NodeEvaluator
+from graphkd.models import build_gnn, count_parameters
+from graphkd.outputs import GNNOutput
+
+SPLITS = ("train", "val", "test")
+
+
+def target_store(batch: Data | HeteroData, graph_info: dict[str, Any]) -> Any:
+    """The node store being classified in ``batch``."""
+    hetero = graph_info["hetero"]
+    return batch[hetero["target"]] if hetero else batch
+
+
+def split_rows(batch: Data | HeteroData, graph_info: dict[str, Any], split: str) -> Tensor:
+    """Bool mask of the target rows that belong to ``split``.
+
+    A NeighborLoader batch (it has ``batch_size``) holds its seed nodes first,
+    all drawn from the split being iterated; a full batch carries split masks.
+    """
+    store = target_store(batch, graph_info)
+    if hasattr(store, "batch_size"):
+        rows = torch.zeros(store.num_nodes, dtype=torch.bool, device=store.x.device)
+        rows[: store.batch_size] = True
+        return rows
+    return store[f"{split}_mask"]
+
+
+def run_gnn(model: torch.nn.Module, batch: Data | HeteroData, graph_info: dict[str, Any]) -> GNNOutput:
+    """Call a homogeneous GNN or the R-GCN on a full graph or a sampled subgraph."""
+    hetero = graph_info["hetero"]
+    if not hetero:
+        return model(batch.x, batch.edge_index)
+    sampled = hasattr(batch[hetero["target"]], "batch_size")
+    node_ids = {t: batch[t].n_id for t in batch.node_types} if sampled else None
+    num_nodes = {t: batch[t].num_nodes for t in batch.node_types}
+    return model(batch.x_dict, batch.edge_index_dict, node_ids=node_ids, num_nodes=num_nodes)
+
+
+class NodeClassifier(L.LightningModule):
+    """A GNN trained with the task loss alone; its checkpoint is a teacher for distillation.
+
+    Args:
+        num_features: input feature width (linked from the datamodule).
+        num_classes: classes or tasks (linked from the datamodule).
+        graph_info: dataset facts (linked from the datamodule): name, task, hetero schema.
+        arch: ``gcn``, ``sage``, ``gat``, ``mlp`` or ``rgcn`` (heterogeneous ogbn-mag).
+        hidden_channels: hidden width (per head for GAT).
+        num_layers: number of message-passing layers.
+        dropout: dropout on each layer's input.
+        heads: attention heads of GAT hidden layers.
+        norm: BatchNorm after each hidden layer.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        graph_info: dict[str, Any],
+        arch: str = "gcn",
+        hidden_channels: int = 64,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        heads: int = 4,
+        norm: bool = False,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.graph_info = graph_info
+        self.model = build_gnn(arch, num_features, hidden_channels, num_classes, num_layers, dropout, heads, norm,
+                               graph_info["hetero"])
+        self.evaluator = NodeEvaluator(graph_info["dataset"], graph_info["task"])
+        self._epoch_outputs: dict[str, list[tuple[Tensor, Tensor]]] = {s: [] for s in SPLITS}
+
+    @property
+    def multilabel(self) -> bool:
+        return self.graph_info["task"] == "multilabel"
+
+    def forward(self, batch: Data | HeteroData) -> GNNOutput:
+        return run_gnn(self.model, batch, self.graph_info)
+
+    def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy (multi-class) or binary cross-entropy (multi-label), in fp32."""
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
+
+    def loss_terms(self, batch: Data | HeteroData, output: GNNOutput, rows: Tensor) -> dict[str, Tensor]:
+        """Named loss terms summed into the training loss; distillation adds its own."""
+        labels = target_store(batch, self.graph_info).y
+        return {"ce": self.task_loss(output.logits[rows], labels[rows])}
+
+    def training_step(self, batch: Data | HeteroData, batch_idx: int) -> Tensor:
+        output = self(batch)
+        rows = split_rows(batch, self.graph_info, "train")
+        terms = self.loss_terms(batch, output, rows)
+        loss = torch.stack(list(terms.values())).sum()
+        batch_size = int(rows.sum())
+        for name, value in terms.items():
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self._collect("train", batch, output, rows)
+        return loss
+
+    def _collect(self, split: str, batch: Data | HeteroData, output: GNNOutput, rows: Tensor) -> None:
+        labels = target_store(batch, self.graph_info).y
+        self._epoch_outputs[split].append((labels[rows].detach(), output.logits[rows].detach().float()))
+
+    def _evaluation_step(self, batch: Data | HeteroData, split: str) -> None:
+        output = self(batch)
+        rows = split_rows(batch, self.graph_info, split)
+        self._collect(split, batch, output, rows)
+        self.log(f"{split}/loss", self.task_loss(output.logits[rows], target_store(batch, self.graph_info).y[rows]),
+                 batch_size=int(rows.sum()))
+
+    def validation_step(self, batch: Data | HeteroData, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: Data | HeteroData, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def _log_metric(self, split: str) -> None:
+        """Score the epoch's gathered predictions with the dataset's evaluator."""
+        outputs = self._epoch_outputs[split]
+        if not outputs:
+            return
+        labels = torch.cat([y for y, _ in outputs])
+        logits = torch.cat([z for _, z in outputs])
+        self._epoch_outputs[split] = []
+        self.log(f"{split}/{self.evaluator.metric}", self.evaluator(labels, logits), prog_bar=split != "train")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metric("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric("test")
+
+    def predict_step(self, batch: Data | HeteroData, batch_idx: int) -> dict[str, Tensor]:
+        """Predicted class (or task scores) of every target node in the batch, with global node ids."""
+        store = target_store(batch, self.graph_info)
+        output = self(batch)
+        if hasattr(store, "batch_size"):
+            node_id, logits = store.n_id[: store.batch_size], output.logits[: store.batch_size]
+        else:
+            node_id, logits = torch.arange(store.num_nodes, device=output.logits.device), output.logits
+        scores = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits.float(), dim=-1)
+        return {"node_id": node_id, "prediction": scores if self.multilabel else scores.argmax(-1), "scores": scores}
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+

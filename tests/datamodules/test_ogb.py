@@ -1,0 +1,93 @@
+"""The generated ogbn-mag folder is read by ogb's own loader, and bad folders fail clearly."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from ogb.nodeproppred import PygNodePropPredDataset
+
+from datamodules.graph import DatasetNotFoundError
+from datamodules.ogb import PYG_SAFE_GLOBALS, OGBNodeDataModule, SyntheticMAGDataModule
+from graphkd.synthetic_mag import TRIPLETS, generate, write_synthetic_mag
+from tests.graph_fixtures import TINY_MAG
+
+
+@pytest.fixture(scope="module")
+def mag_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mag")
+    write_synthetic_mag(root, TINY_MAG)
+    return root
+
+
+def test_generated_folder_loads_through_ogb(mag_root):
+    graph = generate(TINY_MAG)
+    for attempt in range(2):  # the second load reads ogb's processed file (weights_only pitfall)
+        with torch.serialization.safe_globals(PYG_SAFE_GLOBALS):
+            dataset = PygNodePropPredDataset("ogbn-mag", root=str(mag_root))
+        data = dataset[0]
+        assert data.num_nodes_dict == graph["num_nodes"]
+        assert data.x_dict["paper"].shape == (TINY_MAG.num_papers, TINY_MAG.feature_dim)
+        assert torch.equal(data.y_dict["paper"].view(-1), torch.from_numpy(graph["labels"]))
+        for triplet in TRIPLETS:
+            assert torch.equal(data.edge_index_dict[triplet], torch.from_numpy(graph["edges"][triplet]))
+        split = dataset.get_idx_split()
+        years = torch.from_numpy(graph["years"])
+        assert (years[split["train"]["paper"]] < 2018).all() and (years[split["test"]["paper"]] == 2019).all()
+    assert (mag_root / "ogbn_mag" / "processed" / "geometric_data_processed.pt").is_file()
+
+
+def test_hetero_datamodule_schema(mag_root):
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), hetero=True)
+    info = dm.graph_info
+    assert info["hetero"]["target"] == "paper" and dm.num_classes == TINY_MAG.num_classes
+    assert dm.num_features == TINY_MAG.feature_dim
+    assert len(info["hetero"]["edge_types"]) == 7  # cites made undirected + 3 relations and their reverses
+    assert set(info["hetero"]["featureless_num_nodes"]) == {"author", "institution", "field_of_study"}
+    paper = dm.graph["paper"]
+    assert int(paper.train_mask.sum() + paper.val_mask.sum() + paper.test_mask.sum()) == TINY_MAG.num_papers
+
+
+def test_homogeneous_paper_subgraph(mag_root):
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), hetero=False)
+    data = dm.graph
+    assert dm.graph_info["hetero"] is None and data.num_nodes == TINY_MAG.num_papers
+    cites = torch.from_numpy(generate(TINY_MAG)["edges"][TRIPLETS[2]])
+    assert data.edge_index.shape[1] == torch.unique(torch.cat([cites, cites.flip(0)], 1), dim=1).shape[1]
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="unknown OGB node dataset 'ogbn-foo'.*ogbn-arxiv"):
+        OGBNodeDataModule(name="ogbn-foo")
+
+
+def test_missing_dataset_says_where_to_put_files(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"ogbn-arxiv is missing.*RELEASE_v1.txt.*arxiv.zip"):
+        OGBNodeDataModule(name="ogbn-arxiv", root=str(tmp_path)).graph_info
+
+
+def test_partial_dataset_folder_names_missing_files(mag_root, tmp_path):
+    partial = tmp_path / "ogbn_mag"
+    shutil.copytree(mag_root / "ogbn_mag", partial, ignore=shutil.ignore_patterns("processed"))
+    (partial / "raw" / "node-feat" / "paper" / "node-feat.csv.gz").unlink()
+    with pytest.raises(DatasetNotFoundError, match="missing raw/node-feat/paper/node-feat.csv.gz"):
+        OGBNodeDataModule(name="ogbn-mag", root=str(tmp_path)).graph_info
+
+
+def test_synthetic_folder_with_other_config_is_refused(mag_root):
+    other = SyntheticMAGDataModule(TINY_MAG.__class__(**{**TINY_MAG.__dict__, "seed": 7}), root=str(mag_root))
+    with pytest.raises(ValueError, match="was generated with"):
+        other.graph_info
+
+
+@pytest.mark.parametrize("hetero", [True, False])
+def test_neighbor_loader_batches_seed_first(mag_root, hetero):
+    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), hetero=hetero, batch_size=64, num_neighbors=[5, 3])
+    seeds = []
+    for batch in dm.train_dataloader():
+        store = batch["paper"] if hetero else batch
+        seed_ids = store.n_id[: store.batch_size]
+        assert dm.target_store.train_mask[seed_ids].all()
+        seeds.append(seed_ids)
+    assert torch.equal(torch.cat(seeds).sort().values, torch.nonzero(dm.target_store.train_mask).view(-1))

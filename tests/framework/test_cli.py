@@ -1,0 +1,74 @@
+"""The whole ABKD workflow through ``main.py``: fit teacher -> fit student -> test -> predict."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+import main
+from tests.graph_fixtures import TINY_MAG
+
+
+def write_config(path, model: dict, root, log_dir, extra_callbacks=()):
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 3, "enable_progress_bar": False, "log_every_n_steps": 1, "default_root_dir": str(log_dir),
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": str(log_dir), "name": "run"}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": str(log_dir / "ckpt"), "filename": "best", "monitor": "val/acc",
+                                         "mode": "max", "enable_version_counter": False}}, *extra_callbacks],
+        },
+        "model": model,
+        "data": {"class_path": "datamodules.ogb.SyntheticMAGDataModule",
+                 "init_args": {"root": str(root), "hetero": True, "synthetic": dict(TINY_MAG.__dict__)}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_teacher_student_test_predict_round_trip(tmp_path):
+    data_root = tmp_path / "data"
+    teacher_cfg = write_config(tmp_path / "teacher.yaml", {
+        "class_path": "lightning_modules.node_classifier.NodeClassifier",
+        "init_args": {"arch": "rgcn", "hidden_channels": 32, "num_layers": 3}}, data_root, tmp_path / "teacher")
+    main.main(["fit", "--config", teacher_cfg])
+    teacher_ckpt = tmp_path / "teacher" / "ckpt" / "best.ckpt"
+    assert teacher_ckpt.is_file()
+    assert (tmp_path / "teacher" / "run" / "version_0" / "config.yaml").is_file()  # config saved beside the logs
+
+    student_model = {"class_path": "lightning_modules.distillation.DistillationModule",
+                     "init_args": {"teacher_checkpoint": str(teacher_ckpt), "arch": "rgcn", "hidden_channels": 8,
+                                   "num_layers": 2, "distiller": {"class_path": "graphkd.distill.ABKD"}}}
+    student_cfg = write_config(tmp_path / "student.yaml", student_model, data_root, tmp_path / "student",
+                               [{"class_path": "callbacks.attention_heatmap.AttentionHeatmap"}])
+    fit = main.main(["fit", "--config", student_cfg])
+    logged = fit.trainer.callback_metrics
+    assert logged["params/compression_ratio"] > 1.0
+    for term in ("train/loss_ce", "train/loss_kd_logit", "train/loss_kd_align", "val/acc"):
+        assert term in logged, term
+    heatmaps = sorted((tmp_path / "student" / "run" / "version_0" / "attention").glob("epoch_*.png"))
+    assert len(heatmaps) == 3
+
+    student_ckpt = tmp_path / "student" / "ckpt" / "best.ckpt"
+    test = main.main(["test", "--config", student_cfg, "--ckpt_path", str(student_ckpt)])
+    assert 0.0 <= test.trainer.callback_metrics["test/acc"] <= 1.0
+
+    predictions = tmp_path / "predictions.csv"
+    main.main(["predict", "--config", student_cfg, "--ckpt_path", str(student_ckpt), "--trainer.callbacks+",
+               "callbacks.node_predictions.NodePredictionWriter", "--trainer.callbacks.output_file", str(predictions)])
+    rows = list(csv.DictReader(predictions.open()))
+    assert [int(r["node_id"]) for r in rows] == list(range(TINY_MAG.num_papers))
+    assert {int(r["prediction"]) for r in rows} <= set(range(TINY_MAG.num_classes))
+
+
+def test_print_config_lists_linked_model(capsys, tmp_path):
+    cfg = write_config(tmp_path / "t.yaml", {"class_path": "lightning_modules.node_classifier.NodeClassifier"},
+                       tmp_path / "data", tmp_path)
+    with pytest.raises(SystemExit):
+        main.main(["fit", "--config", cfg, "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "lightning_modules.node_classifier.NodeClassifier"
+    assert printed["model"]["init_args"]["arch"] == "gcn"

@@ -1,0 +1,104 @@
+"""The distillation module: frozen teacher untouched, clear errors for unusable teachers."""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules.ogb import SyntheticMAGDataModule
+from graphkd.distill import ABKD, FitNet, LogitKD
+from lightning_modules.distillation import DistillationModule, TeacherCheckpointError
+from lightning_modules.node_classifier import NodeClassifier
+from tests.graph_fixtures import TINY_MAG
+
+
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory):
+    return SyntheticMAGDataModule(TINY_MAG, root=str(tmp_path_factory.mktemp("mag")), hetero=False)
+
+
+def trainer(tmp_path, epochs=2):
+    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=tmp_path)
+
+
+def facts(dm):
+    return {"num_features": dm.num_features, "num_classes": dm.num_classes, "graph_info": dm.graph_info}
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(datamodule, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher")
+    teacher = NodeClassifier(**facts(datamodule), arch="sage", hidden_channels=32, num_layers=3)
+    t = trainer(folder, epochs=3)
+    t.fit(teacher, datamodule)
+    path = folder / "teacher.ckpt"
+    t.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("distiller", [LogitKD, ABKD, FitNet])
+def test_frozen_teacher_is_untouched_and_student_learns(datamodule, teacher_ckpt, tmp_path, distiller):
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), distiller=distiller,
+                                arch="gcn", hidden_channels=8, num_layers=2)
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    trainer(tmp_path).fit(module, datamodule)
+    assert all(torch.equal(teacher_before[k], v) for k, v in module.teacher.state_dict().items())
+    assert any(not torch.equal(student_before[k], v) for k, v in module.model.state_dict().items())
+    assert not module.teacher.training  # frozen teacher stays in eval mode
+
+
+def test_joint_teacher_training_updates_teacher(datamodule, teacher_ckpt, tmp_path):
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), train_teacher=True,
+                                arch="gcn", hidden_channels=8, num_layers=2)
+    before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    trainer(tmp_path, epochs=1).fit(module, datamodule)
+    assert any(not torch.equal(before[k], v) for k, v in module.teacher.state_dict().items())
+
+
+def test_student_deeper_than_teacher_is_refused(datamodule, teacher_ckpt):
+    with pytest.raises(ValueError, match="student has 4 layers but the teacher only 3"):
+        DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), num_layers=4)
+
+
+def test_teacher_of_wrong_architecture(datamodule, teacher_ckpt, tmp_path):
+    checkpoint = torch.load(teacher_ckpt, weights_only=False)
+    checkpoint["hyper_parameters"]["arch"] = "gat"  # weights are GraphSAGE
+    wrong = tmp_path / "wrong_arch.ckpt"
+    torch.save(checkpoint, wrong)
+    with pytest.raises(TeacherCheckpointError, match="do not match the architecture"):
+        DistillationModule(**facts(datamodule), teacher_checkpoint=str(wrong))
+
+
+def test_teacher_of_another_dataset(datamodule, teacher_ckpt):
+    other = {**facts(datamodule), "num_classes": datamodule.num_classes + 3}
+    with pytest.raises(TeacherCheckpointError, match="classes, but this data has"):
+        DistillationModule(**other, teacher_checkpoint=str(teacher_ckpt))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+def test_corrupt_or_missing_teacher_checkpoint(datamodule, tmp_path, content):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(TeacherCheckpointError, match="not a readable PyTorch checkpoint"):
+        DistillationModule(**facts(datamodule), teacher_checkpoint=str(bad))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DistillationModule(**facts(datamodule), teacher_checkpoint=str(tmp_path / "absent.ckpt"))
+    with pytest.raises(TeacherCheckpointError, match="teacher_checkpoint is empty"):
+        DistillationModule(**facts(datamodule))
+
+
+def test_minibatch_hetero_distillation_matches_schema(tmp_path_factory, tmp_path):
+    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(tmp_path_factory.mktemp("hmag")), hetero=True, batch_size=64,
+                                num_neighbors=[4, 4, 4])
+    teacher = NodeClassifier(**facts(dm), arch="rgcn", hidden_channels=16, num_layers=3)
+    t = trainer(tmp_path, epochs=1)
+    t.fit(teacher, dm)
+    t.save_checkpoint(tmp_path / "t.ckpt")
+    student = DistillationModule(**facts(dm), teacher_checkpoint=str(tmp_path / "t.ckpt"), distiller=ABKD,
+                                 arch="rgcn", hidden_channels=8, num_layers=2)
+    t2 = trainer(tmp_path, epochs=1)
+    t2.fit(student, dm)
+    assert {"train/loss_kd_align", "val/acc", "params/compression_ratio"} <= set(t2.callback_metrics)
