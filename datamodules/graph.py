@@ -95,7 +95,10 @@ class NodeDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> Any:
-        return self._loader("val", shuffle=False)
+        """Full batch: the graph (validation and test rows are both scored); mini-batch: val and test seeds."""
+        if self.batch_size is None:
+            return self._loader("val", shuffle=False)
+        return [self._loader("val", shuffle=False), self._loader("test", shuffle=False)]
 
     def test_dataloader(self) -> Any:
         return self._loader("test", shuffle=False)

@@ -20,14 +20,21 @@ class NodeEvaluator:
         self.ogb = Evaluator(dataset) if dataset.startswith("ogbn-") else None
         self.metric = self.ogb.eval_metric if self.ogb else "acc"
 
-    def __call__(self, y_true: Tensor, logits: Tensor) -> float:
-        """``y_true (N,)`` or ``(N, T)``; ``logits (N, C)`` -> the dataset's metric."""
+    def predictions(self, logits: Tensor) -> Tensor:
+        """What the metric consumes: class ids ``(N, 1)`` (multi-class) or scores ``(N, T)`` (multi-label).
+
+        Keeping these instead of logits makes an epoch's worth cheap to hold (ogbn-mag has 349 classes).
+        """
+        return logits.argmax(dim=-1, keepdim=True) if self.task == "multiclass" else logits.float()
+
+    def score(self, y_true: Tensor, y_pred: Tensor) -> float:
+        """``y_true (N,)`` or ``(N, T)`` against :meth:`predictions` -> the dataset's metric."""
         if self.task == "multiclass":
-            y_pred = logits.argmax(dim=-1, keepdim=True)
             y_true = y_true.view(-1, 1)
-        else:
-            y_pred = logits.float()
         if self.ogb is None:
             return (y_pred == y_true).float().mean().item()
         return float(self.ogb.eval({"y_true": y_true.cpu(), "y_pred": y_pred.cpu()})[self.metric])
 
+    def __call__(self, y_true: Tensor, logits: Tensor) -> float:
+        """Score logits directly."""
+        return self.score(y_true, self.predictions(logits))

@@ -118,20 +118,27 @@ class NodeClassifier(L.LightningModule):
 
     def _collect(self, split: str, batch: Data | HeteroData, output: GNNOutput, rows: Tensor) -> None:
         labels = target_store(batch, self.graph_info).y
-        self._epoch_outputs[split].append((labels[rows].detach(), output.logits[rows].detach().float()))
+        self._epoch_outputs[split].append((labels[rows].detach(), self.evaluator.predictions(output.logits[rows].detach())))
 
-    def _evaluation_step(self, batch: Data | HeteroData, split: str) -> None:
+    def _evaluation_step(self, batch: Data | HeteroData, splits: tuple[str, ...]) -> None:
         output = self(batch)
-        rows = split_rows(batch, self.graph_info, split)
-        self._collect(split, batch, output, rows)
-        self.log(f"{split}/loss", self.task_loss(output.logits[rows], target_store(batch, self.graph_info).y[rows]),
-                 batch_size=int(rows.sum()))
+        labels = target_store(batch, self.graph_info).y
+        for split in splits:
+            rows = split_rows(batch, self.graph_info, split)
+            self._collect(split, batch, output, rows)
+            self.log(f"{split}/loss", self.task_loss(output.logits[rows], labels[rows]), batch_size=int(rows.sum()),
+                     add_dataloader_idx=False)
 
-    def validation_step(self, batch: Data | HeteroData, batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch: Data | HeteroData, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Validation rows, and test rows too so the test metric is logged every epoch (never used for selection).
+
+        A full batch holds both splits; mini-batches come from two loaders (val, test).
+        """
+        full_batch = not hasattr(target_store(batch, self.graph_info), "batch_size")
+        self._evaluation_step(batch, ("val", "test") if full_batch else (("val", "test")[dataloader_idx],))
 
     def test_step(self, batch: Data | HeteroData, batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+        self._evaluation_step(batch, ("test",))
 
     def _log_metric(self, split: str) -> None:
         """Score the epoch's gathered predictions with the dataset's evaluator."""
@@ -139,15 +146,16 @@ class NodeClassifier(L.LightningModule):
         if not outputs:
             return
         labels = torch.cat([y for y, _ in outputs])
-        logits = torch.cat([z for _, z in outputs])
+        predictions = torch.cat([p for _, p in outputs])
         self._epoch_outputs[split] = []
-        self.log(f"{split}/{self.evaluator.metric}", self.evaluator(labels, logits), prog_bar=split != "train")
+        self.log(f"{split}/{self.evaluator.metric}", self.evaluator.score(labels, predictions), prog_bar=split != "train")
 
     def on_train_epoch_end(self) -> None:
         self._log_metric("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric("val")
+        self._log_metric("test")
 
     def on_test_epoch_end(self) -> None:
         self._log_metric("test")

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import shutil
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
 from ogb.nodeproppred import PygNodePropPredDataset
+from torch_geometric.utils import to_undirected
 
 from datamodules.graph import DatasetNotFoundError
 from datamodules.ogb import PYG_SAFE_GLOBALS, OGBNodeDataModule, SyntheticMAGDataModule
 from graphkd.synthetic_mag import TRIPLETS, generate, write_synthetic_mag
+from lightning_modules.node_classifier import NodeClassifier
+from tests.datamodules.ogb_layout import write_homogeneous_ogb
 from tests.graph_fixtures import TINY_MAG
 
 
@@ -91,3 +96,27 @@ def test_neighbor_loader_batches_seed_first(mag_root, hetero):
         assert dm.target_store.train_mask[seed_ids].all()
         seeds.append(seed_ids)
     assert torch.equal(torch.cat(seeds).sort().values, torch.nonzero(dm.target_store.train_mask).view(-1))
+
+
+def test_arxiv_layout_loads_undirected_with_masks(tmp_path):
+    written = write_homogeneous_ogb(tmp_path, "ogbn-arxiv")
+    dm = OGBNodeDataModule("ogbn-arxiv", root=str(tmp_path))
+    data = dm.graph
+    assert dm.num_classes == 40 and dm.graph_info["task"] == "multiclass" and dm.num_features == 8
+    assert torch.equal(data.y, torch.from_numpy(written["labels"]).view(-1))
+    edges = torch.from_numpy(written["edges"]).T
+    assert torch.equal(data.edge_index, to_undirected(edges, num_nodes=data.num_nodes))
+    assert torch.equal(torch.nonzero(data.val_mask).view(-1), torch.from_numpy(np.sort(written["split"]["valid"])))
+
+
+def test_proteins_layout_is_multilabel_with_edge_feature_means(tmp_path):
+    written = write_homogeneous_ogb(tmp_path, "ogbn-proteins")
+    dm = OGBNodeDataModule("ogbn-proteins", root=str(tmp_path))
+    data = dm.graph
+    assert dm.graph_info["task"] == "multilabel" and dm.num_classes == 112
+    assert data.y.dtype == torch.float32 and data.y.shape == (60, 112)
+    assert dm.num_features == 8 and (data.x >= 0).all() and (data.x <= 1).all()  # means of features in [0, 1)
+    module = NodeClassifier(dm.num_features, dm.num_classes, dm.graph_info, arch="sage", hidden_channels=8)
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, dm)
+    assert 0.0 <= trainer.callback_metrics["val/rocauc"] <= 1.0

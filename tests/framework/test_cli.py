@@ -47,7 +47,7 @@ def test_teacher_student_test_predict_round_trip(tmp_path):
     fit = main.main(["fit", "--config", student_cfg])
     logged = fit.trainer.callback_metrics
     assert logged["params/compression_ratio"] > 1.0
-    for term in ("train/loss_ce", "train/loss_kd_logit", "train/loss_kd_align", "val/acc"):
+    for term in ("train/loss_ce", "train/loss_kd_logit", "train/loss_kd_align", "val/acc", "test/acc"):
         assert term in logged, term
     heatmaps = sorted((tmp_path / "student" / "run" / "version_0" / "attention").glob("epoch_*.png"))
     assert len(heatmaps) == 3
