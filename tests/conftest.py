@@ -7,6 +7,11 @@ from pathlib import Path
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI for a newer version
 
 import pytest
+import torch
+
+# One intra-op thread: the suite's small tensors run several times faster than with two threads
+# fighting over 2 cores, and timings/results do not depend on the machine's core count.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = Path(os.environ.get("SHARED_ASSETS", REPO_ROOT.parent / "shared" / "assets"))

@@ -72,3 +72,11 @@ def test_print_config_lists_linked_model(capsys, tmp_path):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lightning_modules.node_classifier.NodeClassifier"
     assert printed["model"]["init_args"]["arch"] == "gcn"
+
+
+def test_face_regressor_config_runs_through_main(shared_assets, tmp_path):
+    sfm = str(shared_assets / "sfm" / "sfm_3448.npz")
+    main.main(["fit", "--config", "configs/face_regressor_sfm.yaml", "--trainer.fast_dev_run", "true",
+               "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.callbacks", "[]",
+               "--model.init_args.model_path", sfm, "--data.init_args.model_path", sfm,
+               "--data.init_args.batch_size", "4", "--model.init_args.statistics_batches", "2"])

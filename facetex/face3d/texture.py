@@ -1,0 +1,353 @@
+"""Multi-view UV texture fusion: per-view sampling, visibility, view weights, blending, symmetry, inpainting.
+
+For one mesh seen in K images (the same vertices, K screen-space projections):
+
+1. UV chart. The mesh is rasterised in UV space once: every texel inside the chart knows its
+   triangle and barycentrics, hence (per view) its screen position, depth and normal.
+2. Visibility. A texel is visible in a view when its depth is within a tolerance of that view's
+   z-buffer at the pixel it lands on. The tolerance is ``depth_tolerance`` pixels plus the depth
+   change across half a pixel on the texel's own surface (from its normal), so sloped but visible
+   surfaces pass while surfaces behind another one (by more than that) fail.
+3. View weight. ``cos(theta)^cos_power`` where ``theta`` is the angle between the outward normal and
+   the direction to the viewer (weak perspective: the same for every pixel), zero beyond
+   ``grazing_cutoff`` degrees, where samples are smeared and the silhouette mixes in background,
+   and ramped down to zero over ``silhouette_margin`` next to the view's mesh silhouette.
+4. Sampling. The image is read bilinearly at the texel's screen position with ``grid_sample``;
+   screen x maps to ``2 x / W - 1`` with ``align_corners=False``, which puts pixel ``j``'s centre at
+   ``x = j + 0.5`` as the rasteriser does.
+5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
+   normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
+   and renormalised. The blend then changes smoothly across the border between two views instead of
+   switching at a pixel, while a view never contributes where it is occluded.
+6. Symmetry. Each texel's mirror texel is found by interpolating the UVs of the mirror vertices
+   (``symmetry``) of its triangle with its barycentrics. Texels no view saw take the mirror's colour;
+   texels seen only obliquely (beyond ``mirror_angle``) whose mirror was seen more frontally blend
+   toward it smoothly (:func:`mirror_blend`), which removes the smeared, background-tainted far side
+   of a single turned photo without touching texels any view sees well.
+7. Inpainting. Chart texels still empty (and a thin gutter outside the chart, so bilinear and mipmapped
+   lookups at the chart border stay clean) are filled by push-pull: a weighted image pyramid of the
+   known texels is averaged down to 1x1 and pulled back up, each level filling its holes from the
+   coarser one. Smooth, parameter-free, and O(T^2).
+
+Everything numerically delicate (depth test, weights) runs in fp32 whatever the inputs' dtype.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from facetex.face3d.geometry import vertex_normals
+from facetex.face3d.rasterizer import Fragments, interpolate, rasterize, rasterize_uv
+
+MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 2048
+MIRROR_TRUST_MARGIN = 0.25  # a mirror must be trusted this much more than the texel before it is used
+
+
+class TexelSource(IntEnum):
+    """Where a texel's colour came from (values of :attr:`FusedTexture.source`)."""
+
+    OUTSIDE = 0  # outside the UV chart (and its gutter): left black
+    VIEW = 1  # blended from the views that see it
+    SYMMETRY = 2  # taken (more than half) from its mirror texel
+    INPAINTED = 3  # filled by push-pull (chart holes and the gutter)
+
+
+@dataclass
+class FusionConfig:
+    """Knobs of :func:`fuse_texture`; the defaults suit 256-2048 texel maps of a face seen at 256-1024 px.
+
+    cos_power: exponent p of the view weight cos(theta)^p (higher = trust frontal views more).
+    grazing_cutoff: degrees; views seeing a texel at a larger angle give it weight 0.
+    depth_tolerance: screen-depth slack in pixels of the visibility test (plus the texel's own slope).
+    seam_sigma: Gaussian sigma in texels for blurring the normalised weight maps, as a fraction of T.
+    silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the image side.
+    mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
+        when that one is seen better (see :func:`mirror_blend`).
+    gutter: texels of inpainted padding around the chart.
+    """
+
+    cos_power: float = 3.0
+    grazing_cutoff: float = 75.0
+    silhouette_margin: float = 0.01
+    mirror_angle: float = 60.0
+    depth_tolerance: float = 1.0
+    seam_sigma: float = 1.0 / 128.0
+    gutter: int = 2
+
+
+@dataclass
+class FusedTexture:
+    """Result of :func:`fuse_texture` for a ``T x T`` map seen in K views.
+
+    texture: ``(3, T, T)`` float in [0, 1], row 0 = v = 1.
+    chart: ``(T, T)`` bool, texels inside the UV chart.
+    coverage: ``(T, T)`` bool, texels seen by at least one view.
+    view_weight: ``(K, T, T)`` each view's weight (cos^p, silhouette falloff; 0 where not visible).
+    blend_weight: ``(K, T, T)`` the share of each view after seam smoothing (sums to 1 where covered).
+    visibility: ``(K, T, T)`` bool, texel inside the view's image and not occluded in it.
+    source: ``(T, T)`` uint8 :class:`TexelSource` of each texel.
+    """
+
+    texture: Tensor
+    chart: Tensor
+    coverage: Tensor
+    view_weight: Tensor
+    blend_weight: Tensor
+    visibility: Tensor
+    source: Tensor
+
+    def fraction(self, source: TexelSource) -> float:
+        """Share of the chart's texels whose colour came from ``source``."""
+        return float((self.source[self.chart] == source).float().mean())
+
+
+@dataclass
+class UVChart:
+    """A mesh's UV layout rasterised at ``T x T``: what every texel lies on.
+
+    fragments: :class:`Fragments` of batch 1 from ``rasterize_uv``.
+    mirror_uv: ``(T, T, 2)`` UV of each texel's mirror point (NaN where no symmetry is given or off-chart).
+    """
+
+    fragments: Fragments
+    mirror_uv: Tensor
+
+    @property
+    def mask(self) -> Tensor:
+        """``(T, T)`` bool, texels inside the chart."""
+        return self.fragments.mask[0]
+
+
+def build_uv_chart(uv: Tensor, faces: Tensor, size: int, symmetry: Tensor | None = None) -> UVChart:
+    """Rasterise ``uv`` ``(V, 2)`` (v up) over ``faces`` ``(F, 3)`` at ``size x size`` texels.
+
+    With ``symmetry`` ``(V,)`` (mirror vertex of each vertex), also finds every texel's mirror UV.
+    """
+    if not MIN_TEXTURE_SIZE <= size <= MAX_TEXTURE_SIZE:
+        raise ValueError(f"texture size must be in [{MIN_TEXTURE_SIZE}, {MAX_TEXTURE_SIZE}], got {size}")
+    uv = uv.float()
+    fragments = rasterize_uv(uv, faces, size)
+    if symmetry is None:
+        mirror_uv = uv.new_full((size, size, 2), float("nan"))
+    else:
+        if symmetry.shape != (uv.shape[0],):
+            raise ValueError(
+                f"symmetry must list one mirror vertex per vertex, shape ({uv.shape[0]},), got {tuple(symmetry.shape)}"
+            )
+        mirror_uv = interpolate(uv[symmetry.long()][None], faces, fragments)[0]
+        mirror_uv[~fragments.mask[0]] = float("nan")
+    return UVChart(fragments=fragments, mirror_uv=mirror_uv)
+
+
+def _screen_to_grid(points: Tensor, height: int, width: int) -> Tensor:
+    """Screen x, y (pixels, centres at +0.5) -> grid_sample coordinates for ``align_corners=False``."""
+    return torch.stack([2.0 * points[..., 0] / width - 1.0, 2.0 * points[..., 1] / height - 1.0], dim=-1)
+
+
+def _uv_to_grid(uv: Tensor) -> Tensor:
+    """UV (v up) -> grid_sample coordinates over a texture whose row 0 is v = 1 (``align_corners=False``)."""
+    return torch.stack([2.0 * uv[..., 0] - 1.0, 1.0 - 2.0 * uv[..., 1]], dim=-1)
+
+
+def sample_view(
+    image: Tensor, screen_vertices: Tensor, faces: Tensor, chart: UVChart, config: FusionConfig = FusionConfig()
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What one view tells about every texel.
+
+    image: ``(3, H, W)`` float in [0, 1]; screen_vertices: ``(V, 3)`` this view's projection
+    (``camera.project``: x right, y down, depth smaller = nearer); faces: ``(F, 3)``.
+    Returns colour ``(3, T, T)``, visibility ``(T, T)`` bool and view weight ``(T, T)`` (0 where not visible).
+    """
+    height, width = image.shape[-2:]
+    screen = screen_vertices.float()[None]  # (1, V, 3)
+    texel_points = interpolate(screen, faces, chart.fragments)[0]  # (T, T, 3)
+    normals = interpolate(vertex_normals(screen, faces), faces, chart.fragments)[0]
+    normals = F.normalize(normals, dim=-1)
+    # outward normals facing the viewer point to smaller depth: cos(theta) = -n_depth
+    cosine = -normals[..., 2]
+    min_cosine = math.cos(math.radians(config.grazing_cutoff))
+
+    zbuffer = rasterize(screen, faces, (height, width)).depth[0]  # (H, W), +inf where empty
+    col = texel_points[..., 0].floor().long()
+    row = texel_points[..., 1].floor().long()
+    inside = chart.mask & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    surface_depth = zbuffer[row.clamp(0, height - 1), col.clamp(0, width - 1)]
+    slope = (normals[..., 0].abs() + normals[..., 1].abs()) / cosine.abs().clamp_min(min_cosine)
+    tolerance = config.depth_tolerance + 0.5 * slope
+    visibility = inside & torch.isfinite(surface_depth) & (texel_points[..., 2] <= surface_depth + tolerance)
+
+    weight = torch.where(visibility & (cosine > min_cosine), cosine.clamp_min(0.0) ** config.cos_power, 0.0)
+    weight = weight * silhouette_falloff(torch.isfinite(zbuffer), texel_points[..., :2], config.silhouette_margin)
+    grid = _screen_to_grid(texel_points[..., :2], height, width)[None]
+    colour = F.grid_sample(image.float()[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    return colour, visibility, weight
+
+
+def silhouette_falloff(mask: Tensor, points: Tensor, margin: float) -> Tensor:
+    """Weight factor ``(T, T)`` rising linearly from 0 on the mesh's silhouette to 1 at ``margin`` inside.
+
+    mask: ``(H, W)`` bool, pixels the mesh covers in this view; points: ``(T, T, 2)`` screen x, y of the
+    texels; margin: the ramp's width as a fraction of the image's larger side (0 = no falloff). Pixels at
+    the silhouette mix face and background, and a fitted mesh rarely matches the real outline, so views
+    are trusted less there (other views, or the mirror, take over).
+    """
+    radius = round(margin * max(mask.shape))
+    if radius < 1:
+        return torch.ones(points.shape[:-1], dtype=points.dtype, device=points.device)
+    inside = F.avg_pool2d(mask[None, None].to(points.dtype), 2 * radius + 1, stride=1, padding=radius,
+                          count_include_pad=True)
+    grid = _screen_to_grid(points, *mask.shape)[None]
+    fraction = F.grid_sample(inside, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+    return ((fraction - 0.5) * 2.0).clamp(0.0, 1.0)
+
+
+def blend_views(colours: Tensor, weights: Tensor, seam_sigma: float) -> tuple[Tensor, Tensor]:
+    """Blend K views with seam smoothing.
+
+    colours: ``(K, 3, T, T)``; weights: ``(K, T, T)`` raw view weights (0 = view unusable there);
+    seam_sigma: blur of the normalised weight maps in texels (0 = no smoothing).
+    Returns the blended texture ``(3, T, T)`` (0 where no view) and blend weights ``(K, T, T)``.
+    """
+    total = weights.sum(dim=0, keepdim=True)
+    normalised = torch.where(total > 0, weights / total.clamp_min(1e-12), 0.0)
+    if seam_sigma > 0:
+        radius = max(1, math.ceil(3.0 * seam_sigma))
+        blurred = kornia.filters.gaussian_blur2d(
+            normalised[:, None], 2 * radius + 1, (seam_sigma, seam_sigma), border_type="constant"
+        )[:, 0]
+        normalised = torch.where(weights > 0, blurred, 0.0)
+    blend_total = normalised.sum(dim=0, keepdim=True)
+    blend = torch.where(blend_total > 0, normalised / blend_total.clamp_min(1e-12), 0.0)
+    return (colours * blend[:, None]).sum(dim=0), blend
+
+
+def sample_at_mirror(maps: Tensor, known: Tensor, chart: UVChart, min_support: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Read ``maps`` ``(C, T, T)`` at every texel's mirror point, using only ``known`` ``(T, T)`` texels.
+
+    The value is the known-weighted bilinear average around the mirror point; it is ``available``
+    where at least ``min_support`` of that bilinear footprint is known and the texel has a mirror.
+    Returns ``(C, T, T)`` mirrored values and ``(T, T)`` bool availability.
+    """
+    has_mirror = chart.mask & torch.isfinite(chart.mirror_uv).all(dim=-1)
+    grid = _uv_to_grid(torch.nan_to_num(chart.mirror_uv))[None]
+    weighted = torch.cat([maps * known, known[None].to(maps.dtype)])[None]
+    sampled = F.grid_sample(weighted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    support = sampled[-1]
+    return sampled[:-1] / support.clamp_min(1e-12), has_mirror & (support >= min_support)
+
+
+def mirror_blend(
+    best_weight: Tensor, mirror_best_weight: Tensor, available: Tensor, chart_mask: Tensor, config: FusionConfig
+) -> Tensor:
+    """Share ``(T, T)`` in [0, 1] of each texel's colour to take from its mirror texel.
+
+    best_weight, mirror_best_weight: ``(T, T)`` the largest view weight of the texel and of its mirror point;
+    available: ``(T, T)`` bool, the mirror point was seen; chart_mask: ``(T, T)`` bool.
+    A view is trusted fully at weights of at least ``cos(mirror_angle)^p``, less below (``trust = weight / that``,
+    then the minimum with its Gaussian blur of ``seam_sigma`` inside the chart, so occlusion borders do not leave
+    a hard seam). The share is 1 on texels no view saw and ``(trust(mirror) - trust(texel) - m) / (1 - m)``
+    (clamped at 0, ``m = MIRROR_TRUST_MARGIN``) on the others: a texel leans on its mirror only as far as the
+    mirror is clearly seen better, so two sides seen alike keep their own, possibly asymmetric, colours (and
+    mirror maps that are off by a texel or two do no harm there).
+    """
+    confident = math.cos(math.radians(config.mirror_angle)) ** config.cos_power
+    trust = (best_weight / confident).clamp(0.0, 1.0)
+    sigma = config.seam_sigma * best_weight.shape[-1]
+    if sigma > 0:  # blurred inside the chart only, so its outer border does not count as an occlusion
+        radius = max(1, math.ceil(3.0 * sigma))
+        inside = chart_mask[None, None].to(trust.dtype)
+        stack = torch.cat([trust[None, None] * inside, inside], dim=1)
+        smoothed = kornia.filters.gaussian_blur2d(stack, 2 * radius + 1, (sigma, sigma), border_type="constant")[0]
+        trust = torch.minimum(trust, smoothed[0] / smoothed[1].clamp_min(1e-12))
+    mirror_trust = (mirror_best_weight / confident).clamp(0.0, 1.0)
+    lean = ((mirror_trust - trust - MIRROR_TRUST_MARGIN) / (1.0 - MIRROR_TRUST_MARGIN)).clamp_min(0.0)
+    share = torch.where(best_weight > 0, lean, 1.0)
+    return torch.where(available, share, 0.0)
+
+
+def push_pull(texture: Tensor, known: Tensor) -> Tensor:
+    """Fill every texel of ``texture`` ``(3, T, T)`` from the ``known`` ``(T, T)`` ones by push-pull.
+
+    Known texels keep their colour; the others get a smooth interpolation of their neighbourhood,
+    coarser the farther the nearest known texel is.
+    """
+    if not known.any():
+        raise ValueError("push_pull needs at least one known texel; no view saw any part of the mesh")
+    levels = [torch.cat([texture * known, known[None].to(texture.dtype)])[None]]  # (1, 4, T, T)
+    while min(levels[-1].shape[-2:]) > 1:
+        levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
+    filled = levels[-1][:, :3] / levels[-1][:, 3:].clamp_min(1e-12)
+    for level in reversed(levels[:-1]):
+        coarse = F.interpolate(filled, size=level.shape[-2:], mode="bilinear", align_corners=False)
+        weight = level[:, 3:]
+        own = level[:, :3] / weight.clamp_min(1e-12)
+        # partly known cells blend their own average with the coarse estimate by how much they know
+        filled = weight.clamp(0, 1) * own + (1 - weight.clamp(0, 1)) * coarse
+    return torch.where(known, texture, filled[0])
+
+
+def fuse_texture(
+    images: Tensor,
+    screen_vertices: Tensor,
+    faces: Tensor,
+    uv: Tensor,
+    texture_size: int,
+    symmetry: Tensor | None = None,
+    config: FusionConfig = FusionConfig(),
+) -> FusedTexture:
+    """Fuse K views of one mesh into a ``T x T`` UV texture.
+
+    images: ``(K, 3, H, W)`` float in [0, 1] (or uint8); screen_vertices: ``(K, V, 3)`` the mesh in each
+    view's screen space; faces: ``(F, 3)``; uv: ``(V, 2)`` in [0, 1], v up; texture_size: T in 256..2048;
+    symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (K, 3, H, W), got {tuple(images.shape)}")
+    expected = (images.shape[0], uv.shape[0], 3)
+    if tuple(screen_vertices.shape) != expected:
+        raise ValueError(
+            f"screen_vertices must be (K, V, 3) = {expected}, one projection per image "
+            f"and per UV vertex, got {tuple(screen_vertices.shape)}"
+        )
+    images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    chart = build_uv_chart(uv, faces, texture_size, symmetry)
+    samples = [sample_view(image, vertices, faces, chart, config) for image, vertices in zip(images, screen_vertices)]
+    colours = torch.stack([s[0] for s in samples])
+    visibility = torch.stack([s[1] for s in samples])
+    weights = torch.stack([s[2] for s in samples])
+
+    texture, blend = blend_views(colours, weights, config.seam_sigma * texture_size)
+    coverage = weights.sum(dim=0) > 0
+    best_weight = weights.amax(dim=0)
+    mirrored, available = sample_at_mirror(torch.cat([texture, best_weight[None]]), coverage, chart)
+    share = mirror_blend(best_weight, mirrored[3], available, chart.mask, config)
+    texture = (1.0 - share) * texture + share * mirrored[:3]
+    source = torch.full_like(coverage, TexelSource.OUTSIDE, dtype=torch.uint8)
+    source[coverage] = TexelSource.VIEW
+    source[share > 0.5] = TexelSource.SYMMETRY
+
+    known = coverage | available
+    region = chart.mask
+    if config.gutter > 0:
+        kernel = 2 * config.gutter + 1
+        region = F.max_pool2d(region[None, None].float(), kernel, stride=1, padding=config.gutter)[0, 0] > 0
+    holes = region & ~known
+    texture = torch.where(holes, push_pull(texture, known), texture * known)
+    source[holes] = TexelSource.INPAINTED
+    return FusedTexture(
+        texture=texture.clamp(0.0, 1.0), chart=chart.mask, coverage=coverage,
+        view_weight=weights, blend_weight=blend, visibility=visibility, source=source,
+    )
+
+
+def texture_to_vertex_colors(texture: Tensor, uv: Tensor) -> Tensor:
+    """Per-vertex colours ``(V, 3)`` read bilinearly from ``texture`` ``(3, T, T)`` at ``uv`` ``(V, 2)`` (v up)."""
+    grid = _uv_to_grid(uv.to(texture.dtype))[None, :, None]  # (1, V, 1, 2)
+    colours = F.grid_sample(texture[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return colours[0, :, :, 0].T

@@ -1,0 +1,241 @@
+"""Train 3DDFA_V2's MobileNetV1 to regress pose, shape and expression from synthetic face renders.
+
+The network reads a face image and outputs ``12 + S + E`` normalised numbers:
+the 3x4 affine pose ``P`` (row-major) that maps model space straight to screen
+space (``screen = P @ [X; 1]``: rows ``s R_0 | t_x``, ``-s R_1 | t_y``,
+``-s R_2 | 0``, the ``camera.project`` convention), then the morphable model's
+shape and expression coefficients. Targets are normalised by their mean and
+standard deviation, estimated from the datamodule's renders at setup and kept as
+buffers, so a checkpoint alone turns outputs back into parameters (3DDFA_V2's
+``param_mean_std`` in the same role). The loss is the normalised parameter MSE
+plus the 2D landmark reprojection error (in image widths) of the decoded
+parameters, which weighs each parameter by its effect on the image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from datamodules.synthetic_faces import ModelFormat, load_morphable_model
+from facetex.face3d.camera import rotation_to_euler
+from facetex.face3d.fitting import nearest_scaled_rotation
+from facetex.face3d.regressor import MobileNetV1
+from facetex.face3d.synthetic import SyntheticFaceBatch
+
+NUM_POSE = 12
+_PREDICTED_COLOUR = (0.0, 1.0, 0.0)
+_TARGET_COLOUR = (1.0, 0.0, 0.0)
+
+
+@dataclass
+class FaceParameters:
+    """Decoded parameters: pose ``(B, 3, 4)`` model-to-screen affine map, shape ``(B, S)``, expression ``(B, E)``."""
+
+    pose: Tensor
+    shape: Tensor
+    expression: Tensor
+
+
+def pose_matrix(rotation: Tensor, scale: Tensor, translation: Tensor) -> Tensor:
+    """The affine map of ``camera.project``: ``(B, 3, 3)``, ``(B,)``, ``(B, 2)`` -> ``(B, 3, 4)``."""
+    linear = scale[:, None, None] * rotation * rotation.new_tensor([1.0, -1.0, -1.0])[:, None]
+    offset = torch.cat([translation, translation.new_zeros(translation.shape[0], 1)], dim=1)
+    return torch.cat([linear, offset[:, :, None]], dim=2)
+
+
+def pose_to_euler(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(B, 3, 4)`` affine pose -> ``(yaw, pitch, roll)`` degrees ``(B,)`` of its nearest scaled rotation."""
+    rows = pose[:, :2, :3] * pose.new_tensor([1.0, -1.0])[:, None]
+    rotation, _ = nearest_scaled_rotation(rows.float())
+    return rotation_to_euler(rotation)
+
+
+def draw_points(images: Tensor, points: Tensor, colour: tuple[float, float, float]) -> Tensor:
+    """Paint ``points (N, L, 2)`` (pixel coordinates, centres at +0.5) on ``images (N, 3, H, W)`` as single pixels."""
+    drawn = images.clone()
+    height, width = images.shape[-2:]
+    columns = points[..., 0].floor().long()
+    rows = points[..., 1].floor().long()
+    inside = (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
+    image_index = torch.arange(images.shape[0], device=images.device)[:, None].expand_as(columns)
+    for channel, value in enumerate(colour):
+        drawn[image_index[inside], channel, rows[inside], columns[inside]] = value
+    return drawn
+
+
+def image_grid(images: Tensor, columns: int = 4) -> Tensor:
+    """Tile ``(N, 3, H, W)`` images into one ``(3, rows * H, columns * W)`` image (blank cells black)."""
+    count, channels, height, width = images.shape
+    rows = -(-count // columns)
+    padded = torch.cat([images, images.new_zeros(rows * columns - count, channels, height, width)])
+    return padded.view(rows, columns, channels, height, width).permute(2, 0, 3, 1, 4).reshape(
+        channels, rows * height, columns * width
+    )
+
+
+class FaceRegressorModule(L.LightningModule):
+    """MobileNetV1 regression of normalised ``[pose 12 | shape S | expression E]`` from face renders.
+
+    Args:
+        model_path: the morphable model file whose parameters are regressed (the datamodule's).
+        model_format: ``sfm``, ``bfm`` or ``bfm_mean`` (see ``datamodules.synthetic_faces``).
+        widen_factor: MobileNetV1 width multiplier (3DDFA_V2 ships 1.0 and 0.5).
+        learning_rate: AdamW learning rate, annealed to zero with a cosine over training.
+        weight_decay: AdamW weight decay.
+        landmark_loss_weight: weight of the landmark reprojection loss beside the parameter MSE.
+        statistics_batches: datamodule batches used to estimate the target mean and std at setup.
+        num_logged_images: validation inputs drawn with predicted (green) and true (red) landmarks.
+    """
+
+    def __init__(
+        self,
+        model_path: str = "../shared/assets/sfm/sfm_3448.npz",
+        model_format: ModelFormat = "sfm",
+        widen_factor: float = 0.5,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        landmark_loss_weight: float = 1.0,
+        statistics_batches: int = 16,
+        num_logged_images: int = 8,
+    ) -> None:
+        super().__init__()
+        if statistics_batches < 1:
+            raise ValueError(f"statistics_batches must be >= 1, got {statistics_batches}")
+        self.save_hyperparameters()
+        self.face_model = load_morphable_model(model_path, model_format)
+        self.num_params = NUM_POSE + self.face_model.num_shape + self.face_model.num_expression
+        self.network = MobileNetV1(widen_factor=widen_factor, num_params=self.num_params, landmark_head=False)
+        self.register_buffer("target_mean", torch.zeros(self.num_params))
+        self.register_buffer("target_std", torch.ones(self.num_params))
+        self.register_buffer("statistics_ready", torch.tensor(False))
+
+    # parameters ------------------------------------------------------------------------
+
+    def target_vector(self, batch: SyntheticFaceBatch) -> Tensor:
+        """Ground-truth ``(B, 12 + S + E)`` parameters of a synthetic batch (not normalised)."""
+        pose = pose_matrix(batch.rotation.float(), batch.scale.float(), batch.translation.float())
+        return torch.cat([pose.flatten(1), batch.shape.float(), batch.expression.float()], dim=1)
+
+    def decode(self, params: Tensor) -> FaceParameters:
+        """Split un-normalised ``(B, 12 + S + E)`` parameters into a :class:`FaceParameters`."""
+        num_shape = self.face_model.num_shape
+        return FaceParameters(
+            pose=params[:, :NUM_POSE].reshape(-1, 3, 4),
+            shape=params[:, NUM_POSE : NUM_POSE + num_shape],
+            expression=params[:, NUM_POSE + num_shape :],
+        )
+
+    def landmarks2d(self, params: FaceParameters) -> Tensor:
+        """Screen positions ``(B, L, 2)`` of the model's landmarks under decoded parameters."""
+        points = self.face_model.landmarks(self.face_model(params.shape, params.expression))
+        return (points @ params.pose[:, :2, :3].transpose(1, 2) + params.pose[:, None, :2, 3]).float()
+
+    def normalised_output(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, 12 + S + E)`` normalised parameters, in fp32."""
+        return self.network((images - 0.5) / 0.5).float()
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, 12 + S + E)`` de-normalised parameters."""
+        return self.normalised_output(images) * self.target_std + self.target_mean
+
+    # setup -----------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Estimates the target statistics from the datamodule unless a checkpoint already holds them."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "statistics_batches"):
+            if bool(self.statistics_ready):
+                return
+            raise RuntimeError(
+                "FaceRegressorModule needs a datamodule with statistics_batches(n) (SyntheticFacesDataModule) to "
+                "estimate its target normalisation; pass datamodule=... or load a trained checkpoint"
+            )
+        theirs, ours = datamodule.morphable_model, self.face_model
+        if (theirs.num_vertices, theirs.num_shape, theirs.num_expression) != (
+            ours.num_vertices, ours.num_shape, ours.num_expression
+        ):
+            raise ValueError(
+                f"the datamodule renders a model with {theirs.num_vertices} vertices, {theirs.num_shape} shape and "
+                f"{theirs.num_expression} expression modes but the regressor was built for {ours.num_vertices}, "
+                f"{ours.num_shape} and {ours.num_expression}; give both the same model_path"
+            )
+        if bool(self.statistics_ready):
+            return
+        batches = datamodule.statistics_batches(self.hparams.statistics_batches)
+        targets = torch.cat([self.target_vector(batch) for batch in batches])
+        std = targets.std(0)
+        # constant targets (the pose's last entry is always 0) are left unscaled
+        std = torch.where(std > 1e-6 * std.max(), std, torch.ones_like(std))
+        self.target_mean.copy_(targets.mean(0))
+        self.target_std.copy_(std)
+        self.statistics_ready.fill_(True)
+
+    # steps -----------------------------------------------------------------------------
+
+    def _losses(self, batch: SyntheticFaceBatch) -> tuple[dict[str, Tensor], FaceParameters, FaceParameters]:
+        """Loss terms and the predicted and true parameters of one batch."""
+        target = self.target_vector(batch)
+        normalised_prediction = self.normalised_output(batch.images)
+        normalised_target = (target - self.target_mean) / self.target_std
+        predicted = self.decode(normalised_prediction * self.target_std + self.target_mean)
+        true = self.decode(target)
+        image_size = batch.images.shape[-1]
+        landmark_error = (self.landmarks2d(predicted) - self.landmarks2d(true)).norm(dim=-1).mean() / image_size
+        parameter_loss = F.mse_loss(normalised_prediction, normalised_target)
+        losses = {
+            "parameter_loss": parameter_loss,
+            "landmark_loss": landmark_error,
+            "loss": parameter_loss + self.hparams.landmark_loss_weight * landmark_error,
+        }
+        return losses, predicted, true
+
+    def training_step(self, batch: SyntheticFaceBatch, batch_idx: int) -> Tensor:
+        losses, _, _ = self._losses(batch)
+        self.log_dict({f"train/{name}": value for name, value in losses.items()}, prog_bar=False,
+                      batch_size=batch.images.shape[0])
+        return losses["loss"]
+
+    def validation_step(self, batch: SyntheticFaceBatch, batch_idx: int) -> None:
+        losses, predicted, true = self._losses(batch)
+        metrics = {f"val/{name}": value for name, value in losses.items()}
+        metrics["val/yaw_error"] = self.yaw_error(predicted, true)
+        metrics["val/nme"] = self.landmark_nme(predicted, true)
+        self.log_dict(metrics, prog_bar=True, batch_size=batch.images.shape[0])
+        if batch_idx == 0:
+            self._log_landmark_grid(batch.images, predicted, true)
+
+    def yaw_error(self, predicted: FaceParameters, true: FaceParameters) -> Tensor:
+        """Mean absolute yaw difference in degrees."""
+        return (pose_to_euler(predicted.pose)[0] - pose_to_euler(true.pose)[0]).abs().mean()
+
+    def landmark_nme(self, predicted: FaceParameters, true: FaceParameters) -> Tensor:
+        """Mean landmark error over sqrt(w h) of the true landmarks' bounding box (AFLW2000-3D's NME)."""
+        target = self.landmarks2d(true)
+        extent = target.amax(1) - target.amin(1)
+        normaliser = extent.prod(-1).clamp_min(1e-12).sqrt()
+        return ((self.landmarks2d(predicted) - target).norm(dim=-1).mean(1) / normaliser).mean()
+
+    def _log_landmark_grid(self, images: Tensor, predicted: FaceParameters, true: FaceParameters) -> None:
+        """Adds the first inputs with true and predicted landmarks to every TensorBoard logger."""
+        loggers = [logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
+        count = min(self.hparams.num_logged_images, images.shape[0])
+        if not loggers or count == 0:
+            return
+        picked = slice(0, count)
+        drawn = draw_points(images[picked].float().clamp(0, 1), self.landmarks2d(true)[picked], _TARGET_COLOUR)
+        drawn = draw_points(drawn, self.landmarks2d(predicted)[picked], _PREDICTED_COLOUR)
+        grid = image_grid(drawn.cpu())
+        for logger in loggers:
+            logger.experiment.add_image("val/landmarks", grid, self.global_step)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
+                                      weight_decay=self.hparams.weight_decay)
+        total_steps = max(1, self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
