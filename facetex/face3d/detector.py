@@ -14,12 +14,13 @@ clipped to the image.
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from facetex.checkpoint_io import CheckpointError, read_state_dict
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 VARIANCES = (0.1, 0.2)
@@ -33,7 +34,7 @@ class NoFaceError(RuntimeError):
     """The detector found no face scoring above its threshold."""
 
 
-class DetectorCheckpointError(RuntimeError):
+class DetectorCheckpointError(CheckpointError):
     """A file that is not a readable FaceBoxes state dict."""
 
 
@@ -213,20 +214,8 @@ class FaceDetector(nn.Module):
     def from_checkpoint(cls, path: str | Path, **thresholds: float) -> FaceDetector:
         """Load ``FaceBoxesProd.pth``, a bare state dict (a ``module.`` prefix or ``state_dict`` wrapper is fine)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"FaceBoxes weights {str(path)!r} not found; download FaceBoxes/weights/FaceBoxesProd.pth "
-                "from github.com/cleardusk/3DDFA_V2 and pass its path"
-            )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError) as error:
-            raise DetectorCheckpointError(f"cannot read {str(path)!r} as a PyTorch checkpoint ({error})") from error
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise DetectorCheckpointError(f"{str(path)!r} holds a {type(state).__name__}, not a FaceBoxes state dict")
-        state = {key.removeprefix("module."): value for key, value in state.items()}
+        state = read_state_dict(path, "FaceBoxes weights", "download FaceBoxes/weights/FaceBoxesProd.pth from "
+                                "github.com/cleardusk/3DDFA_V2", DetectorCheckpointError)
         network = FaceBoxesNet()
         expected = set(network.state_dict())
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetex.checkpoint_io import read_state_dict
+
 
 def _mask_like(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """``(B, H, W)`` or ``(B, 1, H, W)`` mask -> float ``(B, 1, H, W)`` on the image's device."""
@@ -127,7 +129,7 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
 
     def _load(self, vgg16_path: Path, lpips_path: Path) -> None:
-        vgg = _read_state_dict(vgg16_path, "VGG16 backbone")
+        vgg = read_state_dict(vgg16_path, "VGG16 backbone checkpoint", "save torchvision's vgg16 state dict on a machine that has it")
         features = {k.removeprefix("features."): v for k, v in vgg.items() if k.startswith("features.")}
         expected = self.features.state_dict()
         if features.keys() != expected.keys() or any(features[k].shape != expected[k].shape for k in expected):
@@ -136,7 +138,7 @@ class LPIPS(nn.Module):
                 "features.28.bias with VGG16 shapes (torchvision's vgg16-397923af.pth)"
             )
         self.features.load_state_dict(features)
-        heads = _read_state_dict(lpips_path, "LPIPS linear heads")
+        heads = read_state_dict(lpips_path, "LPIPS linear heads", "download lpips/weights/v0.1/vgg.pth from github.com/richzhang/PerceptualSimilarity")
         for k, head in enumerate(self.heads):
             key = f"lin{k}.model.1.weight"
             if key not in heads or heads[key].shape != head.shape:
@@ -174,12 +176,3 @@ class LPIPS(nn.Module):
 def _unit_channels(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Normalise ``(B, C, h, w)`` features to unit length along C."""
     return features / (features.square().sum(dim=1, keepdim=True).sqrt() + eps)
-
-
-def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict of tensors ({what})")
-    return state

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from facetex.checkpoint_io import CheckpointError, read_state_dict
 from facetex.face3d.camera import rotation_to_euler
 from facetex.face3d.crop import (
     CROP_SIZE,
@@ -40,10 +41,6 @@ NUM_PARAMS = NUM_POSE + NUM_SHAPE + NUM_EXPRESSION
 NUM_LANDMARKS = 68
 _BASE_WIDTH = 32  # conv1's output channels at widen_factor 1
 _HEAD_RENAMES = {"fc_param.weight": "fc.weight", "fc_param.bias": "fc.bias"}  # 3DDFA_V2's saved head name
-
-
-class CheckpointError(RuntimeError):
-    """A file that is not a readable checkpoint of the expected architecture."""
 
 
 class DepthWiseBlock(nn.Module):
@@ -105,28 +102,6 @@ class MobileNetV1(nn.Module):
         return self.fc(self.features(x))
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of a 3DDFA_V2 checkpoint: ``{'epoch', 'state_dict'}`` or a bare state dict, ``module.`` stripped."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"3DDFA_V2 checkpoint {str(path)!r} not found; download e.g. weights/mb05_120x120.pth "
-            "from github.com/cleardusk/3DDFA_V2 and pass its path"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError) as error:
-        raise CheckpointError(
-            f"cannot read {str(path)!r} as a PyTorch checkpoint ({error}); the file is corrupt or truncated"
-        ) from error
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(
-            f"{str(path)!r} holds a {type(checkpoint).__name__}, not a state dict; expected "
-            "{'epoch', 'state_dict'} or a bare dict of tensors as 3DDFA_V2 saves them"
-        )
-    return {key.removeprefix("module."): value for key, value in state.items()}
-
-
 def load_3ddfa_checkpoint(path: str | Path, widen_factor: float | None = None) -> MobileNetV1:
     """Build the MobileNetV1 a 3DDFA_V2 checkpoint was trained as, load it strictly, set eval mode.
 
@@ -139,7 +114,7 @@ def load_3ddfa_checkpoint(path: str | Path, widen_factor: float | None = None) -
         CheckpointError: unreadable file, or weights of another architecture or width.
     """
     path = Path(path)
-    state = {_HEAD_RENAMES.get(key, key): value for key, value in _read_state_dict(path).items()}
+    state = {_HEAD_RENAMES.get(key, key): value for key, value in read_state_dict(path, "3DDFA_V2 checkpoint", "download e.g. weights/mb05_120x120.pth from github.com/cleardusk/3DDFA_V2").items()}
     if "conv1.weight" not in state or "fc.weight" not in state:
         sample = ", ".join(sorted(state)[:5])
         raise CheckpointError(

@@ -1,0 +1,38 @@
+"""Reading the tensors of third-party checkpoints, with one clear error for every bad file."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a readable checkpoint of the expected architecture."""
+
+
+def read_state_dict(path: str | Path, what: str, source: str, error: type[CheckpointError] = CheckpointError) -> dict[str, Tensor]:
+    """The tensors of ``path``: a bare state dict or ``{'state_dict': ...}``, with any ``module.`` prefix removed.
+
+    Args:
+        path: checkpoint file (read with ``weights_only=True``: no code runs).
+        what: what the file should be, for messages (e.g. ``"3DDFA_V2 checkpoint"``).
+        source: where a user gets the file, for the not-found message.
+        error: the exception type raised for unreadable or non-state-dict files.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: (or ``error``) a corrupt/truncated file, or one that holds no dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} not found; {source} and pass its path")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError) as failure:
+        raise error(f"cannot read {str(path)!r} as a PyTorch checkpoint ({failure}); the file is corrupt or truncated") from failure
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise error(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a state dict of tensors ({what})")
+    return {key.removeprefix("module."): value for key, value in state.items()}
