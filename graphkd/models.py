@@ -22,6 +22,18 @@ from graphkd.outputs import GNNOutput
 EdgeType = tuple[str, str, str]
 
 
+def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout that also takes sparse CSR features (e.g. bag-of-words inputs).
+
+    For CSR only the stored entries are dropped and rescaled, which is exactly dense
+    dropout (zeros stay zero); a first layer ``x @ W`` on CSR features is many times
+    cheaper than on their dense copy.
+    """
+    if x.layout == torch.sparse_csr:
+        return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), F.dropout(x.values(), p, training), x.size())
+    return F.dropout(x, p=p, training=training)
+
+
 class GNN(nn.Module):
     """A stack of ``num_layers`` message-passing layers; subclasses build one layer.
 
@@ -72,7 +84,7 @@ class GNN(nn.Module):
         """``x (N, in)``, ``edge_index (2, E)`` -> logits ``(N, out)`` and hidden outputs."""
         hidden: list[Tensor] = []
         for i, layer in enumerate(self.convs):
-            x = F.dropout(x, p=self.dropout, training=self.training)
+            x = feature_dropout(x, self.dropout, self.training)
             x = self.apply_layer(layer, x, edge_index)
             if i < self.num_layers - 1:
                 x = F.relu(self.norms[i](x))

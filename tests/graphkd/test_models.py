@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphkd.models import RGCN, build_gnn, count_parameters
+from graphkd.models import RGCN, build_gnn, count_parameters, feature_dropout
 
 MAG_SCHEMA = {
     "node_types": ["author", "field_of_study", "institution", "paper"],
@@ -66,3 +66,15 @@ def test_unknown_architecture_and_hetero_mismatch():
         build_gnn("rgcn", 4, 4, 2, 2)
     with pytest.raises(ValueError, match="homogeneous but the data is heterogeneous"):
         build_gnn("gcn", 4, 4, 2, 2, hetero=MAG_SCHEMA)
+
+
+def test_sparse_csr_features_give_the_dense_result():
+    torch.manual_seed(0)
+    x = (torch.rand(12, 30) < 0.2).float()
+    edge_index = torch.randint(0, 12, (2, 40))
+    for arch in ("gcn", "mlp", "gat"):
+        model = build_gnn(arch, 30, 8, 3, 2, dropout=0.0).eval()
+        torch.testing.assert_close(model(x.to_sparse_csr(), edge_index).logits, model(x, edge_index).logits)
+    dropped = feature_dropout(x.to_sparse_csr(), 0.5, training=True).to_dense()
+    assert set(torch.unique(dropped).tolist()) <= {0.0, 2.0}  # kept entries rescaled by 1 / (1 - p), zeros stay zero
+    assert ((dropped != 0) <= (x != 0)).all()
