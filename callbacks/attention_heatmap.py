@@ -15,7 +15,7 @@ from torch import Tensor  # noqa: E402
 def attention_figure(scores: Tensor, title: str) -> plt.Figure:
     """Annotated heatmap of an ``(S, T)`` row-normalised attention matrix."""
     scores = scores.float().cpu()
-    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * scores.shape[1], 1.0 + 0.7 * scores.shape[0]))
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.2 + 0.9 * scores.shape[1]), max(2.4, 1.0 + 0.7 * scores.shape[0])))
     image = axis.imshow(scores.numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
     for s in range(scores.shape[0]):
         for t in range(scores.shape[1]):
