@@ -1,0 +1,1 @@
+"""StyleGAN generators, checkpoint loading and GAN inversion for 3D-GANTex (plain PyTorch)."""
