@@ -1,0 +1,212 @@
+"""Read NVlabs StyleGAN3 network pickles (``stylegan3-r-ffhq-1024x1024.pkl``) without NVlabs' code.
+
+An official pickle is a dict ``{'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', ...}``
+whose networks are ``torch_utils.persistence`` objects: each one reduces to
+``_reconstruct_persistent_obj(meta)`` with ``meta = {type: 'class', version, module_src, class_name,
+state}``, where ``state`` is the module's ``__dict__`` (``_parameters``, ``_buffers``, ``_modules``,
+``_init_kwargs``, ...). Unpickling normally *executes* ``module_src``; this loader never does. Its
+``Unpickler`` admits only the globals a network pickle needs (tensor/numpy rebuilders, ``OrderedDict``,
+``EasyDict``), turns every persistent object into a ``PersistentRecord`` holding its class name and
+state, rebuilds our ``facetex.gan.stylegan3.Generator`` from the record's init kwargs and loads the
+flattened parameters and buffers strictly.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facetex.gan.stylegan3 import Generator
+
+
+class NVlabsPickleError(ValueError):
+    """The file is not a readable NVlabs StyleGAN3 network pickle."""
+
+
+@dataclass
+class PersistentRecord:
+    """A pickled NVlabs persistent object kept as data: class name, module source (for inspection,
+    never executed) and ``__dict__``."""
+
+    class_name: str
+    module_src: str
+    state: dict[str, Any]
+
+    def children(self) -> dict[str, PersistentRecord]:
+        """Sub-modules by attribute name (``None`` entries dropped)."""
+        return {name: child for name, child in (self.state.get("_modules") or {}).items() if child is not None}
+
+
+class _EasyDict(dict):
+    """Stand-in for ``dnnlib.EasyDict`` (a dict with attribute access; only the dict part matters here)."""
+
+
+def _reconstruct_persistent_obj(meta: dict[str, Any]) -> PersistentRecord:
+    """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``: record, never execute."""
+    if (not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("class_name"), str)
+            or not isinstance(meta.get("state"), dict)):
+        raise NVlabsPickleError("a persistent object in the pickle has an unexpected layout "
+                                "(expected meta with type='class', a class_name and a state dict)")
+    return PersistentRecord(meta["class_name"], str(meta.get("module_src", "")), dict(meta["state"]))
+
+
+class _OpaqueObject:
+    """Stand-in for any other ``torch_utils``/``training``/``dnnlib`` class (e.g. inside ``augment_pipe``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _load_storage_from_bytes(data: bytes) -> Any:
+    """Stand-in for ``torch.storage._load_from_bytes`` that reads the storage with ``weights_only``."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+_TORCH_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+}
+_NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "scalar")}
+_NVLABS_PACKAGES = ("torch_utils", "training", "dnnlib", "metrics")
+
+
+class _NVlabsUnpickler(pickle.Unpickler):
+    """Maps NVlabs globals to stand-ins and refuses everything outside a small allow-list."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch_utils.persistence", "_reconstruct_persistent_obj"):
+            return _reconstruct_persistent_obj
+        if name == "EasyDict" and module in ("dnnlib", "dnnlib.util"):
+            return _EasyDict
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _load_storage_from_bytes
+        if module.split(".")[0] in _NVLABS_PACKAGES:
+            return _OpaqueObject
+        if (module, name) in _TORCH_GLOBALS:
+            return super().find_class(module, name)
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise NVlabsPickleError(f"the pickle refers to {module}.{name}, which an NVlabs StyleGAN network "
+                                "pickle does not contain; refusing to load it (only official NVlabs "
+                                "stylegan3 .pkl files are supported)")
+
+
+# Generator init kwargs that change speed or training only, never the inference result.
+_TRAINING_ONLY_KWARGS = ("num_fp16_res", "magnitude_ema_beta")
+_MAPPING_TRAINING_ONLY_KWARGS = ("w_avg_beta", "freeze_layers", "freeze_embed")
+
+
+def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
+    """Unpickle an NVlabs network pickle into plain data (networks as ``PersistentRecord``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no StyleGAN pickle at {path}: download e.g. stylegan3-r-ffhq-1024x1024.pkl "
+                                "from NVIDIA NGC and pass its path")
+    try:
+        with path.open("rb") as handle:
+            data = _NVlabsUnpickler(handle).load()
+    except NVlabsPickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError) as error:
+        raise NVlabsPickleError(f"{path} is not a complete NVlabs StyleGAN pickle (truncated or another "
+                                f"format?): {type(error).__name__}: {error}") from error
+    if not isinstance(data, dict):
+        raise NVlabsPickleError(f"{path} holds a {type(data).__name__}, not the NVlabs dict with 'G_ema'")
+    return data
+
+
+def flatten_state(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a pickled module tree: persistent parameters and buffers by dotted name."""
+    state: dict[str, torch.Tensor] = {}
+    non_persistent = set(record.state.get("_non_persistent_buffers_set") or ())
+    for name, tensor in (record.state.get("_parameters") or {}).items():
+        if tensor is not None:
+            state[prefix + name] = tensor.detach()
+    for name, tensor in (record.state.get("_buffers") or {}).items():
+        if tensor is not None and name not in non_persistent:
+            state[prefix + name] = tensor.detach()
+    for name, child in record.children().items():
+        if not isinstance(child, PersistentRecord):
+            raise NVlabsPickleError(f"sub-module {prefix + name} is a {type(child).__name__}, not an NVlabs "
+                                    "persistent module")
+        state.update(flatten_state(child, prefix + name + "."))
+    return state
+
+
+def _generator_kwargs(record: PersistentRecord) -> dict[str, Any]:
+    """Our ``Generator`` kwargs from the pickled NVlabs init kwargs (training-only ones dropped)."""
+    if record.state.get("_init_args"):
+        raise NVlabsPickleError("the pickled Generator was built with positional arguments; expected the "
+                                "keyword-only construction of NVlabs' train.py")
+    kwargs = dict(record.state.get("_init_kwargs") or {})
+    if not kwargs:
+        raise NVlabsPickleError("the pickled Generator has no _init_kwargs; is this an NVlabs stylegan3 pickle?")
+    for key in _TRAINING_ONLY_KWARGS:
+        kwargs.pop(key, None)
+    mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
+    for key in _MAPPING_TRAINING_ONLY_KWARGS:
+        mapping.pop(key, None)
+    kwargs["mapping_kwargs"] = mapping
+    return kwargs
+
+
+def _check_stylegan3(record: PersistentRecord) -> None:
+    """Refuse StyleGAN2 and other architectures with a message saying what to use instead."""
+    synthesis = record.children().get("synthesis")
+    if record.class_name != "Generator" or synthesis is None:
+        raise NVlabsPickleError(f"the network is a {record.class_name!r} without a 'synthesis' sub-network, "
+                                "not an NVlabs StyleGAN Generator")
+    blocks = synthesis.children()
+    if "b4" in blocks:
+        raise NVlabsPickleError("this is a StyleGAN2(-ADA) pickle (synthesis.b4...): convert it to a rosinality "
+                                "stylegan2-pytorch .pt and load it with facetex.gan.stylegan2, "
+                                "or use a StyleGAN3 pickle")
+    if not isinstance(blocks.get("input"), PersistentRecord) or blocks["input"].class_name != "SynthesisInput":
+        raise NVlabsPickleError("the Generator's synthesis network has no SynthesisInput: unknown architecture "
+                                "(only NVlabs stylegan3 T/R pickles are supported)")
+
+
+def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> Generator:
+    """Build our StyleGAN3 ``Generator`` from an NVlabs pickle's ``key`` network, in eval mode."""
+    data = read_nvlabs_pickle(path)
+    if key not in data:
+        raise NVlabsPickleError(f"{path} has no {key!r} entry (found {sorted(map(str, data))}); "
+                                "pass key='G' or key='G_ema'")
+    record = data[key]
+    if not isinstance(record, PersistentRecord):
+        raise NVlabsPickleError(f"{path}[{key!r}] is a {type(record).__name__}, not a pickled NVlabs network")
+    _check_stylegan3(record)
+    kwargs = _generator_kwargs(record)
+    try:
+        generator = Generator(**kwargs)
+    except TypeError as error:
+        raise NVlabsPickleError(f"the pickled Generator's init kwargs {sorted(kwargs)} do not fit "
+                                f"facetex.gan.stylegan3.Generator: {error}") from error
+    state = flatten_state(record)
+    expected = generator.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise NVlabsPickleError(f"{path}[{key!r}] does not match a StyleGAN3 of its own config: "
+                                f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    wrong = [f"{name}: {tuple(state[name].shape)} vs {tuple(ref.shape)}"
+             for name, ref in expected.items() if state[name].shape != ref.shape]
+    if wrong:
+        raise NVlabsPickleError(f"{path}[{key!r}] has tensors of unexpected shapes: {wrong[:5]}")
+    generator.load_state_dict(state, strict=True)
+    return generator.eval().requires_grad_(False)
