@@ -1,0 +1,120 @@
+"""``main.py predict`` with the 3D-GANTex demo config end to end, the photo datamodule, and photos without a face."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+import yaml
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import main
+from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
+from lightning_modules.gantex import GANTex
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NUM_VIEWS = 8  # the demo config's strengths -3..4
+
+
+def tiny_config(tmp_path: Path, shared_assets: Path) -> Path:
+    """configs/gantex_demo.yaml with the assets, the logs and a shorter inversion pointed at tmp dirs."""
+    config = yaml.safe_load((REPO_ROOT / "configs" / "gantex_demo.yaml").read_text())
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
+    config["trainer"]["enable_progress_bar"] = False
+    model = config["model"]["init_args"]
+    model["assets"] = str(shared_assets)
+    model["inversion"]["steps"] = 30
+    path = tmp_path / "gantex_tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_predict_writes_mesh_views_grid_metrics_and_tensorboard(tmp_path: Path, shared_assets: Path) -> None:
+    config = tiny_config(tmp_path, shared_assets)
+    cli = main.main(["predict", "--config", str(config),
+                     "--data.init_args.path", str(shared_assets / "faces" / "ffhq_00009.png")])
+    out = Path(cli.trainer.log_dir) / "faces" / "ffhq_00009"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "face.mtl", "face.obj", "face.ply", "face.png", "grid.png", "metrics.json", "views", "views.json"
+    ]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+    mesh = trimesh.load(out / "face.obj", process=False, force="mesh")
+    assert mesh.vertices.shape == (3448, 3) and mesh.faces.shape == (6736, 3)
+    texture = np.asarray(mesh.visual.material.image.convert("RGB"))
+    assert texture.shape == (256, 256, 3) and texture.std() > 10  # linked through the MTL, not flat
+    assert trimesh.load(out / "face.ply", process=False).visual.vertex_colors.shape == (3448, 4)
+    # input | inversion | 8 views, over UV texture | texel sources | 8 mesh renders; 256 px cells, 20 px captions
+    assert Image.open(out / "grid.png").size == ((2 + NUM_VIEWS) * 256, 2 * (256 + 20))
+
+    views = json.loads((out / "views.json").read_text())
+    assert [v["asked_yaw"] for v in views] == [-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0, 40.0]
+    assert [v["strength"] for v in views] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+    for view in views:  # random weights draw no face: every measured yaw is listed as unmeasured
+        assert view["measured_yaw"] is None and view["file"].endswith("_measured_none.png")
+        assert Image.open(out / view["file"]).size == (64, 64)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"name", "image", "landmarks_source", "photo_pose_degrees", "inversion_psnr", "views", "measured_yaws",
+            "rerender", "texel_sources", "texture_size", "num_vertices"} <= set(metrics)
+    assert metrics["landmarks_source"] == "photo" and metrics["measured_yaws"] == [None] * NUM_VIEWS
+    assert abs(metrics["photo_pose_degrees"]["yaw"]) > 10  # ffhq_00009 looks to one side
+    for view in metrics["views"]:
+        assert view["used"] and "no face" in view["skipped_reason"]
+        assert view["geometry_yaw"] == pytest.approx(view["asked_yaw"], abs=1e-3)
+        assert 5.0 < view["psnr"] < 60.0 and -1.0 <= view["ssim"] <= 1.0 and view["mask_fraction"] > 0.1
+    assert metrics["rerender"]["psnr"] == pytest.approx(np.mean([v["psnr"] for v in metrics["views"]]), rel=1e-5)
+
+    events = EventAccumulator(str(cli.trainer.log_dir)).Reload()
+    assert {"ffhq_00009/grid", "ffhq_00009/uv_texture"} <= set(events.Tags()["images"])
+    psnr_events = events.Scalars("ffhq_00009/psnr")
+    assert [e.step for e in psnr_events] == list(range(NUM_VIEWS))
+    assert psnr_events[0].value == pytest.approx(metrics["views"][0]["psnr"], rel=1e-5)
+
+
+def test_photo_without_a_face_is_skipped_and_logged(tmp_path: Path, shared_assets: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    ramp = np.linspace(0, 255, 160).astype(np.uint8)
+    gradient = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], ramp[None, ::-1]), axis=-1)
+    Image.fromarray(gradient).save(tmp_path / "gradient.png")
+    config = tiny_config(tmp_path, shared_assets)
+    with caplog.at_level(logging.WARNING, logger="lightning_modules.gantex"):
+        cli = main.main(["predict", "--config", str(config), "--data.init_args.path", str(tmp_path / "gradient.png")])
+    assert not (Path(cli.trainer.log_dir) / "faces").exists()
+    assert any("skipping gradient" in record.getMessage() and "no face" in record.getMessage()
+               for record in caplog.records)
+
+
+def test_photo_list_names_and_errors(tmp_path: Path) -> None:
+    for name in ("a.png", "sub/b.jpg", "sub/notes.txt"):
+        (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), "red").save(tmp_path / "photos" / "a.png")
+    Image.new("RGB", (8, 6), "blue").save(tmp_path / "photos" / "sub" / "b.jpg")
+    (tmp_path / "photos" / "sub" / "notes.txt").write_text("not a photo")
+    assert [name for _, name in list_photos(tmp_path / "photos")] == ["a", "sub__b"]
+
+    data = FacePhotoDataModule(str(tmp_path / "photos" / "sub" / "b.jpg"))
+    data.setup("predict")
+    item = next(iter(data.predict_dataloader()))
+    assert item["name"] == "b" and item["image"].dtype == torch.uint8 and item["image"].shape == (3, 6, 8)
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_photos(tmp_path / "missing.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoPhotosError, match="holds no images"):
+        list_photos(tmp_path / "empty")
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="share the output name"):
+        list_photos([str(tmp_path / "a.png"), str(tmp_path / "photos" / "a.png")])
+
+
+def test_module_needs_exactly_one_generator_and_one_boundary() -> None:
+    with pytest.raises(ValueError, match="exactly one of generator_path"):
+        GANTex(assets="unused", random_boundary=True)
+    with pytest.raises(ValueError, match="exactly one of boundary_path"):
+        GANTex(assets="unused", random_generator={"size": 8}, boundary_path="b.npy", random_boundary=True)
