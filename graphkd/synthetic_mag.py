@@ -163,7 +163,12 @@ def write_synthetic_mag(root: str | os.PathLike, config: SyntheticMAGConfig | No
             _write_csv(split / "paper" / f"{name}.csv.gz", np.flatnonzero(ids)[:, None])
         (staging / RELEASE_FILE).write_text("ogbn-mag layout, synthetic graph written by graphkd.synthetic_mag\n")
         (staging / MARKER_FILE).write_text(json.dumps(asdict(config), indent=2))
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            if read_marker(target) != config:  # not a concurrent writer of the same graph (e.g. another DDP rank)
+                raise
+            shutil.rmtree(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -120,3 +120,13 @@ def test_proteins_layout_is_multilabel_with_edge_feature_means(tmp_path):
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, dm)
     assert 0.0 <= trainer.callback_metrics["val/rocauc"] <= 1.0
+
+
+def test_concurrent_writers_of_the_same_graph_agree(tmp_path, monkeypatch):
+    """Two processes (e.g. DDP ranks) generating the same graph: the slower one keeps the first copy."""
+    import graphkd.synthetic_mag as synthetic_mag
+
+    first = write_synthetic_mag(tmp_path, TINY_MAG)
+    monkeypatch.setattr(synthetic_mag.Path, "exists", lambda self: False)  # the second writer checked before the first finished
+    assert synthetic_mag.write_synthetic_mag(tmp_path, TINY_MAG) == first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # its staging copy is gone
