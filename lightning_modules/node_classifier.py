@@ -10,7 +10,7 @@ from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
 from graphkd.evaluation import NodeEvaluator
-from graphkd.models import build_gnn, count_parameters
+from graphkd.models import build_gnn
 from graphkd.outputs import GNNOutput
 
 SPLITS = ("train", "val", "test")
@@ -161,19 +161,15 @@ class NodeClassifier(L.LightningModule):
         self._log_metric("test")
 
     def predict_step(self, batch: Data | HeteroData, batch_idx: int) -> dict[str, Tensor]:
-        """Predicted class (or task scores) of every target node in the batch, with global node ids."""
+        """Predicted class (multi-class) or task probabilities (multi-label) of every target node, with global ids."""
         store = target_store(batch, self.graph_info)
         output = self(batch)
         if hasattr(store, "batch_size"):
             node_id, logits = store.n_id[: store.batch_size], output.logits[: store.batch_size]
         else:
             node_id, logits = torch.arange(store.num_nodes, device=output.logits.device), output.logits
-        scores = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits.float(), dim=-1)
-        return {"node_id": node_id, "prediction": scores if self.multilabel else scores.argmax(-1), "scores": scores}
-
-    @property
-    def num_parameters(self) -> int:
-        return count_parameters(self.model)
+        prediction = torch.sigmoid(logits.float()) if self.multilabel else logits.argmax(-1)
+        return {"node_id": node_id, "prediction": prediction}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
