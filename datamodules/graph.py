@@ -81,15 +81,22 @@ class NodeDataModule(L.LightningDataModule):
 
         hetero = self.graph_info["hetero"]
         seeds = torch.nonzero(getattr(self.target_store, f"{split}_mask")).view(-1)
-        return NeighborLoader(
-            self.graph,
-            num_neighbors=self.num_neighbors,
-            input_nodes=(hetero["target"], seeds) if hetero else seeds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        try:
+            return NeighborLoader(
+                self.graph,
+                num_neighbors=self.num_neighbors,
+                input_nodes=(hetero["target"], seeds) if hetero else seeds,
+                batch_size=self.batch_size,
+                shuffle=shuffle,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
+        except ImportError as error:
+            raise ImportError(
+                f"mini-batches (batch_size={self.batch_size}) need PyG's neighbour sampler: install pyg-lib from "
+                "PyG's wheel index, or run `make setup-sampling` (builds torch-sparse from PyPI); "
+                f"or set batch_size: null for full-batch training ({error})"
+            ) from error
 
     def train_dataloader(self) -> Any:
         return self._loader("train", shuffle=True)
