@@ -130,3 +130,15 @@ def test_concurrent_writers_of_the_same_graph_agree(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic_mag.Path, "exists", lambda self: False)  # the second writer checked before the first finished
     assert synthetic_mag.write_synthetic_mag(tmp_path, TINY_MAG) == first
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # its staging copy is gone
+
+
+def test_missing_sampler_says_how_to_install_it(mag_root, monkeypatch):
+    import torch_geometric.loader
+
+    def no_sampler(*args, **kwargs):
+        raise ImportError("'NeighborSampler' requires either 'pyg-lib' or 'torch-sparse'")
+
+    monkeypatch.setattr(torch_geometric.loader, "NeighborLoader", no_sampler)
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), batch_size=32)
+    with pytest.raises(ImportError, match="make setup-sampling.*batch_size: null"):
+        dm.train_dataloader()
