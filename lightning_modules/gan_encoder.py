@@ -31,7 +31,7 @@ from facetex.gan.checkpoints import load_rosinality
 from facetex.gan.encoder import Backbone, ReStyleEncoder, Stage
 from facetex.gan.inversion import latent_statistics, psnr
 from facetex.gan.losses import IdentityLoss, ReconstructionLoss, load_identity_network
-from facetex.gan.nvlabs_pickle import load_nvlabs_pickle
+from facetex.gan.nvlabs_pickle import load_nvlabs_pickle_with_w_avg
 from facetex.gan.stylegan2 import Generator as StyleGAN2
 
 GeneratorFormat = Literal["random", "rosinality", "nvlabs"]
@@ -50,7 +50,7 @@ def load_generator(checkpoint: str, generator_format: GeneratorFormat, random_ge
         raise ValueError(f"generator_format must be 'random', 'rosinality' or 'nvlabs', got {generator_format!r}")
     if generator_format != "random" and not checkpoint:
         raise ValueError(f"generator_format={generator_format!r} needs generator_checkpoint: the path of a "
-                         "rosinality .pt (StyleGAN2) or an NVlabs stylegan3 .pkl")
+                         "rosinality .pt (StyleGAN2) or an NVlabs StyleGAN2/StyleGAN3 .pkl")
     latent_avg: Tensor | None = None
     if generator_format == "random":
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global random state
@@ -59,8 +59,7 @@ def load_generator(checkpoint: str, generator_format: GeneratorFormat, random_ge
     elif generator_format == "rosinality":
         generator, latent_avg = load_rosinality(checkpoint)
     else:
-        generator = load_nvlabs_pickle(checkpoint)
-        latent_avg = generator.mapping.w_avg.detach().reshape(1, -1).clone()
+        generator, latent_avg = load_nvlabs_pickle_with_w_avg(checkpoint)
     generator.eval().requires_grad_(False)
     if latent_avg is None:
         latent_avg = latent_statistics(generator, latent_avg_samples, torch.Generator().manual_seed(seed))[0]  # type: ignore[arg-type]

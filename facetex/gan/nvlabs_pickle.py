@@ -1,4 +1,4 @@
-"""Read NVlabs StyleGAN3 network pickles (``stylegan3-r-ffhq-1024x1024.pkl``) without NVlabs' code.
+"""Read NVlabs StyleGAN2 and StyleGAN3 network pickles without NVlabs' code.
 
 An official pickle is a dict ``{'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', ...}``
 whose networks are ``torch_utils.persistence`` objects: each one reduces to
@@ -6,9 +6,14 @@ whose networks are ``torch_utils.persistence`` objects: each one reduces to
 state}``, where ``state`` is the module's ``__dict__`` (``_parameters``, ``_buffers``, ``_modules``,
 ``_init_kwargs``, ...). Unpickling normally *executes* ``module_src``; this loader never does. Its
 ``Unpickler`` admits only the globals a network pickle needs (tensor/numpy rebuilders, ``OrderedDict``,
-``EasyDict``), turns every persistent object into a ``PersistentRecord`` holding its class name and
-state, rebuilds our ``facetex.gan.stylegan3.Generator`` from the record's init kwargs and loads the
-flattened parameters and buffers strictly.
+``EasyDict``) and turns every persistent object into a ``PersistentRecord`` holding its class name and
+state. The generator is then rebuilt by architecture:
+
+* StyleGAN3 (``synthesis.input`` is a ``SynthesisInput``): our ``facetex.gan.stylegan3.Generator`` from
+  the record's init kwargs, parameters and buffers loaded strictly under their own names;
+* StyleGAN2 (``synthesis.b4``, stylegan2-ada-pytorch or the stylegan3 repo's ``networks_stylegan2``):
+  our rosinality-layout ``facetex.gan.stylegan2.Generator``, through
+  :func:`facetex.gan.convert_stylegan2.nvlabs_to_rosinality`.
 """
 from __future__ import annotations
 
@@ -19,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from facetex.gan.stylegan3 import Generator
+from facetex.gan import stylegan2, stylegan3
+from facetex.gan.convert_stylegan2 import nvlabs_to_rosinality
+
+NVlabsGenerator = stylegan3.Generator | stylegan2.Generator
 
 
 class NVlabsPickleError(ValueError):
-    """The file is not a readable NVlabs StyleGAN3 network pickle."""
+    """The file is not a readable NVlabs StyleGAN2/StyleGAN3 network pickle."""
 
 
 @dataclass
@@ -104,7 +113,7 @@ class _NVlabsUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         raise NVlabsPickleError(f"the pickle refers to {module}.{name}, which an NVlabs StyleGAN network "
                                 "pickle does not contain; refusing to load it (only official NVlabs "
-                                "stylegan3 .pkl files are supported)")
+                                "stylegan2-ada-pytorch / stylegan3 .pkl files are supported)")
 
 
 # Generator init kwargs that change speed or training only, never the inference result.
@@ -117,7 +126,7 @@ def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no StyleGAN pickle at {path}: download e.g. stylegan3-r-ffhq-1024x1024.pkl "
-                                "from NVIDIA NGC and pass its path")
+                                "or stylegan2-ffhq-1024x1024.pkl from NVIDIA NGC and pass its path")
     try:
         with path.open("rb") as handle:
             data = _NVlabsUnpickler(handle).load()
@@ -149,14 +158,20 @@ def flatten_state(record: PersistentRecord, prefix: str = "") -> dict[str, torch
     return state
 
 
-def _generator_kwargs(record: PersistentRecord) -> dict[str, Any]:
-    """Our ``Generator`` kwargs from the pickled NVlabs init kwargs (training-only ones dropped)."""
+def _init_kwargs(record: PersistentRecord) -> dict[str, Any]:
+    """The pickled Generator's ``_init_kwargs`` (NVlabs' train.py builds it with keywords only)."""
     if record.state.get("_init_args"):
         raise NVlabsPickleError("the pickled Generator was built with positional arguments; expected the "
                                 "keyword-only construction of NVlabs' train.py")
     kwargs = dict(record.state.get("_init_kwargs") or {})
     if not kwargs:
-        raise NVlabsPickleError("the pickled Generator has no _init_kwargs; is this an NVlabs stylegan3 pickle?")
+        raise NVlabsPickleError("the pickled Generator has no _init_kwargs; is this an NVlabs network pickle?")
+    return kwargs
+
+
+def _stylegan3_kwargs(record: PersistentRecord) -> dict[str, Any]:
+    """Our StyleGAN3 ``Generator`` kwargs from the pickled NVlabs init kwargs (training-only ones dropped)."""
+    kwargs = _init_kwargs(record)
     for key in _TRAINING_ONLY_KWARGS:
         kwargs.pop(key, None)
     mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
@@ -166,24 +181,23 @@ def _generator_kwargs(record: PersistentRecord) -> dict[str, Any]:
     return kwargs
 
 
-def _check_stylegan3(record: PersistentRecord) -> None:
-    """Refuse StyleGAN2 and other architectures with a message saying what to use instead."""
+def _architecture(record: PersistentRecord) -> str:
+    """'stylegan2' (``synthesis.b4`` blocks) or 'stylegan3' (``synthesis.input``); anything else is refused."""
     synthesis = record.children().get("synthesis")
     if record.class_name != "Generator" or synthesis is None:
         raise NVlabsPickleError(f"the network is a {record.class_name!r} without a 'synthesis' sub-network, "
                                 "not an NVlabs StyleGAN Generator")
     blocks = synthesis.children()
-    if "b4" in blocks:
-        raise NVlabsPickleError("this is a StyleGAN2(-ADA) pickle (synthesis.b4...): convert it to a rosinality "
-                                "stylegan2-pytorch .pt and load it with facetex.gan.stylegan2, "
-                                "or use a StyleGAN3 pickle")
-    if not isinstance(blocks.get("input"), PersistentRecord) or blocks["input"].class_name != "SynthesisInput":
-        raise NVlabsPickleError("the Generator's synthesis network has no SynthesisInput: unknown architecture "
-                                "(only NVlabs stylegan3 T/R pickles are supported)")
+    if isinstance(blocks.get("b4"), PersistentRecord) and blocks["b4"].class_name == "SynthesisBlock":
+        return "stylegan2"
+    if isinstance(blocks.get("input"), PersistentRecord) and blocks["input"].class_name == "SynthesisInput":
+        return "stylegan3"
+    raise NVlabsPickleError("the Generator's synthesis network has neither StyleGAN2 blocks (b4...) nor a "
+                            "StyleGAN3 SynthesisInput: unknown architecture")
 
 
-def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> Generator:
-    """Build our StyleGAN3 ``Generator`` from an NVlabs pickle's ``key`` network, in eval mode."""
+def _generator_record(path: str | Path, key: str) -> PersistentRecord:
+    """The pickled network stored under ``key``."""
     data = read_nvlabs_pickle(path)
     if key not in data:
         raise NVlabsPickleError(f"{path} has no {key!r} entry (found {sorted(map(str, data))}); "
@@ -191,10 +205,14 @@ def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> Generator:
     record = data[key]
     if not isinstance(record, PersistentRecord):
         raise NVlabsPickleError(f"{path}[{key!r}] is a {type(record).__name__}, not a pickled NVlabs network")
-    _check_stylegan3(record)
-    kwargs = _generator_kwargs(record)
+    return record
+
+
+def _build_stylegan3(record: PersistentRecord, where: str) -> stylegan3.Generator:
+    """Our StyleGAN3 with the pickled tensors loaded strictly under their own names."""
+    kwargs = _stylegan3_kwargs(record)
     try:
-        generator = Generator(**kwargs)
+        generator = stylegan3.Generator(**kwargs)
     except TypeError as error:
         raise NVlabsPickleError(f"the pickled Generator's init kwargs {sorted(kwargs)} do not fit "
                                 f"facetex.gan.stylegan3.Generator: {error}") from error
@@ -202,11 +220,59 @@ def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> Generator:
     expected = generator.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise NVlabsPickleError(f"{path}[{key!r}] does not match a StyleGAN3 of its own config: "
+        raise NVlabsPickleError(f"{where} does not match a StyleGAN3 of its own config: "
                                 f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     wrong = [f"{name}: {tuple(state[name].shape)} vs {tuple(ref.shape)}"
              for name, ref in expected.items() if state[name].shape != ref.shape]
     if wrong:
-        raise NVlabsPickleError(f"{path}[{key!r}] has tensors of unexpected shapes: {wrong[:5]}")
+        raise NVlabsPickleError(f"{where} has tensors of unexpected shapes: {wrong[:5]}")
     generator.load_state_dict(state, strict=True)
+    return generator
+
+
+def _build_stylegan2(record: PersistentRecord, where: str) -> stylegan2.Generator:
+    """Our rosinality-layout StyleGAN2 with the pickled tensors converted and loaded strictly."""
+    try:
+        state, kwargs = nvlabs_to_rosinality(flatten_state(record), _init_kwargs(record))
+        generator = stylegan2.Generator(**kwargs)
+    except ValueError as error:  # StyleGAN2ConversionError, or the Generator's own size check
+        raise NVlabsPickleError(f"{where} is a StyleGAN2 that cannot be rebuilt: {error}") from error
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise NVlabsPickleError(f"{where} does not match a StyleGAN2 of its own config {kwargs}: {error}") from error
+    return generator
+
+
+def _w_avg(record: PersistentRecord, where: str) -> Tensor:
+    """The mapping network's tracked average w, (1, w_dim)."""
+    mapping = record.children().get("mapping")
+    w_avg = (mapping.state.get("_buffers") or {}).get("w_avg") if mapping is not None else None
+    if not isinstance(w_avg, Tensor) or w_avg.ndim != 1:
+        raise NVlabsPickleError(f"{where} has no mapping.w_avg buffer of shape (w_dim,); was it trained with "
+                                "w_avg_beta=None?")
+    return w_avg.detach().reshape(1, -1).float().clone()
+
+
+def _build_generator(record: PersistentRecord, where: str) -> NVlabsGenerator:
+    """Our generator of the record's architecture, in eval mode with gradients off."""
+    if _architecture(record) == "stylegan2":
+        generator: NVlabsGenerator = _build_stylegan2(record, where)
+    else:
+        generator = _build_stylegan3(record, where)
     return generator.eval().requires_grad_(False)
+
+
+def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> NVlabsGenerator:
+    """Our StyleGAN3 or (rosinality-layout) StyleGAN2 ``Generator`` from an NVlabs pickle, in eval mode."""
+    return _build_generator(_generator_record(path, key), f"{path}[{key!r}]")
+
+
+def load_nvlabs_pickle_with_w_avg(path: str | Path, key: str = "G_ema") -> tuple[NVlabsGenerator, Tensor]:
+    """:func:`load_nvlabs_pickle` plus the mapping network's tracked ``w_avg`` (1, w_dim).
+
+    The StyleGAN3 generator also keeps it as ``mapping.w_avg``; the rosinality-layout StyleGAN2 has no
+    such buffer, so its truncation centre (``truncation_latent``) is this returned ``w_avg``.
+    """
+    record, where = _generator_record(path, key), f"{path}[{key!r}]"
+    return _build_generator(record, where), _w_avg(record, where)

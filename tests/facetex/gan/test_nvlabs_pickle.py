@@ -7,6 +7,7 @@ them in the official snapshot layout, then removes those packages before loading
 from __future__ import annotations
 
 import importlib
+import math
 import pickle
 import sys
 import textwrap
@@ -18,13 +19,22 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from facetex.gan import stylegan2
+from facetex.gan.convert_stylegan2 import (
+    StyleGAN2ConversionError,
+    generator_kwargs_from_nvlabs,
+    nvlabs_to_rosinality,
+)
 from facetex.gan.nvlabs_pickle import (
     NVlabsPickleError,
     load_nvlabs_pickle,
+    load_nvlabs_pickle_with_w_avg,
     read_nvlabs_pickle,
 )
+from facetex.gan.ops import upfirdn2d
 from facetex.gan.stylegan3 import Generator, stylegan3_config
 
 PERSISTENCE_SRC = '''
@@ -73,8 +83,9 @@ FAKE_PACKAGES = {
     "training/__init__.py": "",
     "training/networks_stylegan3.py": module_file(["Generator", "MappingNetwork", "FullyConnectedLayer",
                                                    "SynthesisNetwork", "SynthesisInput", "SynthesisLayer"]),
-    "training/networks_stylegan2.py": module_file(["Generator", "SynthesisNetwork", "SynthesisBlock",
-                                                   "Discriminator", "DiscriminatorBlock"]),
+    "training/networks_stylegan2.py": module_file(["Generator", "MappingNetwork", "FullyConnectedLayer",
+                                                   "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer",
+                                                   "ToRGBLayer", "Discriminator", "DiscriminatorBlock"]),
     "training/augment.py": module_file(["AugmentPipe"]),
 }
 
@@ -212,16 +223,16 @@ def test_unknown_globals_are_refused_not_called(tmp_path: Path) -> None:
         load_nvlabs_pickle(hostile)
 
 
-def test_stylegan2_pickles_are_refused_with_the_way_forward(tmp_path: Path) -> None:
-    path = tmp_path / "stylegan2.pkl"
+def test_unknown_synthesis_networks_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "unknown.pkl"
     with nvlabs_code(tmp_path) as modules:
         sg2 = modules["training.networks_stylegan2"]
         generator = sg2.Generator()
         generator.add_module("synthesis", sg2.SynthesisNetwork())
-        generator.synthesis.add_module("b4", sg2.SynthesisBlock())
+        generator.synthesis.add_module("layer0", sg2.SynthesisLayer())
         generator._init_args, generator._init_kwargs = (), {"z_dim": 512}
         path.write_bytes(pickle.dumps({"G_ema": generator}))
-    with pytest.raises(NVlabsPickleError, match="StyleGAN2.*rosinality"):
+    with pytest.raises(NVlabsPickleError, match="neither StyleGAN2 blocks .* nor a StyleGAN3 SynthesisInput"):
         load_nvlabs_pickle(path)
 
 
@@ -249,3 +260,266 @@ def test_numpy_1_names_of_the_official_pickles_resolve(tmp_path: Path) -> None:
     path.write_bytes(legacy)
     loaded = read_nvlabs_pickle(path)
     assert np.array_equal(loaded["in_size"], [36, 36]) and loaded["rate"] == 16.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# StyleGAN2 (stylegan2-ada-pytorch / stylegan3 networks_stylegan2): an NVlabs-layout tensor dict, a
+# forward written from NVlabs' maths, and the same tensors pickled as NVlabs persistent modules.
+
+SG2_RESOLUTIONS = (4, 8, 16)
+SG2_W_DIM = 16
+SG2_MAPPING_LAYERS = 2
+SG2_MAPPING_LR = 0.01
+SG2_CONV_CLAMP = 256.0
+SG2_FILTER_TAPS = (1.0, 3.0, 3.0, 1.0)
+SG2_SYNTHESIS_KWARGS = {"channel_base": 128, "channel_max": 16, "num_fp16_res": 4, "conv_clamp": 256,
+                        "fused_modconv_default": "inference_only"}
+SG2_TOP_KWARGS = {"z_dim": SG2_W_DIM, "c_dim": 0, "w_dim": SG2_W_DIM, "img_resolution": 16, "img_channels": 3}
+SG2_BUFFERS = ("w_avg", "resample_filter", "noise_const")
+
+
+def sg2_channels(res: int) -> int:
+    """NVlabs' channels_dict: min(channel_base // res, channel_max)."""
+    return min(SG2_SYNTHESIS_KWARGS["channel_base"] // res, SG2_SYNTHESIS_KWARGS["channel_max"])
+
+
+def sg2_init_kwargs(easydict: type = dict, layout: str = "stylegan3", **synthesis_changes) -> dict:
+    """Generator init kwargs as the stylegan3 repo (flat) or stylegan2-ada-pytorch (nested) pickles them."""
+    mapping = easydict(num_layers=SG2_MAPPING_LAYERS, w_avg_beta=0.995)
+    synthesis = easydict({**SG2_SYNTHESIS_KWARGS, **synthesis_changes})
+    if layout == "ada":
+        return easydict(SG2_TOP_KWARGS, mapping_kwargs=mapping, synthesis_kwargs=synthesis)
+    return easydict(SG2_TOP_KWARGS, mapping_kwargs=mapping, **synthesis)
+
+
+def nvlabs_filter() -> Tensor:
+    """NVlabs' setup_filter([1, 3, 3, 1]): outer product normalised to sum 1, (4, 4)."""
+    taps = torch.tensor(SG2_FILTER_TAPS)
+    kernel = torch.outer(taps, taps)
+    return kernel / kernel.sum()
+
+
+def nvlabs_stylegan2_state(seed: int) -> dict[str, Tensor]:
+    """A random NVlabs StyleGAN2 state dict, non-zero biases, noise strengths and w_avg included."""
+    rng = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
+        return torch.randn(shape, generator=rng) * scale + shift
+
+    state = {}
+    for i in range(SG2_MAPPING_LAYERS):
+        state[f"mapping.fc{i}.weight"] = randn(SG2_W_DIM, SG2_W_DIM, scale=1 / SG2_MAPPING_LR)
+        state[f"mapping.fc{i}.bias"] = randn(SG2_W_DIM, scale=10.0)
+    state["mapping.w_avg"] = randn(SG2_W_DIM)
+    for res in SG2_RESOLUTIONS:
+        block, channels = f"synthesis.b{res}", sg2_channels(res)
+        state[f"{block}.resample_filter"] = nvlabs_filter()
+        if res == 4:
+            state[f"{block}.const"] = randn(channels, 4, 4)
+        convs = {"conv1": channels} if res == 4 else {"conv0": sg2_channels(res // 2), "conv1": channels}
+        for conv, in_channels in convs.items():
+            state[f"{block}.{conv}.weight"] = randn(channels, in_channels, 3, 3)
+            state[f"{block}.{conv}.affine.weight"] = randn(in_channels, SG2_W_DIM)
+            state[f"{block}.{conv}.affine.bias"] = randn(in_channels, scale=0.1, shift=1.0)
+            state[f"{block}.{conv}.bias"] = randn(channels, scale=0.1)
+            state[f"{block}.{conv}.noise_strength"] = randn(scale=0.5)
+            state[f"{block}.{conv}.noise_const"] = randn(res, res)
+            state[f"{block}.{conv}.resample_filter"] = nvlabs_filter()
+        state[f"{block}.torgb.weight"] = randn(3, channels, 1, 1)
+        state[f"{block}.torgb.affine.weight"] = randn(channels, SG2_W_DIM)
+        state[f"{block}.torgb.affine.bias"] = randn(channels, scale=0.1, shift=1.0)
+        state[f"{block}.torgb.bias"] = randn(3, scale=0.1)
+    return state
+
+
+def nvlabs_fc(state: dict[str, Tensor], name: str, x: Tensor, lr_multiplier: float = 1.0,
+              lrelu: bool = False) -> Tensor:
+    """FullyConnectedLayer: weight gain lr / sqrt(in), bias gain lr, optional lrelu with gain sqrt(2)."""
+    weight = state[f"{name}.weight"]
+    x = x @ (weight * (lr_multiplier / math.sqrt(weight.shape[1]))).T + state[f"{name}.bias"] * lr_multiplier
+    return F.leaky_relu(x, 0.2) * math.sqrt(2) if lrelu else x
+
+
+def nvlabs_mapping(state: dict[str, Tensor], z: Tensor) -> Tensor:
+    """normalize_2nd_moment then the fc layers: z (B, D) -> w (B, D)."""
+    x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+    for i in range(SG2_MAPPING_LAYERS):
+        x = nvlabs_fc(state, f"mapping.fc{i}", x, SG2_MAPPING_LR, lrelu=True)
+    return x
+
+
+def nvlabs_modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool, up: int,
+                          resample_filter: Tensor | None) -> Tensor:
+    """NVlabs' fused modulated_conv2d; up=2 follows conv2d_resample(padding=1, flip_weight=False)."""
+    batch, in_channels = x.shape[:2]
+    out_channels, _, kh, kw = weight.shape
+    w = weight[None] * styles[:, None, :, None, None]
+    if demodulate:
+        w = w * (w.square().sum(dim=(2, 3, 4)) + 1e-8).rsqrt()[:, :, None, None, None]
+    x = x.reshape(1, batch * in_channels, *x.shape[2:])
+    if up == 1:
+        out = F.conv2d(x, w.reshape(batch * out_channels, in_channels, kh, kw), padding=kw // 2, groups=batch)
+        return out.reshape(batch, out_channels, *out.shape[2:])
+    filter_size, padding = resample_filter.shape[-1], kw // 2
+    pad0 = padding + (filter_size + up - 1) // 2 - (kw - 1)
+    pad1 = padding + (filter_size - up) // 2 - (kw - up)
+    transposed = w.transpose(1, 2).reshape(batch * in_channels, out_channels, kh, kw)  # not flipped
+    out = F.conv_transpose2d(x, transposed, stride=up, groups=batch)
+    out = upfirdn2d(out, resample_filter * up**2, pad=(pad0, pad1, pad0, pad1))
+    return out.reshape(batch, out_channels, *out.shape[2:])
+
+
+def nvlabs_synthesis_layer(state: dict[str, Tensor], name: str, x: Tensor, w: Tensor, up: int) -> Tensor:
+    """SynthesisLayer with noise_mode='const': modconv, + noise_const * strength, bias, lrelu, clamp."""
+    styles = nvlabs_fc(state, f"{name}.affine", w)
+    x = nvlabs_modulated_conv(x, state[f"{name}.weight"], styles, True, up, state[f"{name}.resample_filter"])
+    x = x + state[f"{name}.noise_const"] * state[f"{name}.noise_strength"]
+    x = F.leaky_relu(x + state[f"{name}.bias"][None, :, None, None], 0.2) * math.sqrt(2)
+    return x.clamp(-SG2_CONV_CLAMP, SG2_CONV_CLAMP)
+
+
+def nvlabs_torgb(state: dict[str, Tensor], name: str, x: Tensor, w: Tensor) -> Tensor:
+    """ToRGBLayer: styles * 1/sqrt(in), modconv without demodulation, bias, clamp."""
+    weight = state[f"{name}.weight"]
+    styles = nvlabs_fc(state, f"{name}.affine", w) / math.sqrt(weight.shape[1])
+    x = nvlabs_modulated_conv(x, weight, styles, False, 1, None) + state[f"{name}.bias"][None, :, None, None]
+    return x.clamp(-SG2_CONV_CLAMP, SG2_CONV_CLAMP)
+
+
+def nvlabs_synthesis(state: dict[str, Tensor], ws: Tensor) -> Tensor:
+    """SynthesisNetwork, skip architecture: ws (B, num_ws, D) -> img (B, 3, 16, 16)."""
+    x = img = None
+    w_idx = 0
+    for res in SG2_RESOLUTIONS:
+        block = f"synthesis.b{res}"
+        if res == 4:
+            x = state[f"{block}.const"][None].repeat(ws.shape[0], 1, 1, 1)
+            x = nvlabs_synthesis_layer(state, f"{block}.conv1", x, ws[:, w_idx], up=1)
+            num_conv = 1
+        else:
+            x = nvlabs_synthesis_layer(state, f"{block}.conv0", x, ws[:, w_idx], up=2)
+            x = nvlabs_synthesis_layer(state, f"{block}.conv1", x, ws[:, w_idx + 1], up=1)
+            num_conv = 2
+        if img is not None:  # upfirdn2d.upsample2d: pads (f + up - 1) // 2 and (f - up) // 2, gain up^2
+            img = upfirdn2d(img, state[f"{block}.resample_filter"] * 4, up=2, pad=(2, 1, 2, 1))
+        rgb = nvlabs_torgb(state, f"{block}.torgb", x, ws[:, w_idx + num_conv])
+        img = rgb if img is None else img + rgb
+        w_idx += num_conv
+    return img
+
+
+def sg2_class_name(path: str) -> str:
+    """NVlabs class of the sub-module at a dotted path of the StyleGAN2 generator."""
+    last = path.rsplit(".", 1)[-1]
+    named = {"": "Generator", "mapping": "MappingNetwork", "synthesis": "SynthesisNetwork", "affine":
+             "FullyConnectedLayer", "conv0": "SynthesisLayer", "conv1": "SynthesisLayer", "torgb": "ToRGBLayer"}
+    if last in named:
+        return named[last]
+    return "FullyConnectedLayer" if last.startswith("fc") else "SynthesisBlock"
+
+
+def as_nvlabs_stylegan2(state: dict[str, Tensor], classes: ModuleType, init_kwargs: dict) -> nn.Module:
+    """The state as a tree of fake NVlabs persistent modules (buffers and parameters as NVlabs keeps them)."""
+    root = classes.Generator()
+    for name, tensor in state.items():
+        *parents, leaf = name.split(".")
+        module = root
+        for depth, part in enumerate(parents):
+            if part not in module._modules:
+                module.add_module(part, getattr(classes, sg2_class_name(".".join(parents[: depth + 1])))())
+            module = module._modules[part]
+        if leaf in SG2_BUFFERS:
+            module.register_buffer(leaf, tensor.clone())
+        else:
+            module.register_parameter(leaf, nn.Parameter(tensor.clone()))
+    root._init_args, root._init_kwargs = (), init_kwargs
+    return root
+
+
+def write_stylegan2_pickle(tmp_path: Path, state: dict[str, Tensor], layout: str = "stylegan3",
+                           **synthesis_changes) -> Path:
+    path = tmp_path / f"stylegan2-{layout}.pkl"
+    with nvlabs_code(tmp_path) as modules:
+        sg2 = modules["training.networks_stylegan2"]
+        kwargs = sg2_init_kwargs(modules["dnnlib"].EasyDict, layout, **synthesis_changes)
+        snapshot = {"G": as_nvlabs_stylegan2(nvlabs_stylegan2_state(seed=9), sg2, kwargs),
+                    "G_ema": as_nvlabs_stylegan2(state, sg2, kwargs), "augment_pipe": None}
+        path.write_bytes(pickle.dumps(snapshot))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["stylegan3", "ada"])
+def test_stylegan2_pickle_reproduces_the_nvlabs_forward(tmp_path: Path, layout: str) -> None:
+    state = nvlabs_stylegan2_state(seed=1)
+    loaded, w_avg = load_nvlabs_pickle_with_w_avg(write_stylegan2_pickle(tmp_path, state, layout))
+    assert isinstance(loaded, stylegan2.Generator) and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert loaded.n_latent == 6 and loaded.channels == {4: 16, 8: 16, 16: 8}
+    assert torch.equal(w_avg, state["mapping.w_avg"][None])
+    rng = torch.Generator().manual_seed(4)
+    z = torch.randn(3, SG2_W_DIM, generator=rng)
+    ws = torch.randn(3, 6, SG2_W_DIM, generator=rng)  # a different w per layer checks the w routing
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.mapping(z), nvlabs_mapping(state, z), atol=1e-5, rtol=1e-5)
+        expected = nvlabs_synthesis(state, ws)
+        assert expected.std() > 0.5  # a non-trivial image, so the comparison below can fail
+        torch.testing.assert_close(loaded.synthesis(ws, noise_mode="const"), expected, atol=1e-4, rtol=1e-4)
+        truncated = w_avg + 0.7 * (nvlabs_mapping(state, z) - w_avg)
+        torch.testing.assert_close(
+            loaded(z, truncation=0.7, truncation_latent=w_avg, noise_mode="const"),
+            nvlabs_synthesis(state, truncated[:, None].expand(-1, 6, -1)), atol=1e-4, rtol=1e-4)
+    assert not torch.equal(load_nvlabs_pickle(tmp_path / f"stylegan2-{layout}.pkl", key="G").input.input,
+                           loaded.input.input)  # key="G" is the other network
+
+
+def test_conversion_maps_every_nvlabs_tensor_onto_the_rosinality_layout() -> None:
+    state = nvlabs_stylegan2_state(seed=2)
+    converted, kwargs = nvlabs_to_rosinality(state, sg2_init_kwargs())
+    assert kwargs == {"size": 16, "style_dim": 16, "n_mlp": 2, "channel_multiplier": 1,
+                      "blur_kernel": SG2_FILTER_TAPS, "lr_mlp": 0.01, "channel_max": 16, "channel_base": 128}
+    assert set(converted) == set(stylegan2.Generator(**kwargs).state_dict())
+    assert torch.equal(converted["style.2.weight"], state["mapping.fc1.weight"])
+    assert torch.equal(converted["convs.2.conv.weight"][0], state["synthesis.b16.conv0.weight"])
+    assert torch.equal(converted["convs.3.noise.weight"], state["synthesis.b16.conv1.noise_strength"][None])
+    assert torch.equal(converted["noises.noise_4"][0, 0], state["synthesis.b16.conv1.noise_const"])
+    assert torch.equal(converted["to_rgbs.0.conv.modulation.bias"], state["synthesis.b8.torgb.affine.bias"])
+    assert torch.equal(converted["to_rgb1.bias"].flatten(), state["synthesis.b4.torgb.bias"])
+
+
+def test_config_f_channels_become_rosinality_multiplier_2() -> None:
+    config_f = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": 1024, "img_channels": 3,
+                "mapping_kwargs": {"num_layers": 8}, "channel_base": 32768, "channel_max": 512,
+                "num_fp16_res": 4, "conv_clamp": 256}  # the stylegan3 repo's --cfg=stylegan2 FFHQ-1024 kwargs
+    kwargs = generator_kwargs_from_nvlabs(config_f)
+    assert kwargs["channel_multiplier"] == 2 and kwargs["channel_base"] == 16384 and kwargs["n_mlp"] == 8
+    resolutions = [2**i for i in range(2, 11)]
+    nvlabs = [min(32768 // res, 512) for res in resolutions]
+    assert [stylegan2.stylegan2_channels(res, 2, 512, 16384) for res in resolutions] == nvlabs
+    assert nvlabs == [512, 512, 512, 512, 512, 256, 128, 64, 32]  # rosinality's config-f table
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"architecture": "resnet"}, "architecture='resnet' is not supported"),
+    ({"use_noise": False}, "use_noise=False"),
+    ({"sr_antialias": True}, r"options \['sr_antialias'\]"),
+])
+def test_unsupported_stylegan2_variants_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    state = nvlabs_stylegan2_state(seed=3)
+    with pytest.raises(StyleGAN2ConversionError, match=message):
+        nvlabs_to_rosinality(state, sg2_init_kwargs(**change))
+    with pytest.raises(NVlabsPickleError, match="StyleGAN2 that cannot be rebuilt"):
+        load_nvlabs_pickle(write_stylegan2_pickle(tmp_path, state, **change))
+
+
+def test_conditional_and_inconsistent_stylegan2_states_are_refused() -> None:
+    state = nvlabs_stylegan2_state(seed=3)
+    with pytest.raises(StyleGAN2ConversionError, match="c_dim=10"):
+        nvlabs_to_rosinality(state, {**sg2_init_kwargs(), "c_dim": 10})
+    extra = {**state, "synthesis.b8.skip.weight": torch.zeros(16, 16, 1, 1)}  # a resnet block's tensor
+    with pytest.raises(StyleGAN2ConversionError, match=r"no rosinality counterpart: \['synthesis.b8.skip.weight'\]"):
+        nvlabs_to_rosinality(extra, sg2_init_kwargs())
+    missing = {name: tensor for name, tensor in state.items() if name != "synthesis.b16.conv1.noise_const"}
+    with pytest.raises(StyleGAN2ConversionError, match="no 'synthesis.b16.conv1.noise_const'"):
+        nvlabs_to_rosinality(missing, sg2_init_kwargs())
+    with pytest.raises(StyleGAN2ConversionError, match=r"synthesis.b8.resample_filter is not the filter"):
+        nvlabs_to_rosinality({**state, "synthesis.b8.resample_filter": torch.ones(4, 4) / 16}, sg2_init_kwargs())
