@@ -5,18 +5,28 @@ latent, so gradients are switched back on inside it) and hands the result to the
 ``callbacks.face_writer.FaceWriter``. A photo in which the detector finds no face is skipped with
 a logged warning and yields ``None`` (the writer writes nothing for it), so a folder run goes on
 past it; set ``skip_photos_without_face: false`` to make it an error instead.
+
+With ``encoder_checkpoint`` (a ``lightning_modules.gan_encoder.GANEncoderModule`` checkpoint) the photo
+is first inverted by that ReStyle encoder, then refined by optimisation from its code (``inversion:
+{steps: 0}`` keeps the encoder's code as it is), then pivotally tuned if ``pti`` is set. The encoder
+must have been trained against the pipeline's generator; the checkpoint stores that generator, and
+any difference from the pipeline's is an error.
 """
 from __future__ import annotations
 
 import logging
+import pickle
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor, nn
 
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
+from facetex.gan.encoder import ReStyleEncoder
 from facetex.gan.inversion import InversionConfig, PTIConfig
 from facetex.gan.multiview import (
     LandmarksSource,
@@ -29,6 +39,79 @@ from facetex.gan.pose_walk import load_boundary
 from facetex.gan.stylegan2 import Generator as StyleGAN2
 
 log = logging.getLogger(__name__)
+TRAIN_ENCODER_HINT = "train one with `python main.py fit --config configs/gan_encoder_ffhq.yaml` against this generator"
+
+
+class EncoderCheckpointError(ValueError):
+    """An encoder checkpoint that is not a GANEncoderModule's, or that was trained against another generator."""
+
+
+def _entries(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The state dict entries under ``prefix`` with the prefix removed."""
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def check_same_generator(path: str, stored: dict[str, Tensor], generator: nn.Module) -> None:
+    """Raise ``EncoderCheckpointError`` unless the checkpoint's generator ``stored`` is ``generator``.
+
+    Layer names and shapes fix the architecture (resolution included); the tensors must then be equal.
+    """
+    current = generator.state_dict()
+    only_stored, only_current = sorted(stored.keys() - current.keys()), sorted(current.keys() - stored.keys())
+    reshaped = sorted(key for key in stored.keys() & current.keys() if stored[key].shape != current[key].shape)
+    if only_stored or only_current or reshaped:
+        raise EncoderCheckpointError(
+            f"the generator stored in encoder checkpoint {path!r} has another architecture (resolution, widths or "
+            f"layers) than the pipeline's: only in the checkpoint {only_stored[:3]}, only in the pipeline "
+            f"{only_current[:3]}, other shapes {reshaped[:3]}; {TRAIN_ENCODER_HINT}")
+    differences = {key: (stored[key].float() - current[key].detach().to(stored[key]).float()).abs().max().item()
+                   for key in stored if stored[key].numel()}
+    worst = max(differences, key=differences.__getitem__, default=None)
+    if worst is not None and differences[worst] > 0:
+        raise EncoderCheckpointError(
+            f"encoder checkpoint {path!r} was trained against a generator of the same architecture but other weights "
+            f"(largest difference {differences[worst]:.3g} in {worst!r}); use the generator it was trained with "
+            f"(generator_path / random_generator and seed) or {TRAIN_ENCODER_HINT}")
+
+
+def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tensor]:
+    """The eval-mode ReStyle encoder and its ``latent_avg (1, style_dim)`` from a GANEncoderModule checkpoint.
+
+    Built from the checkpoint's state dict and hyper-parameters, so the generator, LPIPS and ArcFace files
+    used in training are not needed. Raises ``EncoderCheckpointError`` when the encoder's W+ shape, the
+    stored generator's architecture or its weights differ from ``generator``'s.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder checkpoint {path!r} not found; {TRAIN_ENCODER_HINT}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise EncoderCheckpointError(f"{path!r} cannot be read as a Lightning checkpoint ({error})") from error
+    checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
+    state, hparams = checkpoint.get("state_dict") or {}, checkpoint.get("hyper_parameters") or {}
+    encoder_state, generator_state = _entries(state, "encoder."), _entries(state, "generator.")
+    if (not encoder_state or not generator_state or "latent_avg" not in state
+            or not {"backbone", "encoder_input_size", "encoder_stages"} <= hparams.keys()):
+        raise EncoderCheckpointError(f"{path!r} is not a GANEncoderModule checkpoint (it needs the state dict entries "
+                                     f"encoder.*, latent_avg and generator.* and the encoder's hyper-parameters); "
+                                     f"{TRAIN_ENCODER_HINT}")
+    n_latent = sum(1 for key in encoder_state if key.startswith("styles.") and key.endswith(".linear.weight"))
+    style_dim = encoder_state["styles.0.linear.weight"].shape[0]
+    if (n_latent, style_dim) != (generator.n_latent, generator.style_dim):
+        raise EncoderCheckpointError(
+            f"the encoder in {path!r} predicts W+ codes of (n_latent, style_dim) = ({n_latent}, {style_dim}) but the "
+            f"pipeline's generator takes ({generator.n_latent}, {generator.style_dim}); {TRAIN_ENCODER_HINT}")
+    check_same_generator(path, generator_state, generator)
+    encoder = ReStyleEncoder(n_latent, style_dim, hparams["backbone"], hparams["encoder_input_size"],
+                             hparams["encoder_stages"])
+    encoder.load_state_dict(encoder_state)
+    return encoder.eval(), state["latent_avg"]
+
+
+def inversion_config(fields: dict[str, Any] | None) -> InversionConfig | None:
+    """``InversionConfig(**fields)``; ``steps: 0`` means no optimisation (the encoder's code is kept): None."""
+    fields = fields or {}
+    return None if fields.get("steps") == 0 else InversionConfig(**fields)
 
 
 class GANTex(L.LightningModule):
@@ -45,8 +128,11 @@ class GANTex(L.LightningModule):
         face_model: ``"sfm"`` or ``"bfm"`` (BFM mean face, pose only).
         yaws, strengths, calibration_strengths, refine_steps, landmarks_source, texture_size, turntable_size:
             see ``facetex.gan.multiview.MultiViewConfig``.
-        inversion: ``InversionConfig`` fields; pti: ``PTIConfig`` fields (its ``pivot`` is not used here), or
-            None to skip pivotal tuning.
+        encoder_checkpoint: a ``GANEncoderModule`` checkpoint whose ReStyle encoder (trained against this
+            generator) inverts the photo first; empty for optimisation alone.
+        encoder_steps: ReStyle iterations of that encoder.
+        inversion: ``InversionConfig`` fields (``steps: 0``: no optimisation, needs an encoder); pti:
+            ``PTIConfig`` fields (its ``pivot`` is not used here), or None to skip pivotal tuning.
         seed: seeds the random generator/boundary and the inversion's noise.
         skip_photos_without_face: log and skip such photos (True) or raise ``NoFaceError`` (False).
     """
@@ -66,6 +152,8 @@ class GANTex(L.LightningModule):
         landmarks_source: LandmarksSource = "views",
         texture_size: int = 1024,
         turntable_size: int = 256,
+        encoder_checkpoint: str = "",
+        encoder_steps: int = 3,
         inversion: dict[str, Any] | None = None,
         pti: dict[str, Any] | None = None,
         seed: int = 0,
@@ -86,6 +174,7 @@ class GANTex(L.LightningModule):
                 generator = StyleGAN2(**random_generator)
         else:
             generator = load_generator(generator_path)
+        encoder, latent_avg = load_encoder(encoder_checkpoint, generator) if encoder_checkpoint else (None, None)
         if random_boundary:
             boundary = torch.nn.functional.normalize(torch.randn(1, generator.style_dim, generator=seeded), dim=1)
         else:
@@ -94,12 +183,13 @@ class GANTex(L.LightningModule):
             yaws=tuple(yaws), strengths=None if strengths is None else tuple(strengths),
             calibration_strengths=tuple(calibration_strengths), refine_steps=refine_steps,
             landmarks_source=landmarks_source, texture_size=texture_size, turntable_size=turntable_size,
-            inversion=InversionConfig(**(inversion or {})), pti=None if pti is None else PTIConfig(**pti),
+            encoder_steps=encoder_steps, inversion=inversion_config(inversion),
+            pti=None if pti is None else PTIConfig(**pti),
         )
         self.pipeline = MultiViewPipeline(
             generator, boundary, FaceDetector.from_checkpoint(paths.detector),
             FaceRegressor.from_files(paths.regressor, paths.param_stats, paths.landmark_bases),
-            load_face_model(paths, face_model), config,
+            load_face_model(paths, face_model), config, encoder, latent_avg,
         )
         self.seed = seed
         self.skip_photos_without_face = skip_photos_without_face

@@ -1,11 +1,11 @@
 """GAN inversion by optimisation (W / W+) and Pivotal Tuning Inversion (Roich et al., 2021).
 
 ``invert`` follows the projector of Karras et al. (StyleGAN2, sec. 5; rosinality's ``projector.py``):
-start at the mean latent w_avg, optimise with Adam under a cosine learning-rate ramp, perturb the
-latent with Gaussian noise whose strength ``std(w) * latent_noise * (1 - t / noise_ramp)^2`` decays
-to zero, and optionally optimise the per-layer noise images with the multi-scale autocorrelation
-regulariser. The loss is ``mse_weight * MSE + perceptual_weight * perceptual(G(w), x)`` (+ the noise
-term).
+start at the mean latent w_avg (or at a given code, e.g. a ReStyle encoder's W+), optimise with
+Adam under a cosine learning-rate ramp, perturb the latent with Gaussian noise whose strength
+``std(w) * latent_noise * (1 - t / noise_ramp)^2`` decays to zero, and optionally optimise the
+per-layer noise images with the multi-scale autocorrelation regulariser. The loss is
+``mse_weight * MSE + perceptual_weight * perceptual(G(w), x)`` (+ the noise term).
 
 ``pivotal_tuning`` (PTI) keeps an inverted code, the pivot w_p, fixed and fine-tunes a copy of the generator so that
 ``G'(w_p)`` reproduces the image; the locality regulariser keeps ``G'`` equal to ``G`` at codes
@@ -223,21 +223,30 @@ def invert(
     config: InversionConfig = InversionConfig(),
     perceptual: PerceptualLoss | None = None,
     rng: torch.Generator | None = None,
+    init: Tensor | None = None,
 ) -> InversionResult:
     """Find W+ codes whose images reproduce ``target`` (B, 3, H, W) in [-1, 1].
 
     The generator's weights are not changed (their gradients are not computed). ``rng`` makes the
-    mean-latent sampling, the latent perturbation and the initial noise reproducible.
+    mean-latent sampling, the latent perturbation and the initial noise reproducible. ``init`` is the
+    starting code instead of w_avg: (B, n_latent, D) for W+, (B, 1, D) for W (``config.w_plus=False``);
+    the latent perturbation is still scaled by std(w) of the mapping network.
     """
     if config.optimize_noise and not isinstance(generator, NoiseInputGenerator):
         raise ValueError(f"optimize_noise needs a generator with make_noise() and noise inputs; "
                          f"{type(generator).__name__} has none (StyleGAN3 has no noise: set optimize_noise=False)")
+    if init is not None:
+        rows = generator.n_latent if config.w_plus else 1
+        if tuple(init.shape) != (target.shape[0], rows, generator.style_dim):
+            raise ValueError(f"init must be one starting code per target, (B={target.shape[0]}, {rows}, "
+                             f"{generator.style_dim}) for {'W+' if config.w_plus else 'W'} inversion; got "
+                             f"{tuple(init.shape)}")
     parameters = list(_as_module(generator).parameters())
     requires_grad = [p.requires_grad for p in parameters]
     for p in parameters:
         p.requires_grad_(False)
     try:
-        return _optimise_latent(generator, target, config, perceptual, rng)
+        return _optimise_latent(generator, target, config, perceptual, rng, init)
     finally:
         for p, flag in zip(parameters, requires_grad):
             p.requires_grad_(flag)
@@ -249,11 +258,15 @@ def _optimise_latent(
     config: InversionConfig,
     perceptual: PerceptualLoss | None,
     rng: torch.Generator | None,
+    init: Tensor | None,
 ) -> InversionResult:
     batch = target.shape[0]
     w_avg, w_std = latent_statistics(generator, config.n_mean_latent, rng)
-    w_avg = w_avg.to(target.dtype)
-    latent = w_avg.repeat(batch, generator.n_latent if config.w_plus else 1, 1).requires_grad_(True)
+    if init is None:
+        latent = w_avg.to(target.dtype).repeat(batch, generator.n_latent if config.w_plus else 1, 1)
+    else:
+        latent = init.detach().to(target).clone()
+    latent.requires_grad_(True)
     noises: list[Tensor] = []
     if config.optimize_noise:
         noises = [

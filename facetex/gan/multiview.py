@@ -5,7 +5,9 @@ The stages and the module each comes from:
 1. ``face3d.pipeline.regress_landmarks``: FaceBoxes + 3DDFA_V2 find the photo's 68 landmarks
    (a photo without a face raises ``NoFaceError``);
 2. ``gan.align.align_face``: the FFHQ crop at the generator's resolution, with its inverse transform;
-3. ``gan.inversion.invert`` (W+ optimisation), then ``pivotal_tuning`` when a :class:`PTIConfig` is given;
+3. inversion into W+: the ReStyle encoder (``gan.encoder``) when the pipeline has one, then
+   ``gan.inversion.invert`` (optimisation, from the encoder's code when there is one; skipped when
+   ``MultiViewConfig.inversion`` is None), then ``pivotal_tuning`` when a :class:`PTIConfig` is given;
 4. ``gan.pose_walk``: the K views. Two ways, chosen by ``MultiViewConfig.strengths``:
 
    * ``strengths=None`` (calibrated, needs a generator whose images are faces, else
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -57,7 +59,9 @@ from facetex.face3d.synthetic import render_textured
 from facetex.face3d.texture import FusionConfig, TexelSource
 from facetex.gan.align import AlignedFace, align_face, apply_transform
 from facetex.gan.checkpoints import load_rosinality
+from facetex.gan.encoder import ReStyleEncoder, as_w_plus
 from facetex.gan.inversion import InversionConfig, PTIConfig, invert, pivotal_tuning
+from facetex.gan.inversion import psnr as reconstruction_psnr
 from facetex.gan.nvlabs_pickle import load_nvlabs_pickle
 from facetex.gan.pose_walk import apply_walk, calibrate
 
@@ -70,7 +74,7 @@ class ViewsWithoutFaceError(RuntimeError):
 
 
 def load_generator(path: str | Path) -> nn.Module:
-    """A pretrained generator in eval mode: an NVlabs StyleGAN3 ``.pkl`` or a rosinality StyleGAN2 ``.pt``."""
+    """A pretrained generator in eval mode: an NVlabs StyleGAN2/StyleGAN3 ``.pkl`` or a rosinality StyleGAN2 ``.pt``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generator checkpoint {str(path)!r} not found; download e.g. "
@@ -102,7 +106,10 @@ class MultiViewConfig:
     landmarks_source: ``"views"`` or ``"photo"``.
     texture_size: side of the UV texture in texels.
     turntable_size: side of the renders of the mesh alone at the view yaws.
-    inversion, pti: the inversion settings; ``pti=None`` skips pivotal tuning.
+    encoder_steps: ReStyle iterations when the pipeline has an encoder.
+    inversion: the optimisation settings; None skips optimisation (the encoder's code is used as it is,
+        so the pipeline needs an encoder).
+    pti: the pivotal-tuning settings; None skips pivotal tuning.
     fusion: texture fusion knobs.
     """
 
@@ -113,7 +120,8 @@ class MultiViewConfig:
     landmarks_source: LandmarksSource = "views"
     texture_size: int = 1024
     turntable_size: int = 256
-    inversion: InversionConfig = field(default_factory=InversionConfig)
+    encoder_steps: int = 3
+    inversion: InversionConfig | None = field(default_factory=InversionConfig)
     pti: PTIConfig | None = None
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
@@ -125,6 +133,26 @@ class MultiViewConfig:
                              "each strength's yaw is its nominal label")
         if self.landmarks_source not in ("views", "photo"):
             raise ValueError(f"landmarks_source must be 'views' or 'photo', got {self.landmarks_source!r}")
+        if self.encoder_steps < 1:
+            raise ValueError(f"encoder_steps must be >= 1 (ReStyle iterations), got {self.encoder_steps}")
+
+
+@dataclass(frozen=True)
+class InversionStages:
+    """Which inversion stages ran and how well: step counts (0 = skipped) and the PSNR in dB after each stage.
+
+    ``psnr`` keys, in order, are the stages that ran: ``"encoder"``, ``"optimisation"``, ``"pti"``.
+    """
+
+    encoder_steps: int
+    optimisation_steps: int
+    pti_steps: int
+    psnr: dict[str, float]
+
+    @property
+    def final_psnr(self) -> float:
+        """PSNR in dB of the code (and generator) the walk starts from: the last stage's."""
+        return list(self.psnr.values())[-1]
 
 
 @dataclass
@@ -134,6 +162,7 @@ class MultiViewResult:
     aligned: the FFHQ crop (``(3, S, S)`` in [0, 1]) and its transforms.
     photo_pose: ``{"yaw", "pitch", "roll"}`` degrees of the photo's face (3DDFA_V2).
     inverted: ``(3, S, S)`` in [0, 1], the generator at the found code; inversion_psnr in dB ([-1, 1] range).
+    inversion_stages: the encoder / optimisation / PTI stages that produced it.
     w_plus: ``(1, n_latent, d)`` the code the walk starts from (the pivot when PTI ran).
     strengths, asked_yaw, measured_yaw: ``(K,)``; measured NaN where no face was detected.
     views: ``(K, 3, S, S)`` in [0, 1]. skipped: view index -> why its yaw could not be measured (no face).
@@ -148,6 +177,7 @@ class MultiViewResult:
     photo_pose: dict[str, float]
     inverted: Tensor
     inversion_psnr: float
+    inversion_stages: InversionStages
     w_plus: Tensor
     strengths: Tensor
     asked_yaw: Tensor
@@ -195,6 +225,7 @@ class MultiViewResult:
             "rasterizer_backend": active_backend(),
             "photo_pose_degrees": self.photo_pose,
             "inversion_psnr": self.inversion_psnr,
+            "inversion": asdict(self.inversion_stages),
             "views": per_view,
             "measured_yaws": [_finite_or_none(y) for y in self.measured_yaw],
             "rerender": {"psnr": _nanmean(self.psnr), "ssim": _nanmean(self.ssim)},
@@ -220,16 +251,22 @@ class MultiViewPipeline(nn.Module):
 
     generator: a StyleGAN with ``n_latent``, ``style_dim``, ``mapping`` and ``synthesis`` (images in [-1, 1]).
     boundary: ``(1 or n_latent, style_dim)`` unit pose direction (``pose_walk.load_boundary``).
+    encoder, latent_avg: an optional ReStyle encoder trained against ``generator`` and the average
+    latent ``(1, style_dim)`` its iterations start from (both or neither).
     All parts are submodules/buffers, so ``.to(device)`` moves the whole pipeline.
     """
 
     def __init__(self, generator: nn.Module, boundary: Tensor, detector: FaceDetector, regressor: nn.Module,
-                 model: MorphableModel, config: MultiViewConfig = MultiViewConfig()) -> None:
+                 model: MorphableModel, config: MultiViewConfig = MultiViewConfig(),
+                 encoder: ReStyleEncoder | None = None, latent_avg: Tensor | None = None) -> None:
         super().__init__()
         if model.uv is None:
             raise ValueError("the face model has no texture coordinates; load it with its UV file")
+        _check_encoder(generator, config, encoder, latent_avg)
         self.generator = generator.eval().requires_grad_(False)
         self.detector, self.regressor, self.model = detector.eval(), regressor.eval(), model
+        self.encoder = None if encoder is None else encoder.eval().requires_grad_(False)
+        self.register_buffer("latent_avg", None if latent_avg is None else latent_avg.float())
         self.register_buffer("boundary", boundary.float())
         self.config = config
         self.resolution = generator_resolution(generator)
@@ -246,7 +283,7 @@ class MultiViewPipeline(nn.Module):
         photo_landmarks = regression.landmarks[0, :, :2].float()
         aligned = align_face(photo.to(self.boundary.device), photo_landmarks, self.resolution)
         target = aligned.image[None].to(self.boundary) * 2 - 1
-        generator, w_plus, inversion_psnr = self._invert(target, rng)
+        generator, w_plus, stages = self._invert(target, rng)
         asked = torch.tensor(config.yaws, dtype=torch.float32, device=target.device)
         strengths, views = self._walk(generator, w_plus, asked)
         measured, landmarks, skipped = self._measure(views)
@@ -261,7 +298,8 @@ class MultiViewPipeline(nn.Module):
         with torch.no_grad():
             inverted = ((generator.synthesis(w_plus)[0] + 1) / 2).clamp(0, 1)
         return MultiViewResult(
-            aligned=aligned, photo_pose=photo_pose, inverted=inverted, inversion_psnr=inversion_psnr, w_plus=w_plus,
+            aligned=aligned, photo_pose=photo_pose, inverted=inverted, inversion_psnr=stages.final_psnr,
+            inversion_stages=stages, w_plus=w_plus,
             strengths=strengths, asked_yaw=asked, measured_yaw=measured, views=views, skipped=skipped, used_views=used,
             view_yaw=view_yaw, landmarks_source=config.landmarks_source, model=self.model,
             reconstruction=reconstruction, renders=renders, masks=masks, psnr=psnr, ssim=ssim, turntable=turntable,
@@ -287,14 +325,32 @@ class MultiViewPipeline(nn.Module):
         in_crop = apply_transform(aligned.original_to_aligned.to(photo_landmarks), photo_landmarks)
         return used, view_yaw, _turned_fit(fit_views(self.model, in_crop[None]), view_yaw)
 
-    def _invert(self, target: Tensor, rng: torch.Generator | None) -> tuple[nn.Module, Tensor, float]:
-        """W+ inversion of ``target (1, 3, S, S)``, then PTI if configured -> (generator to walk, code, PSNR dB)."""
+    def _invert(self, target: Tensor, rng: torch.Generator | None) -> tuple[nn.Module, Tensor, InversionStages]:
+        """W+ code of ``target (1, 3, S, S)``: encoder and/or optimisation, then PTI if configured.
+
+        Returns the generator to walk (the tuned copy after PTI), the code ``(1, n_latent, D)`` and the stages.
+        """
+        config = self.config
+        w_plus: Tensor | None = None
+        scores: dict[str, float] = {}
+        if self.encoder is not None:
+            w_plus = self.encoder.invert(self.generator, target, config.encoder_steps, latent_avg=self.latent_avg)[-1]
+            with torch.no_grad():
+                scores["encoder"] = float(reconstruction_psnr(self.generator.synthesis(w_plus), target)[0])
+        generator = self.generator
         with torch.enable_grad():
-            inversion = invert(self.generator, target, self.config.inversion, rng=rng)
-            if self.config.pti is None:
-                return self.generator, inversion.w_plus, float(inversion.psnr[0])
-            tuned = pivotal_tuning(self.generator, target, inversion.w_plus, self.config.pti, rng=rng)
-        return tuned.generator.eval(), tuned.pivot, float(tuned.psnr[0])
+            if config.inversion is not None:
+                inversion = invert(self.generator, target, config.inversion, rng=rng, init=w_plus)
+                w_plus, scores["optimisation"] = inversion.w_plus, float(inversion.psnr[0])
+            if config.pti is not None:
+                tuned = pivotal_tuning(self.generator, target, w_plus, config.pti, rng=rng)
+                generator, w_plus, scores["pti"] = tuned.generator.eval(), tuned.pivot, float(tuned.psnr[0])
+        stages = InversionStages(
+            encoder_steps=0 if self.encoder is None else config.encoder_steps,
+            optimisation_steps=0 if config.inversion is None else config.inversion.steps,
+            pti_steps=0 if config.pti is None else config.pti.steps, psnr=scores,
+        )
+        return generator, w_plus, stages
 
     @torch.no_grad()
     def _walk(self, generator: nn.Module, w_plus: Tensor, asked: Tensor) -> tuple[Tensor, Tensor]:
@@ -343,6 +399,25 @@ class MultiViewPipeline(nn.Module):
             psnr[covered] = masked_psnr(renders[covered], images[covered], masks[covered])
             ssim[covered] = masked_ssim(renders[covered], images[covered], masks[covered])
         return renders, masks, psnr, ssim
+
+
+def _check_encoder(generator: nn.Module, config: MultiViewConfig, encoder: ReStyleEncoder | None,
+                   latent_avg: Tensor | None) -> None:
+    """Raise ``ValueError`` unless the encoder, its average latent and the inversion settings fit together."""
+    if (encoder is None) != (latent_avg is None):
+        raise ValueError("give the ReStyle encoder together with the average latent its iterations start from "
+                         "(a GANEncoderModule checkpoint holds both), or neither")
+    if encoder is None:
+        if config.inversion is None:
+            raise ValueError("inversion=None skips optimisation, which leaves no way to invert the photo without an "
+                             "encoder; give an InversionConfig or a ReStyle encoder")
+        return
+    if (encoder.n_latent, encoder.style_dim) != (generator.n_latent, generator.style_dim):
+        raise ValueError(f"the encoder predicts W+ of ({encoder.n_latent}, {encoder.style_dim}) but the generator takes "
+                         f"({generator.n_latent}, {generator.style_dim}); use an encoder trained against this generator")
+    as_w_plus(latent_avg, generator.n_latent, generator.style_dim)  # raises if its shape is not one w or one W+
+    if config.inversion is not None and not config.inversion.w_plus:
+        raise ValueError("refining the encoder's W+ code by optimisation needs inversion.w_plus=True")
 
 
 def _turned_fit(photo_fit: LandmarkFit, view_yaw: Tensor) -> LandmarkFit:

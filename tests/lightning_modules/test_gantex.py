@@ -1,10 +1,12 @@
-"""``main.py predict`` with the 3D-GANTex demo config end to end, the photo datamodule, and photos without a face."""
+"""``main.py predict`` with the 3D-GANTex demo config end to end (with and without a ReStyle encoder), the photo
+datamodule, photos without a face, and encoder checkpoints that do not fit the generator."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import main
 from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
-from lightning_modules.gantex import GANTex
+from datamodules.generator_samples import GeneratorSamplesDataModule
+from lightning_modules.gan_encoder import GANEncoderModule
+from lightning_modules.gantex import EncoderCheckpointError, GANTex, load_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_VIEWS = 8  # the demo config's strengths -3..4
@@ -118,3 +122,85 @@ def test_module_needs_exactly_one_generator_and_one_boundary() -> None:
         GANTex(assets="unused", random_boundary=True)
     with pytest.raises(ValueError, match="exactly one of boundary_path"):
         GANTex(assets="unused", random_generator={"size": 8}, boundary_path="b.npy", random_boundary=True)
+
+
+DEMO_MODEL = yaml.safe_load((REPO_ROOT / "configs" / "gantex_demo.yaml").read_text())["model"]["init_args"]
+TINY_ENCODER = {"latent_avg_samples": 500, "refinement_steps": 2, "encoder_input_size": 32,
+                "encoder_stages": [(8, 8, 1), (8, 16, 1), (16, 16, 1)]}
+
+
+def encoder_module(**generator: object) -> GANEncoderModule:
+    """A small encoder against the demo's random generator (its kwargs and seed), overridden by ``generator``."""
+    return GANEncoderModule(random_generator={**DEMO_MODEL["random_generator"], **generator},
+                            generator_seed=DEMO_MODEL["seed"], **TINY_ENCODER)
+
+
+def save_untrained(module: GANEncoderModule, path: Path) -> Path:
+    """The parts of a Lightning checkpoint an encoder is read from: state dict and hyper-parameters."""
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GANEncoderModule trained for 4 steps on the demo generator's samples, saved by its Trainer."""
+    L.seed_everything(0)
+    module = encoder_module()
+    trainer = L.Trainer(max_steps=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, GeneratorSamplesDataModule(batch_size=4, train_batches=4, val_batches=1))
+    path = tmp_path_factory.mktemp("encoder") / "encoder.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("inversion_steps", [0, 5])
+def test_predict_with_the_restyle_encoder(tmp_path: Path, shared_assets: Path, encoder_checkpoint: Path,
+                                          inversion_steps: int) -> None:
+    config = tiny_config(tmp_path, shared_assets)
+    cli = main.main(["predict", "--config", str(config), "--model.init_args.encoder_checkpoint", str(encoder_checkpoint),
+                     "--model.init_args.encoder_steps", "2", "--model.init_args.inversion",
+                     json.dumps({"steps": inversion_steps, "lr": 0.01, "n_mean_latent": 500})])
+    trained = GANEncoderModule.load_from_checkpoint(encoder_checkpoint)  # the round trip of the loader
+    pipeline = cli.model.pipeline
+    for name, value in trained.encoder.state_dict().items():
+        assert torch.equal(pipeline.encoder.state_dict()[name], value), name
+    assert torch.equal(pipeline.latent_avg, trained.latent_avg) and not pipeline.encoder.training
+
+    out = Path(cli.trainer.log_dir) / "faces" / "ffhq_00009"
+    assert {"face.obj", "face.png", "grid.png", "metrics.json", "views"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    stages = metrics["inversion"]
+    assert (stages["encoder_steps"], stages["optimisation_steps"], stages["pti_steps"]) == (2, inversion_steps, 0)
+    assert list(stages["psnr"]) == (["encoder"] if inversion_steps == 0 else ["encoder", "optimisation"])
+    assert metrics["inversion_psnr"] == list(stages["psnr"].values())[-1]
+    assert all(5.0 < value < 60.0 for value in stages["psnr"].values())
+    assert len(metrics["views"]) == NUM_VIEWS and all(view["used"] for view in metrics["views"])
+
+
+def test_encoder_checkpoints_of_other_generators_are_refused(tmp_path: Path, shared_assets: Path) -> None:
+    demo_generator = encoder_module().generator
+    cases = {
+        r"predicts W\+ codes of \(n_latent, style_dim\) = \(8, 64\)": encoder_module(size=32),
+        "another architecture": encoder_module(channel_max=16),  # same W+ shape, narrower layers
+        "same architecture but other weights": GANEncoderModule(random_generator=DEMO_MODEL["random_generator"],
+                                                                generator_seed=DEMO_MODEL["seed"] + 1, **TINY_ENCODER),
+    }
+    for index, (message, module) in enumerate(cases.items()):
+        with pytest.raises(EncoderCheckpointError, match=message):
+            load_encoder(str(save_untrained(module, tmp_path / f"{index}.ckpt")), demo_generator)
+    torch.save({"state_dict": {"weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(EncoderCheckpointError, match="is not a GANEncoderModule checkpoint"):
+        load_encoder(str(tmp_path / "other.ckpt"), demo_generator)
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(EncoderCheckpointError, match="cannot be read as a Lightning checkpoint"):
+        load_encoder(str(tmp_path / "notes.ckpt"), demo_generator)
+    with pytest.raises(FileNotFoundError, match="gan_encoder_ffhq.yaml"):
+        load_encoder(str(tmp_path / "absent.ckpt"), demo_generator)
+
+    demo = {key: DEMO_MODEL[key] for key in ("random_generator", "random_boundary", "seed", "landmarks_source",
+                                             "strengths", "yaws")}
+    with pytest.raises(EncoderCheckpointError, match="other weights"):  # the module refuses it before predicting
+        GANTex(assets=str(shared_assets), **demo, encoder_checkpoint=str(tmp_path / "2.ckpt"))
+    with pytest.raises(ValueError, match="inversion=None skips optimisation"):
+        GANTex(assets=str(shared_assets), **demo, inversion={"steps": 0})
