@@ -27,19 +27,17 @@ from torch import Tensor, nn
 
 from datamodules.generator_samples import LatentSeedBatch
 from facetex.face3d.metrics import LPIPS
-from facetex.gan.checkpoints import load_rosinality
+from facetex.gan.checkpoints import load_generator, seeded_stylegan2
 from facetex.gan.encoder import Backbone, ReStyleEncoder, Stage
 from facetex.gan.inversion import latent_statistics, psnr
 from facetex.gan.losses import IdentityLoss, ReconstructionLoss, load_identity_network
-from facetex.gan.nvlabs_pickle import load_nvlabs_pickle_with_w_avg
-from facetex.gan.stylegan2 import Generator as StyleGAN2
 
 GeneratorFormat = Literal["random", "rosinality", "nvlabs"]
 DEFAULT_RANDOM_GENERATOR = {"size": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 1, "channel_max": 16}
 
 
-def load_generator(checkpoint: str, generator_format: GeneratorFormat, random_generator: dict[str, int] | None,
-                   seed: int, latent_avg_samples: int) -> tuple[nn.Module, Tensor]:
+def frozen_generator(checkpoint: str, generator_format: GeneratorFormat, random_generator: dict[str, int] | None,
+                     seed: int, latent_avg_samples: int) -> tuple[nn.Module, Tensor]:
     """A frozen eval-mode generator and its average latent ``(1, style_dim)``.
 
     ``rosinality``: the checkpoint's ``latent_avg`` (else the mean of ``latent_avg_samples`` mapped z);
@@ -53,13 +51,13 @@ def load_generator(checkpoint: str, generator_format: GeneratorFormat, random_ge
                          "rosinality .pt (StyleGAN2) or an NVlabs StyleGAN2/StyleGAN3 .pkl")
     latent_avg: Tensor | None = None
     if generator_format == "random":
-        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global random state
-            torch.manual_seed(seed)
-            generator: nn.Module = StyleGAN2(**(random_generator or DEFAULT_RANDOM_GENERATOR))
-    elif generator_format == "rosinality":
-        generator, latent_avg = load_rosinality(checkpoint)
+        generator: nn.Module = seeded_stylegan2(random_generator or DEFAULT_RANDOM_GENERATOR, seed)
     else:
-        generator, latent_avg = load_nvlabs_pickle_with_w_avg(checkpoint)
+        suffixes = {"nvlabs": (".pkl",), "rosinality": (".pt", ".pth")}[generator_format]
+        if not checkpoint.lower().endswith(suffixes):
+            raise ValueError(f"generator_format={generator_format!r} expects a {' or '.join(suffixes)} file, "
+                             f"got {checkpoint!r}")
+        generator, latent_avg = load_generator(checkpoint)
     generator.eval().requires_grad_(False)
     if latent_avg is None:
         latent_avg = latent_statistics(generator, latent_avg_samples, torch.Generator().manual_seed(seed))[0]  # type: ignore[arg-type]
@@ -126,7 +124,7 @@ class GANEncoderModule(L.LightningModule):
             raise ValueError("LPIPS needs both lpips_vgg16_checkpoint (VGG16 backbone) and lpips_checkpoint "
                              "(linear heads); give both or neither")
         self.save_hyperparameters()
-        self.generator, latent_avg = load_generator(generator_checkpoint, generator_format, random_generator,
+        self.generator, latent_avg = frozen_generator(generator_checkpoint, generator_format, random_generator,
                                                     generator_seed, latent_avg_samples)
         self.register_buffer("latent_avg", latent_avg)
         n_latent, style_dim = self.generator.n_latent, self.generator.style_dim

@@ -27,16 +27,15 @@ from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.encoder import ReStyleEncoder
+from facetex.gan.checkpoints import load_generator, seeded_stylegan2
 from facetex.gan.inversion import InversionConfig, PTIConfig
 from facetex.gan.multiview import (
     LandmarksSource,
     MultiViewConfig,
     MultiViewPipeline,
     MultiViewResult,
-    load_generator,
 )
 from facetex.gan.pose_walk import load_boundary
-from facetex.gan.stylegan2 import Generator as StyleGAN2
 
 log = logging.getLogger(__name__)
 TRAIN_ENCODER_HINT = "train one with `python main.py fit --config configs/gan_encoder_ffhq.yaml` against this generator"
@@ -119,7 +118,7 @@ class GANTex(L.LightningModule):
 
     Args:
         assets: folder laid out like ``shared/assets`` (FaceBoxes, 3DDFA_V2, BFM/SFM files).
-        generator_path: NVlabs StyleGAN3 ``.pkl`` or rosinality StyleGAN2 ``.pt``; exclusive with
+        generator_path: NVlabs StyleGAN2/StyleGAN3 ``.pkl`` or rosinality StyleGAN2 ``.pt``; exclusive with
             ``random_generator``.
         random_generator: keyword arguments of a randomly initialised ``facetex.gan.stylegan2.Generator``
             (demo and tests: its images are not faces, use raw ``strengths`` and ``landmarks_source: photo``).
@@ -169,11 +168,9 @@ class GANTex(L.LightningModule):
         paths = AssetPaths.from_folder(assets)
         seeded = torch.Generator().manual_seed(seed)
         if random_generator is not None:
-            with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global stream
-                torch.manual_seed(seed)
-                generator = StyleGAN2(**random_generator)
+            generator = seeded_stylegan2(random_generator, seed)
         else:
-            generator = load_generator(generator_path)
+            generator = load_generator(generator_path)[0]
         encoder, latent_avg = load_encoder(encoder_checkpoint, generator) if encoder_checkpoint else (None, None)
         if random_boundary:
             boundary = torch.nn.functional.normalize(torch.randn(1, generator.style_dim, generator=seeded), dim=1)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from facetex.gan.stylegan2 import Generator
 
@@ -151,3 +151,34 @@ def _latent_avg(latent_avg: Any, style_dim: int, path: Path) -> Tensor | None:
         shape = tuple(latent_avg.shape) if isinstance(latent_avg, Tensor) else type(latent_avg).__name__
         raise CheckpointFormatError(f"{path}['latent_avg'] should hold {style_dim} values, got {shape}")
     return latent_avg.detach().reshape(1, style_dim).float()
+
+
+def load_generator(path: str | Path) -> tuple[nn.Module, Tensor | None]:
+    """A pretrained generator in eval mode and its stored average latent ``(1, style_dim)`` (or None).
+
+    By file type: an NVlabs StyleGAN2/StyleGAN3 ``.pkl`` (its mapping network's ``w_avg``) or a
+    rosinality StyleGAN2 ``.pt`` (its ``latent_avg``, absent in ``train.py`` checkpoints).
+    """
+    from facetex.gan.nvlabs_pickle import load_nvlabs_pickle_with_w_avg  # imports this module's siblings only
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"generator checkpoint {str(path)!r} not found; download e.g. "
+                                "stylegan3-r-ffhq-1024x1024.pkl from NVlabs or a rosinality .pt")
+    suffix = path.suffix.lower()
+    if suffix == ".pkl":
+        return load_nvlabs_pickle_with_w_avg(path)
+    if suffix in (".pt", ".pth"):
+        return load_rosinality(path)
+    raise ValueError(f"{str(path)!r}: unknown generator format {suffix!r}; use an NVlabs .pkl or a rosinality .pt")
+
+
+def seeded_stylegan2(config: Mapping[str, Any], seed: int) -> Generator:
+    """A randomly initialised StyleGAN2 (demos, tests) whose weights depend only on ``seed``.
+
+    The global random stream is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Generator(**config)
+

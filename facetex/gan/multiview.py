@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -58,11 +57,9 @@ from facetex.face3d.rasterizer import active_backend
 from facetex.face3d.synthetic import render_textured
 from facetex.face3d.texture import FusionConfig, TexelSource
 from facetex.gan.align import AlignedFace, align_face, apply_transform
-from facetex.gan.checkpoints import load_rosinality
 from facetex.gan.encoder import ReStyleEncoder, as_w_plus
 from facetex.gan.inversion import InversionConfig, PTIConfig, invert, pivotal_tuning
 from facetex.gan.inversion import psnr as reconstruction_psnr
-from facetex.gan.nvlabs_pickle import load_nvlabs_pickle
 from facetex.gan.pose_walk import apply_walk, calibrate
 
 LandmarksSource = Literal["views", "photo"]
@@ -71,20 +68,6 @@ log = logging.getLogger(__name__)
 
 class ViewsWithoutFaceError(RuntimeError):
     """The synthesised views hold no detectable face where the chosen path needs one (calibration, view landmarks)."""
-
-
-def load_generator(path: str | Path) -> nn.Module:
-    """A pretrained generator in eval mode: an NVlabs StyleGAN2/StyleGAN3 ``.pkl`` or a rosinality StyleGAN2 ``.pt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint {str(path)!r} not found; download e.g. "
-                                "stylegan3-r-ffhq-1024x1024.pkl from NVlabs or a rosinality .pt")
-    suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        return load_nvlabs_pickle(path)
-    if suffix in (".pt", ".pth"):
-        return load_rosinality(path)[0]
-    raise ValueError(f"{str(path)!r}: unknown generator format {suffix!r}; use an NVlabs .pkl or a rosinality .pt")
 
 
 def generator_resolution(generator: nn.Module) -> int:

@@ -17,12 +17,12 @@ from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmar
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.align import align_face, apply_transform
 from facetex.gan.inversion import InversionConfig, PTIConfig
+from facetex.gan.checkpoints import load_generator
 from facetex.gan.multiview import (
     MultiViewConfig,
     MultiViewPipeline,
     ViewsWithoutFaceError,
     generator_resolution,
-    load_generator,
 )
 from facetex.gan.stylegan2 import Generator
 from facetex.gan.stylegan3 import Generator as StyleGAN3
@@ -160,7 +160,7 @@ def test_config_pairs_strengths_with_yaws() -> None:
 def test_load_generator_reads_rosinality_and_refuses_unknown_files(tmp_path: Path) -> None:
     generator = random_generator()
     torch.save({"g_ema": generator.state_dict()}, tmp_path / "g.pt")
-    loaded = load_generator(tmp_path / "g.pt")
+    loaded, _ = load_generator(tmp_path / "g.pt")
     codes = torch.randn(1, generator.n_latent, generator.style_dim)
     torch.testing.assert_close(loaded.synthesis(codes), generator.synthesis(codes))
     assert generator_resolution(loaded) == 64
