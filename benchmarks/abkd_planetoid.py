@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="seeds per dataset")
     parser.add_argument("--epochs", type=int, default=200, help="epochs per run")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="KD methods")
-    parser.add_argument("--ablation", action="store_true", help="also run ABKD variants (alignment, weights, layers, projection)")
+    parser.add_argument("--ablation", action="store_true", help="also run ABKD variants (alignment, weight, layers, attention temperature)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps timings stable on a shared machine)")
     args = parser.parse_args()
     if not any(args.planetoid_raw.glob("ind.cora.*")):

@@ -148,7 +148,7 @@ def main() -> None:
     screen_small, faces_small, source = sfm_screen_mesh(small)
     fast = time_call(lambda: rasterize(screen_small, faces_small, small, backend="torch"), args.runs)
     reference = time_call(lambda: reference_rasterize(screen_small[0], faces_small, (small, small)), 1, warmup=0)
-    rows.append((f"(c) image {small}x{small}, {source}: torch backend", fast))
+    rows.append((f"(c) CPU image {small}x{small}, {source}: torch backend", fast))
     rows.append((f"(c) same, reference loop ({reference.wall_ms / fast.wall_ms:.0f}x slower)", reference))
 
     print(f"\nrasteriser backend 'torch' on {device} ({torch.get_num_threads()} threads); "

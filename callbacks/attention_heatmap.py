@@ -48,7 +48,7 @@ class AttentionHeatmap(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         distiller = getattr(pl_module, "distiller", None)
         scores = distiller.attention_scores() if distiller is not None else None
-        last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        last = (trainer.max_epochs or 0) > 0 and trainer.current_epoch + 1 >= trainer.max_epochs
         if scores is None or not trainer.is_global_zero or (trainer.current_epoch % self.every_n_epochs and not last):
             return
         figure = attention_figure(scores, f"ABKD attention, epoch {trainer.current_epoch}")

@@ -1,6 +1,7 @@
 """OGB node-property datasets through ``ogb``'s own loader, plus the offline synthetic MAG."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def load_ogb(name: str, root: str | Path, download: bool = False) -> PygNodeProp
     """Open an OGB node dataset with ``ogb``'s loader (processing the raw CSVs on first use)."""
     if not download:
         check_dataset_folder(name, root)
-    with torch.serialization.safe_globals(PYG_SAFE_GLOBALS):
+    # torch < 2.5 (the conda environment) loads with weights_only=False by default and has no safe_globals
+    allow = getattr(torch.serialization, "safe_globals", None)
+    with allow(PYG_SAFE_GLOBALS) if allow else contextlib.nullcontext():
         return PygNodePropPredDataset(name, root=str(root))
 
 

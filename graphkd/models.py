@@ -248,6 +248,8 @@ def build_gnn(
     ``hetero`` (node_types, edge_types, num_nodes, target) is required for ``rgcn``.
     """
     if arch == "rgcn":
+        if norm:
+            raise ValueError("arch 'rgcn' has no norm option; set norm: false")
         if hetero is None:
             raise ValueError("arch 'rgcn' needs a heterogeneous graph; use a hetero datamodule (e.g. ogbn-mag with hetero: true)")
         return RGCN(

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,8 @@ def load_teacher(path: str, num_features: int, num_classes: int, graph_info: dic
     if not file.is_file():
         raise FileNotFoundError(f"teacher checkpoint {file} does not exist; train a teacher first or fix the path")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated or not a torch file
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)  # tensors and plain types: no code runs
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         raise TeacherCheckpointError(f"{file} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     init_names = [n for n in inspect.signature(NodeClassifier.__init__).parameters if n != "self"]

@@ -138,7 +138,7 @@ class GANTex(L.LightningModule):
 
     def __init__(
         self,
-        assets: str,
+        assets: str = "../shared/assets",
         generator_path: str | None = None,
         random_generator: dict[str, Any] | None = None,
         boundary_path: str | None = None,

@@ -25,7 +25,7 @@ ArrayLike = torch.Tensor | np.ndarray
 
 @contextmanager
 def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
-    """Yield unused temporary paths next to ``paths``; rename them onto ``paths`` only if the body succeeds.
+    """Yield unused temporary paths next to ``paths``; rename them onto ``paths`` (in order) only if the body succeeds.
 
     On any exception every temporary file is removed and the destinations are left untouched.
     """
@@ -107,7 +107,7 @@ def write_obj(
     mtl_path = obj_path.with_suffix(".mtl")
     png_path = obj_path.with_suffix(".png")
 
-    with atomic_paths(obj_path, mtl_path, png_path) as (obj_tmp, mtl_tmp, png_tmp):
+    with atomic_paths(png_path, mtl_path, obj_path) as (png_tmp, mtl_tmp, obj_tmp):  # the OBJ appears last
         Image.fromarray(image).save(png_tmp, format="PNG")
         mtl_tmp.write_text(
             f"newmtl {material_name}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"

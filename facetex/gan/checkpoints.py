@@ -33,7 +33,11 @@ def _read_checkpoint(path: Path, map_location: str | torch.device, weights_only:
     if not path.is_file():
         raise FileNotFoundError(f"no StyleGAN2 checkpoint at {path}: pass the path of a rosinality .pt file")
     try:  # train.py stores its argparse.Namespace under "args"; allow exactly that class besides tensors
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        if hasattr(torch.serialization, "safe_globals"):
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
+        else:  # torch 2.4 (the conda environment): allow-list process-wide
+            torch.serialization.add_safe_globals([argparse.Namespace])
             checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as error:
         raise CheckpointFormatError(

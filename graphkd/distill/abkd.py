@@ -10,7 +10,7 @@ imitate. For the ``S`` participating student layers and ``T`` teacher layers:
     kd_logit = logit_weight * T^2 * mean_i KL(teacher || student)   (LogitKD's maths)
 
 The paper's body is not available; the structure above follows its ICLR 2024
-reviews (see docs/anchors). Each unstated detail is decided here, with its reason:
+reviews (see docs/abkd.md). Each unstated detail is decided here, with its reason:
 
 - **Attention parameterisation**: a free ``(S, T)`` logit matrix ``Lambda``,
   initialised to zero, i.e. uniform rows. A query/key attention over pooled

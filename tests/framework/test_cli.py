@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 import yaml
 
 import main
@@ -76,7 +77,9 @@ def test_print_config_lists_linked_model(capsys, tmp_path):
 
 def test_face_regressor_config_runs_through_main(shared_assets, tmp_path):
     sfm = str(shared_assets / "sfm" / "sfm_3448.npz")
-    main.main(["fit", "--config", "configs/face_regressor_sfm.yaml", "--trainer.fast_dev_run", "true",
+    cli = main.main(["fit", "--config", "configs/face_regressor_sfm.yaml", "--trainer.fast_dev_run", "true",
                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.callbacks", "[]",
                "--model.init_args.model_path", sfm, "--data.init_args.model_path", sfm,
                "--data.init_args.batch_size", "4", "--model.init_args.statistics_batches", "2"])
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/yaw_error"])

@@ -7,13 +7,19 @@ from pathlib import Path
 import lightning as L
 import pytest
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 TEMPLATES = sorted((Path(__file__).resolve().parents[2] / "scripts" / "slurm").glob("*.sbatch"))
 
 
 @pytest.fixture
 def srun_rank_3_of_4(monkeypatch):
-    """The variables srun sets for task 3 of a 2-node x 2-task job."""
+    """The variables srun sets for task 3 of a 2-node x 2-task job.
+
+    A Trainer built here sets the process-wide rank used by ``rank_zero_only`` to 3; it is restored
+    afterwards, or later tests in this process would stop writing their logs.
+    """
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     for name, value in {
         "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "gnn-face-kd", "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2",
         "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2",
