@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -10,6 +12,14 @@ from torch import Tensor
 
 class CheckpointError(RuntimeError):
     """A file that is not a readable checkpoint of the expected architecture."""
+
+
+def load_checkpoint(path: str | Path, error: type[Exception] = CheckpointError, what: str = "PyTorch checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; every way a file can be unreadable becomes one ``error``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as failure:
+        raise error(f"cannot read {str(path)!r} as a {what} ({failure}); the file is corrupt or truncated") from failure
 
 
 def read_state_dict(path: str | Path, what: str, source: str, error: type[CheckpointError] = CheckpointError) -> dict[str, Tensor]:
@@ -28,10 +38,7 @@ def read_state_dict(path: str | Path, what: str, source: str, error: type[Checkp
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {str(path)!r} not found; {source} and pass its path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError) as failure:
-        raise error(f"cannot read {str(path)!r} as a PyTorch checkpoint ({failure}); the file is corrupt or truncated") from failure
+    checkpoint = load_checkpoint(path, error)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise error(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a state dict of tensors ({what})")

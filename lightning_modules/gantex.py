@@ -15,7 +15,6 @@ any difference from the pipeline's is an error.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from facetex.checkpoint_io import load_checkpoint
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
@@ -82,10 +82,7 @@ def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tenso
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"encoder checkpoint {path!r} not found; {TRAIN_ENCODER_HINT}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise EncoderCheckpointError(f"{path!r} cannot be read as a Lightning checkpoint ({error})") from error
+    checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
     checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
     state, hparams = checkpoint.get("state_dict") or {}, checkpoint.get("hyper_parameters") or {}
     encoder_state, generator_state = _entries(state, "encoder."), _entries(state, "generator.")

@@ -193,8 +193,11 @@ def test_encoder_checkpoints_of_other_generators_are_refused(tmp_path: Path, sha
     with pytest.raises(EncoderCheckpointError, match="is not a GANEncoderModule checkpoint"):
         load_encoder(str(tmp_path / "other.ckpt"), demo_generator)
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
-    with pytest.raises(EncoderCheckpointError, match="cannot be read as a Lightning checkpoint"):
-        load_encoder(str(tmp_path / "notes.ckpt"), demo_generator)
+    complete = (tmp_path / "other.ckpt").read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(complete[: len(complete) // 2])
+    for unreadable in ("notes.ckpt", "truncated.ckpt"):
+        with pytest.raises(EncoderCheckpointError, match="cannot read .* as a Lightning checkpoint"):
+            load_encoder(str(tmp_path / unreadable), demo_generator)
     with pytest.raises(FileNotFoundError, match="gan_encoder_ffhq.yaml"):
         load_encoder(str(tmp_path / "absent.ckpt"), demo_generator)
 
