@@ -29,9 +29,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
-from facetex.face3d.export import image_to_uint8, save_image_grid, write_obj, write_ply
-from facetex.face3d.image_io import load_image
-from facetex.face3d.pipeline import SOURCE_COLOURS
+from facetex.face3d.export import image_to_uint8, replace_folder, save_image_grid, write_obj, write_ply
+from facetex.face3d.pipeline import SOURCE_COLOURS, add_textured_mesh
 from facetex.face3d.texture import texture_to_vertex_colors
 from facetex.gan.multiview import MultiViewResult
 
@@ -84,9 +83,7 @@ def write_result(out_dir: Path, name: str, photo_path: str, result: MultiViewRes
         (staging / "views.json").write_text(json.dumps(views, indent=2))
         _grid(staging / "grid.png", result)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.replace(out_dir)
+        replace_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
@@ -95,13 +92,7 @@ def write_result(out_dir: Path, name: str, photo_path: str, result: MultiViewRes
 def log_result(logger: TensorBoardLogger, name: str, out_dir: Path, result: MultiViewResult, metrics: dict) -> None:
     """Grid, UV texture, vertex-coloured mesh and per-view scalars of one photo to TensorBoard."""
     writer = logger.experiment
-    model = result.model
-    texture = result.reconstruction.fused.texture.detach().cpu().clamp(0, 1)
-    colours = (texture_to_vertex_colors(texture, model.uv.cpu()).clamp(0, 1) * 255).to(torch.uint8)
-    writer.add_image(f"{name}/grid", load_image(out_dir / "grid.png"), dataformats="CHW")
-    writer.add_image(f"{name}/uv_texture", texture, dataformats="CHW")
-    writer.add_mesh(f"{name}/mesh", vertices=result.reconstruction.vertices[:1].detach().cpu(), colors=colours[None],
-                    faces=model.triangles.cpu()[None].int())
+    add_textured_mesh(writer, name, out_dir / "grid.png", result.model, result.reconstruction)
     for entry in metrics["views"]:
         for key in ("measured_yaw", "psnr", "ssim"):
             if entry.get(key) is not None:

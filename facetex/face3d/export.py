@@ -11,6 +11,7 @@ as is and its ``vt`` lines are the UVs unchanged.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,16 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move the complete folder ``new`` onto ``target``; an old ``target`` is kept aside until the move is done."""
+    previous = target.with_name(f".{target.name}.previous")
+    if target.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        target.replace(previous)
+    new.replace(target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _as_numpy(array: ArrayLike) -> np.ndarray:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -292,16 +292,21 @@ def log_to_tensorboard(
     """Send the grid, the UV texture, the vertex-coloured mesh and the re-render scores to TensorBoard."""
     from torch.utils.tensorboard import SummaryWriter  # optional dependency of torch: imported only when asked
 
-    texture = reconstruction.fused.texture.detach().cpu().clamp(0, 1)
-    vertices = reconstruction.vertices[0].detach().cpu()
-    colours = (texture_to_vertex_colors(texture, model.uv.cpu()).clamp(0, 1) * 255).to(torch.uint8)
     with SummaryWriter(str(log_dir)) as writer:
-        writer.add_image(f"{tag}/grid", load_image(out_dir / "grid.png"), dataformats="CHW")
-        writer.add_image(f"{tag}/uv_texture", texture, dataformats="CHW")
-        writer.add_mesh(f"{tag}/mesh", vertices=vertices[None], colors=colours[None],
-                        faces=model.triangles.cpu()[None].int())
+        add_textured_mesh(writer, tag, out_dir / "grid.png", model, reconstruction)
         for name, value in metrics["rerender"].items():
             writer.add_scalar(f"{tag}/rerender_{name}", value)
+
+
+def add_textured_mesh(writer: Any, tag: str, grid_path: Path, model: MorphableModel,
+                      reconstruction: FaceReconstruction) -> None:
+    """``tag/grid`` (the written grid PNG), ``tag/uv_texture`` and ``tag/mesh`` (vertex-coloured) on a SummaryWriter."""
+    texture = reconstruction.fused.texture.detach().cpu().clamp(0, 1)
+    colours = (texture_to_vertex_colors(texture, model.uv.cpu()).clamp(0, 1) * 255).to(torch.uint8)
+    writer.add_image(f"{tag}/grid", load_image(grid_path), dataformats="CHW")
+    writer.add_image(f"{tag}/uv_texture", texture, dataformats="CHW")
+    writer.add_mesh(f"{tag}/mesh", vertices=reconstruction.vertices[:1].detach().cpu(), colors=colours[None],
+                    faces=model.triangles.cpu()[None].int())
 
 
 def _write_outputs(

@@ -9,7 +9,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from facetex.face3d.export import save_image_grid, write_obj, write_ply
+from facetex.face3d.export import replace_folder, save_image_grid, write_obj, write_ply
 
 
 def _grid_mesh(n: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,3 +98,14 @@ def test_image_grid_layout(tmp_path: Path) -> None:
     assert grid[:20, :32].min() < 128  # a label was drawn
     with pytest.raises(ValueError, match="labels"):
         save_image_grid(tmp_path / "bad.png", [[red]], [["a", "b"]])
+
+
+def test_replace_folder_swaps_in_the_new_result(tmp_path: Path) -> None:
+    target, new = tmp_path / "photo", tmp_path / ".staging"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "face.obj").write_text("new")
+    replace_folder(new, target)
+    assert sorted(p.name for p in target.iterdir()) == ["face.obj"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo"]  # neither staging nor the old copy is left
