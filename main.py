@@ -3,7 +3,9 @@
 A ``LightningCLI`` in subclass mode: the YAML picks the LightningModule and the
 LightningDataModule by ``class_path``; the datamodule's facts (feature width,
 number of classes, dataset schema) are linked into the model, so a config never
-repeats them. The run's config is saved beside its TensorBoard logs.
+repeats them. The run's config is saved beside its TensorBoard logs. Every run also gets
+:class:`callbacks.rng_state.RNGStateCheckpoint`, so ``fit --ckpt_path last`` resumes a killed run
+exactly (docs/slurm_and_resume.md).
 """
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb checks PyPI for a newer ver
 import lightning as L  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
+from callbacks.rng_state import RNGStateCheckpoint  # noqa: E402
+
 
 class FrameworkCLI(LightningCLI):
-    """Links dataset facts from ``data`` into ``model`` for the graph experiments."""
+    """Links dataset facts from ``data`` into ``model`` for the graph experiments; checkpoints the RNGs."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RNGStateCheckpoint, "rng_state")  # always on, not just when a config lists it
         for fact in ("num_features", "num_classes", "graph_info"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
 

@@ -1,4 +1,4 @@
-"""Rasteriser speed: ``python -m benchmarks.rasterizer``; prints a Markdown table.
+"""Rasteriser speed: ``python -m benchmarks.rasterizer [--quick] [--out FILE.json]``; prints a Markdown table.
 
 Cases: (a) the Surrey Face Model mesh at 512x512 in image space, (b) the BFM
 ``bfm_noneck_v3`` topology (38,365 vertices, 76,073 triangles) at 1024x1024 in UV
@@ -11,13 +11,15 @@ process CPU time (the two differ on a loaded machine).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,37 +121,58 @@ def bfm_uv_mesh() -> tuple[Tensor, Tensor, str]:
     return points, faces, "generated grid (BFM absent)"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1, like Sim3DR's one-core figure; 0: torch's default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = []
+def machine() -> dict[str, Any]:
+    """CPU model, core count, torch version and threads, GPU name: the header of every benchmark report."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def measure(runs: int, device: torch.device, sizes: tuple[int, int, int] = (512, 1024, 128)) -> list[tuple[str, Timing]]:
+    """Rows ``(case, timing)``: (a) image raster, (b) UV raster, (c) torch backend and the reference loop.
+
+    ``sizes`` are the image side of (a), the UV side of (b) and the image side of the comparison (c).
+    """
+    image_size, uv_size, small = sizes
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    screen, faces, source = sfm_screen_mesh(512)
+    rows = []
+    screen, faces, source = sfm_screen_mesh(image_size)
     screen, faces = screen.to(device), faces.to(device)
-    timing = time_call(lambda: (rasterize(screen, faces, 512, backend="torch"), sync()), args.runs)
-    rows.append((f"(a) image 512x512, {source}", timing))
+    timing = time_call(lambda: (rasterize(screen, faces, image_size, backend="torch"), sync()), runs)
+    rows.append((f"(a) image {image_size}x{image_size}, {source}", timing))
 
     uv, uv_faces, source = bfm_uv_mesh()
     uv, uv_faces = uv.to(device), uv_faces.to(device)
-    timing = time_call(lambda: (rasterize_uv(uv, uv_faces, 1024, backend="torch"), sync()), args.runs)
-    rows.append((f"(b) UV 1024x1024, {source}", timing))
+    timing = time_call(lambda: (rasterize_uv(uv, uv_faces, uv_size, backend="torch"), sync()), runs)
+    rows.append((f"(b) UV {uv_size}x{uv_size}, {source}", timing))
 
-    small = 128
     screen_small, faces_small, source = sfm_screen_mesh(small)
-    fast = time_call(lambda: rasterize(screen_small, faces_small, small, backend="torch"), args.runs)
+    fast = time_call(lambda: rasterize(screen_small, faces_small, small, backend="torch"), runs)
     reference = time_call(lambda: reference_rasterize(screen_small[0], faces_small, (small, small)), 1, warmup=0)
     rows.append((f"(c) CPU image {small}x{small}, {source}: torch backend", fast))
     rows.append((f"(c) same, reference loop ({reference.wall_ms / fast.wall_ms:.0f}x slower)", reference))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, Timing]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, like Sim3DR's one-core figure; 0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="small images (128, UV 256, 32), 1 run: a smoke test")
+    parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = measure(1, device, (128, 256, 32)) if args.quick else measure(args.runs, device)
 
     print(f"\nrasteriser backend 'torch' on {device} ({torch.get_num_threads()} threads); "
           f"auto would pick '{active_backend()}'\n")
@@ -157,6 +180,12 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     for name, timing in rows:
         print(f"| {name} | {timing.wall_ms:.1f} | {timing.cpu_ms:.1f} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        report = {"machine": machine(), "device": str(device), "rows": [{"case": n, **asdict(t)} for n, t in rows],
+                  "reference_over_torch_wall": rows[3][1].wall_ms / rows[2][1].wall_ms}
+        args.out.write_text(json.dumps(report, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ For a photo named ``NAME`` it writes ``<output_dir>/NAME/``:
   yaw; row 2 the UV texture, where its texels came from, and the textured mesh rendered alone at each
   view's yaw (a grey cell for a view left out of the mesh);
 * ``metrics.json``: ``MultiViewResult.metrics()`` (per-view re-render PSNR/SSIM inside the face mask,
-  yaws, texel sources) with the photo's name and path.
+  yaws, texel sources) with the photo's name and path;
+* for the gallery: ``photo.jpg`` (the input, at most 512 px), ``aligned.png`` (the crop the generator is
+  inverted to), ``inversion.png`` and ``maps/`` (texel source and, per used view, visibility, view weight
+  and blend share; ``facetex.gallery.maps``).
+
+After each photo the run's gallery is rebuilt (``facetex.gallery.build_gallery`` on ``<output_dir>``):
+``<output_dir>/index.html`` lists every photo written so far, each with its page and 3D viewer at
+``<output_dir>/NAME/index.html``; open it straight from disk.
 
 Files are staged in a hidden sibling folder and moved in only when all are written. With a
 ``TensorBoardLogger`` the grid, the UV texture, the vertex-coloured mesh and the per-view scalars
@@ -32,6 +39,7 @@ from PIL import Image
 from facetex.face3d.export import image_to_uint8, replace_folder, save_image_grid, write_obj, write_ply
 from facetex.face3d.pipeline import SOURCE_COLOURS, add_textured_mesh
 from facetex.face3d.texture import texture_to_vertex_colors
+from facetex.gallery import build_gallery, write_photo, write_texture_maps
 from facetex.gan.multiview import MultiViewResult
 
 
@@ -82,6 +90,10 @@ def write_result(out_dir: Path, name: str, photo_path: str, result: MultiViewRes
                  for entry in metrics["views"]]
         (staging / "views.json").write_text(json.dumps(views, indent=2))
         _grid(staging / "grid.png", result)
+        write_photo(photo_path, staging)
+        Image.fromarray(image_to_uint8(result.aligned.image)).save(staging / "aligned.png")
+        Image.fromarray(image_to_uint8(result.inverted)).save(staging / "inversion.png")
+        write_texture_maps(staging / "maps", reconstruction.fused, result.used_views.tolist())
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         replace_folder(staging, out_dir)
     finally:
@@ -101,7 +113,7 @@ def log_result(logger: TensorBoardLogger, name: str, out_dir: Path, result: Mult
 
 
 class FaceWriter(BasePredictionWriter):
-    """Write each photo's mesh, views, grid and metrics as it is predicted (see the module docstring).
+    """Write each photo's mesh, views, grid, metrics and gallery page as it is predicted (see the module docstring).
 
     Args:
         output_dir: where the per-photo folders go; a relative path is put inside the run's log dir.
@@ -120,5 +132,6 @@ class FaceWriter(BasePredictionWriter):
             root = Path(trainer.log_dir or trainer.default_root_dir) / root
         out_dir = root / prediction["name"]
         metrics = write_result(out_dir, prediction["name"], prediction["path"], prediction["result"])
+        build_gallery(root)
         if isinstance(trainer.logger, TensorBoardLogger):
             log_result(trainer.logger, prediction["name"], out_dir, prediction["result"], metrics)

@@ -15,7 +15,7 @@ from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 from torch_geometric.utils import scatter, to_undirected
 
-from datamodules.graph import DatasetNotFoundError, NodeDataModule, split_masks
+from datamodules.graph import DatasetNotFoundError, NodeDataModule, preparation_lock, split_masks
 from graphkd.synthetic_mag import SyntheticMAGConfig, read_marker, write_synthetic_mag
 
 OGB_DATASETS = ("ogbn-arxiv", "ogbn-products", "ogbn-proteins", "ogbn-mag")
@@ -127,6 +127,7 @@ class OGBNodeDataModule(NodeDataModule):
         batch_size: see :class:`NodeDataModule`.
         num_neighbors: see :class:`NodeDataModule`.
         num_workers: see :class:`NodeDataModule`.
+        shuffle: see :class:`NodeDataModule`.
     """
 
     def __init__(
@@ -138,8 +139,9 @@ class OGBNodeDataModule(NodeDataModule):
         batch_size: int | None = None,
         num_neighbors: list[int] | None = None,
         num_workers: int = 0,
+        shuffle: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_neighbors, num_workers)
+        super().__init__(batch_size, num_neighbors, num_workers, shuffle)
         if name not in OGB_DATASETS:
             raise ValueError(f"unknown OGB node dataset {name!r}; supported: {', '.join(OGB_DATASETS)}")
         self.name = name
@@ -150,8 +152,17 @@ class OGBNodeDataModule(NodeDataModule):
     def num_classes_of(self, dataset: PygNodePropPredDataset) -> int:
         return int(dataset.num_tasks if dataset.task_type == "binary classification" else dataset.num_classes)
 
+    def prepare_files(self) -> None:
+        """Complete the dataset folder before ``ogb`` opens it (an official download is checked by :func:`load_ogb`)."""
+
+    def open_dataset(self) -> PygNodePropPredDataset:
+        """The dataset, its files prepared and processed by one process at a time (:func:`preparation_lock`)."""
+        with preparation_lock(dataset_folder(self.name, self.root)):
+            self.prepare_files()
+            return load_ogb(self.name, self.root, self.download)
+
     def load(self) -> tuple[Data | HeteroData, dict[str, Any]]:
-        dataset = load_ogb(self.name, self.root, self.download)
+        dataset = self.open_dataset()
         graph = hetero_mag(dataset) if self.hetero else homogeneous_graph(dataset, self.name)
         info = {
             "dataset": self.name,
@@ -175,6 +186,7 @@ class SyntheticMAGDataModule(OGBNodeDataModule):
         batch_size: see :class:`NodeDataModule`.
         num_neighbors: see :class:`NodeDataModule`.
         num_workers: see :class:`NodeDataModule`.
+        shuffle: see :class:`NodeDataModule`.
     """
 
     def __init__(
@@ -185,11 +197,13 @@ class SyntheticMAGDataModule(OGBNodeDataModule):
         batch_size: int | None = None,
         num_neighbors: list[int] | None = None,
         num_workers: int = 0,
+        shuffle: bool = True,
     ) -> None:
-        super().__init__("ogbn-mag", root, hetero, False, batch_size, num_neighbors, num_workers)
+        super().__init__("ogbn-mag", root, hetero, False, batch_size, num_neighbors, num_workers, shuffle)
         self.synthetic = synthetic
 
-    def prepare_data(self) -> None:
+    def prepare_files(self) -> None:
+        """Generate the folder on first use; refuse one written with another configuration or a real download."""
         folder = dataset_folder("ogbn-mag", self.root)
         if not folder.exists():
             write_synthetic_mag(self.root, self.synthetic)
@@ -198,10 +212,6 @@ class SyntheticMAGDataModule(OGBNodeDataModule):
             raise ValueError(f"{folder} holds a real ogbn-mag download, not a synthetic graph; use OGBNodeDataModule or another root")
         if existing != self.synthetic:
             raise ValueError(f"{folder} was generated with {existing}, not the requested {self.synthetic}; delete it or change root")
-
-    def load(self) -> tuple[Data | HeteroData, dict[str, Any]]:
-        self.prepare_data()
-        return super().load()
 
     def num_classes_of(self, dataset: PygNodePropPredDataset) -> int:
         return self.synthetic.num_classes

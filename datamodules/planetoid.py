@@ -7,7 +7,7 @@ from typing import Any
 from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
 
-from datamodules.graph import DatasetNotFoundError, NodeDataModule
+from datamodules.graph import DatasetNotFoundError, NodeDataModule, preparation_lock
 
 RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
@@ -22,6 +22,7 @@ class PlanetoidDataModule(NodeDataModule):
         batch_size: see :class:`NodeDataModule` (``None``: full batch).
         num_neighbors: see :class:`NodeDataModule`.
         num_workers: see :class:`NodeDataModule`.
+        shuffle: see :class:`NodeDataModule`.
     """
 
     def __init__(
@@ -31,8 +32,9 @@ class PlanetoidDataModule(NodeDataModule):
         batch_size: int | None = None,
         num_neighbors: list[int] | None = None,
         num_workers: int = 0,
+        shuffle: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_neighbors, num_workers)
+        super().__init__(batch_size, num_neighbors, num_workers, shuffle)
         known = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
         if name.lower() not in known:
             raise ValueError(f"unknown Planetoid dataset {name!r}; choose one of {sorted(known.values())}")
@@ -47,7 +49,8 @@ class PlanetoidDataModule(NodeDataModule):
                 f"{self.name} raw files missing in {raw}: {', '.join(missing)}. Copy the ind.{self.name.lower()}.* files "
                 f"of github.com/kimiyoung/planetoid (data/) into {raw}/"
             )
-        dataset = Planetoid(self.root, self.name)
+        with preparation_lock(Path(self.root) / self.name):  # PyG writes processed/ on first use
+            dataset = Planetoid(self.root, self.name)
         data = dataset[0]
         info = {"dataset": self.name, "task": "multiclass", "num_classes": dataset.num_classes, "hetero": None}
         return Data(x=data.x, edge_index=data.edge_index, y=data.y, train_mask=data.train_mask,

@@ -14,7 +14,7 @@ from torch_geometric.data import Data, HeteroData
 from graphkd.distill import DistillContext, DistillerFactory, LogitKD
 from graphkd.models import count_parameters
 from graphkd.outputs import GNNOutput
-from lightning_modules.node_classifier import NodeClassifier, run_gnn, target_store
+from lightning_modules.node_classifier import NodeClassifier, freeze_unreachable, run_gnn, target_store
 
 
 class TeacherCheckpointError(ValueError):
@@ -117,6 +117,7 @@ class DistillationModule(NodeClassifier):
             )
         self.teacher = teacher.model
         self.teacher.requires_grad_(train_teacher)
+        freeze_unreachable(self.teacher, graph_info)
         self.teacher.train(train_teacher)
         self.distiller = distiller(list(self.model.layer_dims), list(self.teacher.layer_dims))
 
@@ -157,5 +158,6 @@ class DistillationModule(NodeClassifier):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         student, teacher = count_parameters(self.model), count_parameters(self.teacher)
+        # the same on every rank; sync_dist averages equal values (see NodeClassifier.log_rank_invariant)
         self.log_dict({"params/student": float(student), "params/teacher": float(teacher),
-                       "params/compression_ratio": teacher / student})
+                       "params/compression_ratio": teacher / student}, sync_dist=True)

@@ -205,7 +205,7 @@ class FaceRegressorModule(L.LightningModule):
         metrics = {f"val/{name}": value for name, value in losses.items()}
         metrics["val/yaw_error"] = self.yaw_error(predicted, true)
         metrics["val/nme"] = self.landmark_nme(predicted, true)
-        self.log_dict(metrics, prog_bar=True, batch_size=batch.images.shape[0])
+        self.log_dict(metrics, prog_bar=True, batch_size=batch.images.shape[0], sync_dist=True)
         if batch_idx == 0:
             self._log_landmark_grid(batch.images, predicted, true)
 

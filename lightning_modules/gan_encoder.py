@@ -214,7 +214,7 @@ class GANEncoderModule(L.LightningModule):
             if true_ws is not None:
                 metrics[f"val/step{step}/latent_mse"] = F.mse_loss(w.float(), true_ws.float())
         metrics["val/l2"] = metrics[f"val/step{len(results)}/l2"]
-        self.log_dict(metrics, batch_size=images.shape[0], prog_bar=False)
+        self.log_dict(metrics, batch_size=images.shape[0], prog_bar=False, sync_dist=True)
         if batch_idx == 0:
             self._log_grid(images, [reconstruction for _, reconstruction in results])
 

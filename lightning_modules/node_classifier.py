@@ -5,12 +5,13 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
 from graphkd.evaluation import NodeEvaluator
-from graphkd.models import build_gnn
+from graphkd.models import RGCN, build_gnn, relation_key
 from graphkd.outputs import GNNOutput
 
 SPLITS = ("train", "val", "test")
@@ -34,6 +35,65 @@ def split_rows(batch: Data | HeteroData, graph_info: dict[str, Any], split: str)
         rows[: store.batch_size] = True
         return rows
     return store[f"{split}_mask"]
+
+
+def target_node_ids(batch: Data | HeteroData, graph_info: dict[str, Any], rows: Tensor) -> Tensor:
+    """Global ids of the target nodes selected by ``rows``: a mini-batch's seeds carry them in ``n_id``."""
+    store = target_store(batch, graph_info)
+    if hasattr(store, "batch_size"):
+        return store.n_id[rows]
+    return torch.nonzero(rows).view(-1)
+
+
+def gather_from_ranks(local: tuple[Tensor, ...] | None) -> list[tuple[Tensor, ...]]:
+    """Every rank's tensors (ragged sizes allowed), moved to CPU; ``[local]`` when not distributed.
+
+    ``None`` stands for a rank with nothing to send. Every rank must call this at the same point,
+    since under ``torch.distributed`` it is a collective.
+    """
+    local = None if local is None else tuple(t.detach().cpu() for t in local)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [] if local is None else [local]
+    gathered: list[tuple[Tensor, ...] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return [item for item in gathered if item is not None]
+
+
+def first_occurrences(node_id: Tensor) -> Tensor:
+    """Positions of the first occurrence of each distinct id, in ascending id order.
+
+    A ``DistributedSampler`` pads every rank to the same length by repeating seeds, and under
+    full-batch DDP every rank scores every node; keeping one row per node stops double counting.
+    """
+    unique, inverse = torch.unique(node_id, return_inverse=True)
+    positions = torch.arange(node_id.numel(), device=node_id.device)
+    first = torch.full((unique.numel(),), node_id.numel(), dtype=torch.long, device=node_id.device)
+    return first.scatter_reduce_(0, inverse, positions, reduce="amin")
+
+
+def freeze_unreachable(model: torch.nn.Module, graph_info: dict[str, Any]) -> None:
+    """Freeze the R-GCN parameters that cannot reach the target type's logits (no-op for other models).
+
+    The R-GCN updates every node type in every layer, but only the target's last output is used:
+    the last layer's other types, and whatever feeds only them, never get a gradient. Training is
+    the same with them frozen, and DDP then needs no ``find_unused_parameters`` (which would
+    otherwise be required, at the cost of an extra autograd traversal per step).
+    """
+    hetero = graph_info["hetero"]
+    if not isinstance(model, RGCN) or not hetero:
+        return
+    edge_types = [tuple(e) for e in hetero["edge_types"]]
+    needed = {hetero["target"]}  # types whose output of the current layer reaches the logits
+    used: set[str] = set()
+    for layer in reversed(range(len(model.convs))):
+        into_needed = [e for e in edge_types if e[2] in needed]
+        used |= {f"convs.{layer}.root.{t}." for t in needed}
+        used |= {f"convs.{layer}.relation.{relation_key(e)}." for e in into_needed}
+        needed = needed | {e[0] for e in into_needed}
+    used |= {f"embeddings.{t}." for t in needed}
+    for name, parameter in model.named_parameters():
+        if not any(name.startswith(prefix) for prefix in used):
+            parameter.requires_grad_(False)
 
 
 def run_gnn(model: torch.nn.Module, batch: Data | HeteroData, graph_info: dict[str, Any]) -> GNNOutput:
@@ -83,8 +143,10 @@ class NodeClassifier(L.LightningModule):
         self.graph_info = graph_info
         self.model = build_gnn(arch, num_features, hidden_channels, num_classes, num_layers, dropout, heads, norm,
                                graph_info["hetero"])
+        freeze_unreachable(self.model, graph_info)
         self.evaluator = NodeEvaluator(graph_info["dataset"], graph_info["task"])
-        self._epoch_outputs: dict[str, list[tuple[Tensor, Tensor]]] = {s: [] for s in SPLITS}
+        # per split: (node ids, labels, predictions) of every step since the last metric
+        self._epoch_outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in SPLITS}
 
     @property
     def multilabel(self) -> bool:
@@ -118,7 +180,16 @@ class NodeClassifier(L.LightningModule):
 
     def _collect(self, split: str, batch: Data | HeteroData, output: GNNOutput, rows: Tensor) -> None:
         labels = target_store(batch, self.graph_info).y
-        self._epoch_outputs[split].append((labels[rows].detach(), self.evaluator.predictions(output.logits[rows].detach())))
+        self._epoch_outputs[split].append((target_node_ids(batch, self.graph_info, rows), labels[rows].detach(),
+                                           self.evaluator.predictions(output.logits[rows].detach())))
+
+    def log_rank_invariant(self, name: str, value: float | Tensor, prog_bar: bool = False) -> None:
+        """Log a value that every rank computed identically (a score of gathered predictions, a parameter count).
+
+        ``sync_dist`` only averages equal values here; it keeps every rank's copy bitwise equal for
+        checkpoint and early-stopping decisions and Lightning's epoch-level DDP warning quiet.
+        """
+        self.log(name, value, prog_bar=prog_bar, sync_dist=True)
 
     def _evaluation_step(self, batch: Data | HeteroData, splits: tuple[str, ...]) -> None:
         output = self(batch)
@@ -127,7 +198,7 @@ class NodeClassifier(L.LightningModule):
             rows = split_rows(batch, self.graph_info, split)
             self._collect(split, batch, output, rows)
             self.log(f"{split}/loss", self.task_loss(output.logits[rows], labels[rows]), batch_size=int(rows.sum()),
-                     add_dataloader_idx=False)
+                     add_dataloader_idx=False, sync_dist=True)
 
     def validation_step(self, batch: Data | HeteroData, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Validation rows, and test rows too so the test metric is logged every epoch (never used for selection).
@@ -141,14 +212,22 @@ class NodeClassifier(L.LightningModule):
         self._evaluation_step(batch, ("test",))
 
     def _log_metric(self, split: str) -> None:
-        """Score the epoch's gathered predictions with the dataset's evaluator."""
+        """Score the epoch's predictions of all ranks, one row per node, with the dataset's evaluator.
+
+        Under DDP every rank gathers every rank's rows (a collective: all ranks call this together),
+        drops the rows of nodes seen twice (sampler padding, full-batch replicas) and computes the
+        same score, so no node is counted twice and all ranks log the same number.
+        """
         outputs = self._epoch_outputs[split]
-        if not outputs:
-            return
-        labels = torch.cat([y for y, _ in outputs])
-        predictions = torch.cat([p for _, p in outputs])
         self._epoch_outputs[split] = []
-        self.log(f"{split}/{self.evaluator.metric}", self.evaluator.score(labels, predictions), prog_bar=split != "train")
+        local = tuple(torch.cat(parts) for parts in zip(*outputs)) if outputs else None
+        gathered = gather_from_ranks(local)
+        if not gathered:
+            return
+        node_id, labels, predictions = (torch.cat(parts) for parts in zip(*gathered))
+        keep = first_occurrences(node_id)
+        score = self.evaluator.score(labels[keep], predictions[keep])
+        self.log_rank_invariant(f"{split}/{self.evaluator.metric}", score, prog_bar=split != "train")
 
     def on_train_epoch_end(self) -> None:
         self._log_metric("train")

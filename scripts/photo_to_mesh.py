@@ -6,6 +6,10 @@
 Detects the face (FaceBoxes), regresses 68 landmarks (3DDFA_V2), fits a morphable model to them,
 fuses the photo into a UV texture (visibility, view weights, mirror filling, inpainting), writes the
 files into --out and prints the re-render PSNR/SSIM inside the face mask.
+
+It also copies the photo (photo.jpg) and rebuilds the HTML gallery of the folder holding --out
+(``facetex.gallery``): run it on several photos with ``--out outputs/NAME`` and
+``outputs/index.html`` lists them all, each with a 3D viewer; it opens straight from disk.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from facetex.face3d.image_io import ImageDecodeError  # noqa: E402
 from facetex.face3d.pipeline import DEFAULT_YAWS, AssetPaths, photo_to_mesh  # noqa: E402
 from facetex.face3d.rasterizer import active_backend  # noqa: E402
 from facetex.face3d.texture import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE  # noqa: E402
+from facetex.gallery import build_gallery, write_photo  # noqa: E402
 
 
 def main() -> int:
@@ -52,7 +57,10 @@ def main() -> int:
         return 1
     print(json.dumps({key: metrics[key] for key in ("rerender", "pose_degrees", "landmark_rmse_px", "texel_sources")},
                      indent=2))
-    print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json")
+    write_photo(args.image, args.out)
+    gallery = build_gallery(args.out.parent)
+    print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json, photo.jpg")
+    print(f"gallery: {gallery.resolve().as_uri()}")
     return 0
 
 

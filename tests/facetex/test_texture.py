@@ -19,6 +19,7 @@ from facetex.face3d.texture import (
     push_pull,
     sample_at_mirror,
     sample_view,
+    silhouette_falloff,
     texture_to_vertex_colors,
 )
 
@@ -225,3 +226,20 @@ def test_one_view_fills_the_hidden_side_by_symmetry(sfm: MorphableModel) -> None
     # every chart texel ends up coloured, and nothing outside the chart and its gutter is
     assert (fused.source[fused.chart] != TexelSource.OUTSIDE).all()
     assert (fused.texture[:, fused.source == TexelSource.OUTSIDE] == 0).all()
+
+
+def test_silhouette_falloff_is_the_box_filtered_mask_ramp_at_pixel_centres() -> None:
+    """At pixel centres the falloff is clamp(2 * (box mean of the mask, zero outside) - 1, 0, 1), brute force."""
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.zeros(40, 50, dtype=torch.bool)
+    mask[8:33, 10:44] = True
+    mask[20:24, 30:36] = False
+    mask |= torch.rand(40, 50, generator=generator) > 0.97
+    rows, cols = torch.meshgrid(torch.arange(40), torch.arange(50), indexing="ij")
+    points = torch.stack([cols + 0.5, rows + 0.5], -1).float()
+    radius = 3  # round(0.06 * 50)
+    padded = torch.nn.functional.pad(mask.float(), (radius, radius, radius, radius))
+    expected = torch.stack([torch.stack([padded[i:i + 2 * radius + 1, j:j + 2 * radius + 1].mean() for j in range(50)])
+                            for i in range(40)])
+    torch.testing.assert_close(silhouette_falloff(mask, points, 0.06), ((expected - 0.5) * 2).clamp(0, 1),
+                               atol=1e-5, rtol=0)

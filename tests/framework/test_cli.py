@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 import main
+from callbacks.rng_state import RNG_STATES_KEY
 from tests.graph_fixtures import TINY_MAG
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TRAINED = [path for path in sorted(CONFIGS.glob("*.yaml"))
+           if {"max_epochs", "max_steps"} & set((yaml.safe_load(path.read_text()).get("trainer") or {}))]
 
 
 def write_config(path, model: dict, root, log_dir, extra_callbacks=()):
@@ -38,6 +44,7 @@ def test_teacher_student_test_predict_round_trip(tmp_path):
     main.main(["fit", "--config", teacher_cfg])
     teacher_ckpt = tmp_path / "teacher" / "ckpt" / "best.ckpt"
     assert teacher_ckpt.is_file()
+    assert RNG_STATES_KEY in torch.load(teacher_ckpt, weights_only=True)  # main.py adds RNGStateCheckpoint to every run
     assert (tmp_path / "teacher" / "run" / "version_0" / "config.yaml").is_file()  # config saved beside the logs
 
     student_model = {"class_path": "lightning_modules.distillation.DistillationModule",
@@ -73,6 +80,19 @@ def test_print_config_lists_linked_model(capsys, tmp_path):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lightning_modules.node_classifier.NodeClassifier"
     assert printed["model"]["init_args"]["arch"] == "gcn"
+
+
+@pytest.mark.parametrize("config", TRAINED, ids=lambda path: path.name)
+def test_training_configs_write_best_and_a_last_checkpoint_every_epoch(config):
+    """``--ckpt_path last`` (the SLURM templates) needs ``last.ckpt`` from every epoch end. Lightning 2.6's
+    ``save_last: true`` only rewrites it when the monitored score improves, so a second, unmonitored
+    ModelCheckpoint named ``last`` keeps it; the monitored one comes first (``ckpt_path="best"`` uses it)."""
+    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    checkpoints = [c.get("init_args", {}) for c in callbacks if c["class_path"].endswith(".ModelCheckpoint")]
+    best, *others = checkpoints
+    assert best["filename"] == "best" and best["monitor"]
+    assert [c["filename"] for c in others if c.get("monitor") is None] == ["last"]
+    assert {c["dirpath"] for c in checkpoints} == {best["dirpath"]} and not any(c.get("save_last") for c in checkpoints)
 
 
 def test_face_regressor_config_runs_through_main(shared_assets, tmp_path):

@@ -44,9 +44,19 @@ def test_predict_writes_mesh_views_grid_metrics_and_tensorboard(tmp_path: Path, 
                      "--data.init_args.path", str(shared_assets / "faces" / "ffhq_00009.png")])
     out = Path(cli.trainer.log_dir) / "faces" / "ffhq_00009"
     assert sorted(p.name for p in out.iterdir()) == [
-        "face.mtl", "face.obj", "face.ply", "face.png", "grid.png", "metrics.json", "views", "views.json"
+        "aligned.png", "face.mtl", "face.obj", "face.ply", "face.png", "grid.png", "index.html", "inversion.png",
+        "maps", "mesh.js", "metrics.json", "photo.jpg", "views", "views.json"
     ]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    # the gallery: an overview linking the photo's page, which shows every view and every texture map
+    assert 'href="ffhq_00009/index.html"' in (out.parent / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    maps = json.loads((out / "maps" / "maps.json").read_text())
+    assert [m["file"] for m in maps[:4]] == ["source.png", "view_00_visibility.png", "view_00_weight.png",
+                                            "view_00_share.png"] and len(maps) == 1 + 3 * NUM_VIEWS
+    assert all(f'value="maps/{m["file"]}"' in page and Image.open(out / "maps" / m["file"]).size == (256, 256)
+               for m in maps)
+    assert Image.open(out / "photo.jpg").size == (512, 512) and Image.open(out / "aligned.png").size == (64, 64)
 
     mesh = trimesh.load(out / "face.obj", process=False, force="mesh")
     assert mesh.vertices.shape == (3448, 3) and mesh.faces.shape == (6736, 3)
@@ -62,6 +72,7 @@ def test_predict_writes_mesh_views_grid_metrics_and_tensorboard(tmp_path: Path, 
     for view in views:  # random weights draw no face: every measured yaw is listed as unmeasured
         assert view["measured_yaw"] is None and view["file"].endswith("_measured_none.png")
         assert Image.open(out / view["file"]).size == (64, 64)
+        assert f'src="{view["file"].replace("+", "%2B")}"' in page
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"name", "image", "landmarks_source", "photo_pose_degrees", "inversion_psnr", "views", "measured_yaws",

@@ -1,0 +1,317 @@
+"""ABKD cost on the generated MAG graph at three sizes; prints Markdown tables, ``--out`` writes JSON.
+
+    python -m benchmarks.abkd_scaling --out outputs/abkd_scaling.json     # 2k / 8k / 32k papers, minutes
+    python -m benchmarks.abkd_scaling --quick                             # tiny graphs, seconds (the test)
+
+The models are those of ``configs/abkd_demo*.yaml``: an R-GCN teacher 3 x 64 (frozen, eval mode) and an
+R-GCN student 2 x 16, on graphs written by :mod:`graphkd.synthetic_mag` with every node count scaled with
+the number of papers (so edges grow in proportion) and read through ``SyntheticMAGDataModule``. The
+teacher keeps its random initialisation: the cost of a step does not depend on the weights' values.
+
+Measured, each as a ratio against a baseline taken in the same process:
+
+(a) one ABKD student training epoch, full batch (one step on the whole graph) and mini-batch
+    (``NeighborLoader``, batch 1024, fan-out [25, 20, 10] as ``configs/abkd_mag.yaml``; sampling
+    included), and its growth against the smallest graph;
+(b) one training step of each KD method (logit KD, FitNet, ABKD) against a plain student step (task loss
+    only, no teacher) on the same batch: the full middle-size graph and one fixed mini-batch of it;
+(c) teacher and student full-graph inference (eval, no grad): latency, and peak memory as the largest
+    total of live bytes the CPU allocator handed out during one forward pass, read from
+    ``torch.profiler``'s allocation records (``profile_memory=True``: every allocation and free, in order).
+
+Timings are medians over repeats after warm-up; the cases being compared (the three sizes too) are timed
+in turn, round after round, so that load from other processes falls on all of them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI for a newer version
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch_geometric.data import HeteroData
+from tqdm import tqdm
+
+from benchmarks.rasterizer import machine
+from datamodules.ogb import SyntheticMAGDataModule
+from graphkd.distill import ABKD, DistillContext, Distiller, FitNet, LogitKD
+from graphkd.models import build_gnn, count_parameters
+from graphkd.synthetic_mag import SyntheticMAGConfig
+from lightning_modules.node_classifier import run_gnn, split_rows, target_store
+
+FULL_SIZES = (2000, 8000, 32000)
+QUICK_SIZES = (200, 400, 800)
+BATCH_SIZE = 1024
+NUM_NEIGHBORS = [25, 20, 10]
+TEACHER = {"hidden_channels": 64, "num_layers": 3, "dropout": 0.2}
+STUDENT = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
+METHODS: dict[str, Callable[[list[int], list[int]], Distiller] | None] = {
+    "plain student": None,
+    "logit KD": LogitKD,
+    "FitNet": lambda s, t: FitNet(s, t, weight=0.1),
+    "ABKD": ABKD,
+}
+
+
+@dataclass
+class Repeats:
+    """How many untimed warm-up and timed calls each case gets."""
+
+    warmup: int
+    runs: int
+
+
+def mag_config(num_papers: int) -> SyntheticMAGConfig:
+    """The default generator's proportions (3000 papers : 1500 authors : 40 institutions : 120 fields) at ``num_papers``."""
+    return SyntheticMAGConfig(num_papers=num_papers, num_authors=num_papers // 2,
+                              num_institutions=max(8, num_papers // 75), num_fields=max(8, num_papers // 25))
+
+
+def load_mag(num_papers: int, root: Path) -> SyntheticMAGDataModule:
+    """Generate the graph under ``root`` and load it through ogb (its progress text goes to stderr)."""
+    datamodule = SyntheticMAGDataModule(mag_config(num_papers), root=str(root), batch_size=BATCH_SIZE,
+                                        num_neighbors=NUM_NEIGHBORS)
+    with contextlib.redirect_stdout(sys.stderr):
+        datamodule.setup("fit")
+    return datamodule
+
+
+def build_models(datamodule: SyntheticMAGDataModule, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """The frozen teacher (eval mode) and a fresh student for this graph's schema."""
+    torch.manual_seed(seed)
+    info, features, classes = datamodule.graph_info, datamodule.num_features, datamodule.num_classes
+    teacher = build_gnn("rgcn", features, out_channels=classes, hetero=info["hetero"], **TEACHER)
+    student = build_gnn("rgcn", features, out_channels=classes, hetero=info["hetero"], **STUDENT)
+    return teacher.eval().requires_grad_(False), student
+
+
+class TrainingStep:
+    """One optimiser step of a student: task loss, plus a KD method's terms against the frozen teacher.
+
+    The same sum as ``lightning_modules.distillation.DistillationModule`` (``distill_nodes='train'``),
+    without Lightning; ``method=None`` is the plain student, which never runs the teacher.
+    """
+
+    def __init__(self, datamodule: SyntheticMAGDataModule, teacher: nn.Module, student: nn.Module,
+                 method: Callable[[list[int], list[int]], Distiller] | None) -> None:
+        self.info = datamodule.graph_info
+        self.teacher, self.student = teacher, student.train()
+        self.distiller = method(list(student.layer_dims), list(teacher.layer_dims)) if method else None
+        params = list(student.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
+        self.optimizer = torch.optim.Adam(params, lr=0.01)
+
+    def __call__(self, batch: HeteroData) -> None:
+        output = run_gnn(self.student, batch, self.info)
+        rows = split_rows(batch, self.info, "train")
+        labels = target_store(batch, self.info).y
+        loss = F.cross_entropy(output.logits[rows], labels[rows])
+        if self.distiller is not None:
+            with torch.no_grad():
+                teacher = run_gnn(self.teacher, batch, self.info)
+            target = self.info["hetero"]["target"]
+            edges = batch[target, "cites", target].edge_index
+            terms = self.distiller(output, teacher, DistillContext(mask=rows, edge_index=edges, labels=labels))
+            loss = loss + torch.stack(list(terms.values())).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def interleaved_ms(cases: dict[str, Callable[[], object]], repeats: Repeats, desc: str) -> dict[str, float]:
+    """Median wall-clock milliseconds of each case; every round calls every case once, in turn."""
+    for _ in range(repeats.warmup):
+        for call in cases.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in tqdm(range(repeats.runs), desc=desc, leave=False, file=sys.stderr):
+        for name, call in cases.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(1e3 * (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def no_grad_forward(model: nn.Module, batch: HeteroData, info: dict[str, Any]) -> Callable[[], object]:
+    """A call running ``model`` on ``batch`` without autograd."""
+    def call() -> object:
+        with torch.no_grad():
+            return run_gnn(model, batch, info)
+    return call
+
+
+def peak_forward_bytes(model: nn.Module, batch: HeteroData, info: dict[str, Any]) -> int:
+    """Largest total of live bytes allocated during one no-grad forward pass (allocator records, in time order)."""
+    forward = no_grad_forward(model, batch, info)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        forward()
+    records = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
+                     if event.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def epoch_cases(datamodule: SyntheticMAGDataModule) -> dict[str, Callable[[], object]]:
+    """(a) one ABKD epoch full batch, one over every NeighborLoader mini-batch of the training papers, and
+    the sampling alone (the loader iterated without training)."""
+    teacher, student = build_models(datamodule)
+    full_step = TrainingStep(datamodule, teacher, student, ABKD)
+    mini_step = TrainingStep(datamodule, teacher, build_models(datamodule)[1], ABKD)
+    graph, loader = datamodule.graph, datamodule.train_dataloader()
+    return {"full": lambda: full_step(graph), "mini": lambda: [mini_step(batch) for batch in loader],
+            "sampling": lambda: list(loader)}
+
+
+def kd_step_times(datamodule: SyntheticMAGDataModule, repeats: Repeats) -> dict[str, dict[str, float]]:
+    """(b) step time of every method on the full graph and on one fixed mini-batch, plus the teacher's forward."""
+    results = {}
+    first_batch = next(iter(datamodule.train_dataloader()))
+    for mode, batch in (("full batch", datamodule.graph), ("mini-batch", first_batch)):
+        teacher, _ = build_models(datamodule)
+        steps = {name: TrainingStep(datamodule, teacher, build_models(datamodule)[1], method)
+                 for name, method in METHODS.items()}
+        cases: dict[str, Callable[[], object]] = {name: (lambda step=step: step(batch)) for name, step in steps.items()}
+        cases["teacher forward only"] = no_grad_forward(teacher, batch, datamodule.graph_info)
+        results[mode] = interleaved_ms(cases, repeats, f"KD steps, {mode}")
+    return results
+
+
+def inference_models(datamodule: SyntheticMAGDataModule) -> dict[str, nn.Module]:
+    """(c) the teacher and the student in eval mode."""
+    teacher, student = build_models(datamodule)
+    return {"teacher": teacher, "student": student.eval()}
+
+
+def run(sizes: tuple[int, ...], epoch_repeats: Repeats, step_repeats: Repeats, root: Path) -> dict[str, Any]:
+    """Every measurement; returns the JSON-ready report.
+
+    The epochs (a) and inference passes (c) of all sizes are timed in one interleaved loop, so that a change
+    in the machine's load during the run does not show up as growth from one size to the next.
+    """
+    datamodules = {n: load_mag(n, root / f"papers_{n}") for n in sizes}
+    epochs = {f"{n}/{kind}": call for n, dm in datamodules.items() for kind, call in epoch_cases(dm).items()}
+    epoch_ms = interleaved_ms(epochs, epoch_repeats, "(a) epochs, all sizes")
+    models = {n: inference_models(dm) for n, dm in datamodules.items()}
+    forwards = {f"{n}/{name}": no_grad_forward(model, datamodules[n].graph, datamodules[n].graph_info)
+                for n, pair in models.items() for name, model in pair.items()}
+    forward_ms = interleaved_ms(forwards, step_repeats, "(c) inference, all sizes")
+    report: dict[str, Any] = {"machine": machine(), "sizes": [], "inference": {}}
+    for n, dm in datamodules.items():
+        loader = dm.train_dataloader()
+        report["sizes"].append({
+            "papers": n, "nodes": int(dm.graph.num_nodes), "edges": int(dm.graph.num_edges),
+            "full_batch_epoch_ms": epoch_ms[f"{n}/full"], "mini_batch_epoch_ms": epoch_ms[f"{n}/mini"],
+            "sampling_only_epoch_ms": epoch_ms[f"{n}/sampling"], "mini_batches": len(loader),
+            "sampled_edges_per_batch": statistics.fmean(batch.num_edges for batch in loader),
+        })
+        report["inference"][str(n)] = {
+            name: {"latency_ms": forward_ms[f"{n}/{name}"],
+                   "peak_bytes": float(peak_forward_bytes(model, dm.graph, dm.graph_info)),
+                   "parameters": float(count_parameters(model))}
+            for name, model in models[n].items()}
+    middle = sizes[len(sizes) // 2]
+    report["kd_overhead"] = {"papers": middle, **kd_step_times(datamodules[middle], step_repeats)}
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (ratios against the first size / the plain student / the teacher)."""
+    m = report["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s), "
+             f"GPU: {m['gpu'] or 'none'}", "",
+             "(a) ABKD student epoch (teacher 3x64 frozen, student 2x16), ratios vs the smallest graph", "",
+             "| papers | nodes | edges | edges x | full-batch epoch ms | x | mini-batch epoch ms (batches) | x "
+             "| of which sampling | sampled edges per batch / graph edges |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    base = report["sizes"][0]
+    for row in report["sizes"]:
+        lines.append(
+            f"| {row['papers']} | {row['nodes']} | {row['edges']} | {row['edges'] / base['edges']:.1f} "
+            f"| {row['full_batch_epoch_ms']:.1f} | {row['full_batch_epoch_ms'] / base['full_batch_epoch_ms']:.1f} "
+            f"| {row['mini_batch_epoch_ms']:.1f} ({row['mini_batches']}) "
+            f"| {row['mini_batch_epoch_ms'] / base['mini_batch_epoch_ms']:.1f} "
+            f"| {row['sampling_only_epoch_ms'] / row['mini_batch_epoch_ms']:.0%} "
+            f"| {row['sampled_edges_per_batch'] / row['edges']:.2f} |")
+    overhead = report["kd_overhead"]
+    lines += ["", f"(b) training step per method, {overhead['papers']} papers, ratio vs the plain student step", "",
+              "(x plain w/o teacher: the step minus the teacher's forward, over the plain step)", "",
+              "| method | full batch ms | x plain | x plain w/o teacher | one mini-batch ms | x plain "
+              "| x plain w/o teacher |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in METHODS:
+        cells = [name]
+        for mode in ("full batch", "mini-batch"):
+            times = overhead[mode]
+            plain, teacher = times["plain student"], times["teacher forward only"]
+            own = (times[name] - teacher) / plain if name != "plain student" else 1.0
+            cells += [f"{times[name]:.1f}", f"{times[name] / plain:.2f}", f"{own:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for mode in ("full batch", "mini-batch"):
+        times = overhead[mode]
+        lines.append(f"\nteacher forward (no grad), {mode}: {times['teacher forward only']:.1f} ms = "
+                     f"{times['teacher forward only'] / times['plain student']:.2f} x the plain student step")
+    lines += ["", "(c) full-graph inference (eval, no grad): student vs teacher", "",
+              "| papers | teacher ms | student ms | latency ratio | teacher peak MiB | student peak MiB | memory ratio "
+              "| parameter ratio |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for papers, pair in report["inference"].items():
+        t, s = pair["teacher"], pair["student"]
+        lines.append(f"| {papers} | {t['latency_ms']:.1f} | {s['latency_ms']:.1f} | {s['latency_ms'] / t['latency_ms']:.2f} "
+                     f"| {t['peak_bytes'] / 2**20:.1f} | {s['peak_bytes'] / 2**20:.1f} "
+                     f"| {s['peak_bytes'] / t['peak_bytes']:.2f} | {t['parameters'] / s['parameters']:.1f}x fewer |")
+    return "\n".join(lines)
+
+
+def check_finite(report: dict[str, Any]) -> None:
+    """Refuse to write a report holding a non-positive or non-finite number (a broken measurement)."""
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value > 0):
+            raise RuntimeError(f"measurement {path} = {value} is not a positive finite number")
+    walk({k: v for k, v in report.items() if k != "machine"}, "report")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"graphs of {QUICK_SIZES} papers, 1 run each: a smoke test")
+    parser.add_argument("--runs", type=int, default=5, help="timed repeats of every step / inference case")
+    parser.add_argument("--epoch-runs", type=int, default=3, help="timed repeats of every epoch case")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.epoch_runs < 1:
+        parser.error(f"--runs and --epoch-runs must be at least 1, got {args.runs} and {args.epoch_runs}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    epoch_repeats = Repeats(0, 1) if args.quick else Repeats(1, args.epoch_runs)
+    step_repeats = Repeats(1, 2) if args.quick else Repeats(2, args.runs)
+    with tempfile.TemporaryDirectory(prefix="abkd_scaling_") as root:
+        report = run(sizes, epoch_repeats, step_repeats, Path(root))
+    check_finite(report)
+    print(markdown(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
