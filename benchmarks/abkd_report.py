@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import yaml
+from filelock import FileLock
 from tqdm import tqdm
 
 import main as framework
@@ -283,7 +284,15 @@ class Sweep:
         return [RunKey(m, int(h), int(s)) for s in self.spec.seeds for m in self.spec.methods for h in self.spec.hidden_sizes]
 
     def teacher(self) -> dict[str, Any]:
-        """The teacher's ``result.json`` (test metric, params, dataset, hash); trains or tests the teacher if needed."""
+        """The teacher's ``result.json`` (test metric, params, dataset, hash); trains or tests the teacher if needed.
+
+        Under a lock: shards started together (``--seeds``/``--methods``) train it once and the others wait.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / ".teacher.lock"):
+            return self._teacher()
+
+    def _teacher(self) -> dict[str, Any]:
         folder = self.root / "teacher"
         result_file = folder / RESULT_FILE
         given = Path(self.spec.teacher_checkpoint).resolve() if self.spec.teacher_checkpoint else None
@@ -366,7 +375,8 @@ def main(args: list[str] | None = None) -> Path:
     if not options.collect_only:
         sweep.run_all()
     teacher, runs = sweep.results()
-    write_report(teacher, runs, sweep.root)
+    with FileLock(sweep.root / ".report.lock"):  # shards finishing together write the report one at a time
+        write_report(teacher, runs, sweep.root)
     return sweep.root
 
 

@@ -49,7 +49,7 @@ class Row:
 
 
 def check_consistent(teacher: dict[str, Any], runs: list[dict[str, Any]]) -> None:
-    """Refuse runs whose dataset or teacher hash differs from the teacher's, naming them."""
+    """Refuse runs whose dataset or teacher hash differs from the teacher's, or whose epochs differ, naming them."""
     expected = (teacher["dataset"], teacher["teacher_sha256"])
     foreign = [r for r in runs if (r["dataset"], r["teacher_sha256"]) != expected]
     if foreign:
@@ -59,6 +59,13 @@ def check_consistent(teacher: dict[str, Any], runs: list[dict[str, Any]]) -> Non
             f"teacher {expected[1][:12]} ({teacher['checkpoint']}): {listed}. Move them to their own output_dir "
             "or delete their folders to rerun them with this teacher"
         )
+    epochs = defaultdict(list)
+    for run in runs:
+        epochs[run.get("epochs")].append(run["run"])
+    if len(epochs) > 1:
+        listed = "; ".join(f"{count} epochs: {', '.join(names)}" for count, names in epochs.items())
+        raise ReportError(f"runs trained for different numbers of epochs are mixed into this report ({listed}); "
+                          "delete the folders of the runs from the old spec to rerun them")
 
 
 def group(runs: list[dict[str, Any]]) -> list[Row]:

@@ -40,6 +40,7 @@ from facetex.face3d.export import image_to_uint8, replace_folder, save_image_gri
 from facetex.face3d.pipeline import SOURCE_COLOURS, add_textured_mesh
 from facetex.face3d.texture import texture_to_vertex_colors
 from facetex.gallery import build_gallery, write_photo, write_texture_maps
+from facetex.gallery.pages import photo_folders
 from facetex.gan.multiview import MultiViewResult
 
 
@@ -123,15 +124,28 @@ class FaceWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
 
+    def root(self, trainer: L.Trainer) -> Path:
+        """The folder the photo folders go into: ``output_dir``, inside the run's log dir when relative."""
+        root = Path(self.output_dir)
+        return root if root.is_absolute() else Path(trainer.log_dir or trainer.default_root_dir) / root
+
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         if prediction is None:  # the module skipped a photo without a face (and logged why)
             return
-        root = Path(self.output_dir)
-        if not root.is_absolute():
-            root = Path(trainer.log_dir or trainer.default_root_dir) / root
+        root = self.root(trainer)
         out_dir = root / prediction["name"]
         metrics = write_result(out_dir, prediction["name"], prediction["path"], prediction["result"])
-        build_gallery(root)
+        if trainer.world_size == 1:  # under DDP other ranks are still moving folders in: see on_predict_epoch_end
+            build_gallery(root)
         if isinstance(trainer.logger, TensorBoardLogger):
             log_result(trainer.logger, prediction["name"], out_dir, prediction["result"], metrics)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Under DDP: once every rank has written its photos, rank 0 builds the gallery of them all."""
+        if trainer.world_size == 1:
+            return
+        trainer.strategy.barrier("face_writer_gallery")
+        root = self.root(trainer)
+        if trainer.is_global_zero and root.is_dir() and photo_folders(root):
+            build_gallery(root)

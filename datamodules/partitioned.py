@@ -21,6 +21,7 @@ setup-sampling``, or pyg-lib) and nothing else; ``DistNeighborLoader`` calls pyg
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ LABELS_FILE = "labels.pt"
 SPLITS = ("train", "val", "test")
 PYG_LIB_HINT = ("install pyg-lib from PyG's wheel index for your torch and CUDA versions "
                 "(PyG's installation guide lists the command)")
+
+log = logging.getLogger("lightning.pytorch.datamodules.partitioned")  # shown by Lightning's console handler
 
 
 class PartitionError(ValueError):
@@ -294,10 +297,19 @@ class PartitionedNodeDataModule(L.LightningDataModule):
         # Lightning would wrap each loader in a DistributedSampler and keep 1/world of this rank's own seeds.
         if self.trainer._accelerator_connector.use_distributed_sampler and world_size > 1:
             raise ValueError("set trainer.use_distributed_sampler: false; each process already seeds with its own partition")
-        self.partition = load_partition(self.root, rank)
-        verify_partition(self.partition)
+        try:
+            self.partition = load_partition(self.root, rank)
+            verify_partition(self.partition)
+            failure = None
+        except (OSError, PartitionError) as error:
+            failure = error
+        # every rank learns whether all loaded: one rank raising alone would leave the others waiting in DDP set-up
+        if not self.trainer.strategy.reduce_boolean_decision(failure is None, all=True):
+            raise PartitionError(f"partition {rank} of {self.root}: {failure}" if failure is not None else
+                                 f"another rank could not load its partition of {self.root}; see its error")
         sizes = ", ".join(f"{split} {len(seeds)}" for split, seeds in self.partition.seeds.items())
-        print(f"[rank {rank}/{world_size}] loaded and verified partition {rank} of {self.root} (seed nodes: {sizes})")
+        log.info("[rank %d/%d] loaded and verified partition %d of %s (seed nodes: %s)", rank, world_size, rank,
+                 self.root, sizes)
 
     def _loader(self, split: str, shuffle: bool, port_offset: int) -> Any:
         require_pyg_lib()

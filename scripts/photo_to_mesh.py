@@ -27,7 +27,7 @@ from facetex.face3d.image_io import ImageDecodeError  # noqa: E402
 from facetex.face3d.pipeline import DEFAULT_YAWS, AssetPaths, photo_to_mesh  # noqa: E402
 from facetex.face3d.rasterizer import active_backend  # noqa: E402
 from facetex.face3d.texture import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE  # noqa: E402
-from facetex.gallery import build_gallery, write_photo  # noqa: E402
+from facetex.gallery import GalleryError, build_gallery, write_photo  # noqa: E402
 
 
 def main() -> int:
@@ -58,9 +58,13 @@ def main() -> int:
     print(json.dumps({key: metrics[key] for key in ("rerender", "pose_degrees", "landmark_rmse_px", "texel_sources")},
                      indent=2))
     write_photo(args.image, args.out)
-    gallery = build_gallery(args.out.parent)
     print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json, photo.jpg")
-    print(f"gallery: {gallery.resolve().as_uri()}")
+    try:  # the mesh is done: a gallery that cannot be built (e.g. a broken sibling folder) is a warning
+        gallery = build_gallery(args.out.resolve().parent)
+    except (GalleryError, OSError) as error:
+        print(f"warning: no gallery written: {error}", file=sys.stderr)
+    else:
+        print(f"gallery: {gallery.as_uri()}")
     return 0
 
 

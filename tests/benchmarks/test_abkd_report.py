@@ -13,7 +13,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.abkd_report import ReportError, ReportSpec, Sweep, main
-from benchmarks.report_output import Row, pareto_front
+from benchmarks.report_output import Row, check_consistent, pareto_front
 from tests.graph_fixtures import TINY_MAG
 
 METHODS = {"NoKD": {"class_path": "graphkd.distill.NoKD"}, "ABKD": {"class_path": "graphkd.distill.ABKD"}}
@@ -181,3 +181,13 @@ def test_reused_teacher_checkpoint_is_tested_and_pinned(report, tmp_path):
     spec.teacher_checkpoint = str(other)
     with pytest.raises(ReportError, match="was made with teacher .*use another output_dir"):
         Sweep(spec).teacher()
+
+
+def test_runs_of_different_epochs_are_refused_by_name() -> None:
+    teacher = {"dataset": "cora", "teacher_sha256": "ab" * 32, "checkpoint": "teacher.ckpt"}
+    runs = [{"run": name, "dataset": "cora", "teacher_sha256": "ab" * 32, "epochs": epochs}
+            for name, epochs in (("ABKD-h8-s0", 100), ("ABKD-h8-s1", 100))]
+    check_consistent(teacher, runs)
+    runs.append({"run": "NoKD-h8-s0", "dataset": "cora", "teacher_sha256": "ab" * 32, "epochs": 200})
+    with pytest.raises(ReportError, match="different numbers of epochs.*200 epochs: NoKD-h8-s0"):
+        check_consistent(teacher, runs)

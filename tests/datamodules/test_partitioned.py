@@ -145,11 +145,18 @@ def test_datamodule_loads_and_checks_its_rank(source, parts):
     assert dm.graph_info == source.graph_info
     assert (dm.num_features, dm.num_classes) == (source.num_features, source.num_classes)
     connector = SimpleNamespace(use_distributed_sampler=False)
-    dm.trainer = SimpleNamespace(world_size=NUM_PARTS, global_rank=1, _accelerator_connector=connector)
+    alone = SimpleNamespace(reduce_boolean_decision=lambda ok, all=True: ok)  # a one-process job's decision
+    dm.trainer = SimpleNamespace(world_size=NUM_PARTS, global_rank=1, _accelerator_connector=connector, strategy=alone)
     dm.setup("fit")
     assert dm.partition.index == 1
-    dm.trainer = SimpleNamespace(world_size=3, global_rank=0, _accelerator_connector=connector)
+    dm.trainer = SimpleNamespace(world_size=3, global_rank=0, _accelerator_connector=connector, strategy=alone)
     with pytest.raises(PartitionError, match="has 2 partitions but the job has 3 processes"):
+        dm.setup("fit")
+    # this rank loaded fine, another did not: this rank stops too instead of waiting for it in DDP set-up
+    other_failed = SimpleNamespace(reduce_boolean_decision=lambda ok, all=True: False)
+    dm.trainer = SimpleNamespace(world_size=NUM_PARTS, global_rank=0, _accelerator_connector=connector,
+                                 strategy=other_failed)
+    with pytest.raises(PartitionError, match="another rank could not load its partition"):
         dm.setup("fit")
 
 

@@ -224,8 +224,8 @@ def test_slurm_job_signalled_killed_and_requeued_ends_like_an_uninterrupted_job(
     """Through the single-node template (DDP strategy, one CPU rank), full batch.
 
     SIGUSR1 mid-epoch makes Lightning write ``hpc_ckpt_1.ckpt`` to ``default_root_dir`` and call ``scontrol
-    requeue <job>``; after the SIGKILL the requeued job's ``--ckpt_path last`` takes ``last.ckpt`` (the last
-    epoch end), and ends like a job that ran whole (also started by the template: DDP reseeds at set-up, so
+    requeue <job>``; after the SIGKILL the requeued job (``SLURM_RESTART_COUNT`` set) resumes with ``--ckpt_path
+    last``, which takes ``last.ckpt`` (the last epoch end), and ends like a job that ran whole (also started by the template: DDP reseeds at set-up, so
     a single-device run would not be comparable).
     """
     slurm_env, requeue_log = fake_slurm(tmp_path)
@@ -247,10 +247,10 @@ def test_slurm_job_signalled_killed_and_requeued_ends_like_an_uninterrupted_job(
     finally:
         whole_code = whole.wait(timeout=600)
     assert whole_code == 0, whole_log.read_text()[-3000:]
-    assert "no last checkpoint available" in whole_log.read_text()  # the first submission started fresh
+    assert "Restoring states" not in whole_log.read_text()  # a first submission starts fresh
 
     requeued = launch(write_config(tmp_path / "resume.yaml", TEACHER, data_root, killed_dir, None), requeued_log,
-                      slurm_env=slurm_env, job_dir=tmp_path / "job")
+                      slurm_env={**slurm_env, "SLURM_RESTART_COUNT": "1"}, job_dir=tmp_path / "job")
     assert requeued.wait(timeout=600) == 0, requeued_log.read_text()[-3000:]
     assert f"Restoring states from the checkpoint path at {killed_dir / 'last.ckpt'}" in requeued_log.read_text()
     assert_same_final_checkpoint(tmp_path / "whole", killed_dir)

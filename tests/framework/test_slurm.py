@@ -66,6 +66,9 @@ def test_templates_run_one_task_per_gpu_and_resume(template):
     assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK" in text  # srun of SLURM 22.05+ may not inherit it
     command = re.search(r"^srun .*main\.py fit(.*\\\n)*.*$", text, re.MULTILINE).group(0)
     for argument in ('--trainer.devices "$SLURM_NTASKS_PER_NODE"', '--trainer.num_nodes "$SLURM_JOB_NUM_NODES"',
-                     '--trainer.default_root_dir "checkpoints/slurm-$SLURM_JOB_ID"', "--ckpt_path last",
+                     '--trainer.default_root_dir "checkpoints/slurm-$SLURM_JOB_ID"', '"${RESUME_ARGS[@]}"',
                      "--trainer.strategy ddp \\"):
         assert argument in command, argument
+    # resume a requeued job (or on request), never a fresh submission into an old run's checkpoint folder
+    assert ('if [[ -n "${SLURM_RESTART_COUNT:-}" || "${RESUME:-0}" == 1 ]]; then RESUME_ARGS=(--ckpt_path last); fi'
+            in text)
