@@ -278,3 +278,23 @@ def test_ffhq_images_are_sharded_once_per_rank_by_lightning(tmp_path):
         assert len(set(shares[0]) & set(shares[1])) <= 1
         orders[epoch] = shares[0] + shares[1]
     assert orders[0] != orders[1]
+
+
+@pytest.mark.slow
+def test_two_process_face_predict_writes_each_photo_once_and_one_gallery_of_all(tmp_path, shared_assets):
+    """``main.py predict`` of the GAN-texture demo on 2 processes: each rank writes the photos of its share,
+    and rank 0 builds the gallery after every rank is done, so the overview lists every photo."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ("ffhq_00009", "jianzhu_guo")
+    for name in names:
+        source = next((shared_assets / "faces").glob(f"{name}.*"))
+        (photos / source.name).write_bytes(source.read_bytes())
+    run_main("predict", "--config", "configs/gantex_demo.yaml", "--data.init_args.path", str(photos),
+             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.accelerator", "cpu",
+             processes=2)
+    faces = tmp_path / "logs" / "gantex_demo" / "version_0" / "faces"
+    assert sorted(p.name for p in faces.iterdir() if p.is_dir() and (p / "face.obj").is_file()) == list(names)
+    overview = (faces / "index.html").read_text()
+    for name in names:
+        assert f'href="{name}/index.html"' in overview and (faces / name / "index.html").is_file()
