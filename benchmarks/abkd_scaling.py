@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import statistics
@@ -47,7 +46,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch_geometric.data import HeteroData
 from tqdm import tqdm
 
-from benchmarks.rasterizer import machine
+from benchmarks.machine import machine, machine_line, write_json
 from datamodules.ogb import SyntheticMAGDataModule
 from graphkd.distill import ABKD, DistillContext, Distiller, FitNet, LogitKD
 from graphkd.models import build_gnn, count_parameters
@@ -233,9 +232,7 @@ def run(sizes: tuple[int, ...], epoch_repeats: Repeats, step_repeats: Repeats, r
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (ratios against the first size / the plain student / the teacher)."""
-    m = report["machine"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s), "
-             f"GPU: {m['gpu'] or 'none'}", "",
+    lines = [machine_line(report["machine"]), "",
              "(a) ABKD student epoch (teacher 3x64 frozen, student 2x16), ratios vs the smallest graph", "",
              "| papers | nodes | edges | edges x | full-batch epoch ms | x | mini-batch epoch ms (batches) | x "
              "| of which sampling | sampled edges per batch / graph edges |",
@@ -308,8 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_finite(report)
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
     return report
 
 

@@ -11,25 +11,22 @@ process CPU time (the two differ on a loaded machine).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pickle
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from benchmarks.machine import ASSETS, machine, write_json
 from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.rasterizer import active_backend, rasterize, rasterize_uv
 
-ASSETS = Path(os.environ.get("SHARED_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 
 
 def reference_rasterize(screen_vertices: Tensor, faces: Tensor, image_size: tuple[int, int]
@@ -121,14 +118,6 @@ def bfm_uv_mesh() -> tuple[Tensor, Tensor, str]:
     return points, faces, "generated grid (BFM absent)"
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, core count, torch version and threads, GPU name: the header of every benchmark report."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-
-
 def measure(runs: int, device: torch.device, sizes: tuple[int, int, int] = (512, 1024, 128)) -> list[tuple[str, Timing]]:
     """Rows ``(case, timing)``: (a) image raster, (b) UV raster, (c) torch backend and the reference loop.
 
@@ -181,10 +170,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, Timing]]:
     for name, timing in rows:
         print(f"| {name} | {timing.wall_ms:.1f} | {timing.cpu_ms:.1f} |")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        report = {"machine": machine(), "device": str(device), "rows": [{"case": n, **asdict(t)} for n, t in rows],
-                  "reference_over_torch_wall": rows[3][1].wall_ms / rows[2][1].wall_ms}
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, {"machine": machine(), "device": str(device),
+                              "rows": [{"case": n, **asdict(t)} for n, t in rows],
+                              "reference_over_torch_wall": rows[3][1].wall_ms / rows[2][1].wall_ms})
     return rows
 
 

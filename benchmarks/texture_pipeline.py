@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import math
 import statistics
 import sys
@@ -37,7 +36,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.rasterizer import ASSETS, machine
+from benchmarks.machine import ASSETS, machine, machine_line, write_json
 from facetex.face3d import pipeline, texture
 from facetex.face3d.detector import FaceDetector
 from facetex.face3d.regressor import FaceRegressor
@@ -169,10 +168,9 @@ def run(photos: list[Path], assets: pipeline.AssetPaths, sizes: tuple[int, ...],
 
 def markdown(report: dict[str, Any]) -> str:
     """Per-stage means with shares, then per-image totals, with ratios against the smallest UV size."""
-    m, sizes = report["machine"], [str(s) for s in report["sizes"]]
+    sizes = [str(s) for s in report["sizes"]]
     base = sizes[0]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s), "
-             f"GPU: {m['gpu'] or 'none'}; face model {report['face_model']}, {len(report['images'])} photo(s)", "",
+    lines = [f"{machine_line(report['machine'])}; face model {report['face_model']}, {len(report['images'])} photo(s)", "",
              "(mean over the photos; share: of the mean CPU total; median share: the median over photos of each "
              "photo's own CPU share)", "",
              "| stage | " + " | ".join([f"UV {s} wall ms | CPU ms | share | median share" for s in sizes]
@@ -219,8 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     report = run(photos, assets, sizes, args.face_model, warmup=not args.quick)
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
     return report
 
 

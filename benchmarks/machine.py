@@ -1,0 +1,31 @@
+"""What every timing script shares: the machine it ran on, as data and as a header line, and its JSON output."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ASSETS = Path(os.environ.get("SHARED_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, torch version and threads, GPU name: the header of every benchmark report."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def machine_line(facts: dict[str, Any]) -> str:
+    """``machine: CPU, N cores, torch V with T thread(s), GPU: ...``, the first line of a printed report."""
+    return (f"machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']} with "
+            f"{facts['torch_threads']} thread(s), GPU: {facts['gpu'] or 'none'}")
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write a report's numbers to ``path`` (``--out``), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
