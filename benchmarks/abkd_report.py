@@ -24,7 +24,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -42,6 +41,7 @@ from tqdm import tqdm
 
 import main as framework
 from benchmarks.report_output import ReportError, write_report
+from facetex.face3d.export import atomic_paths
 from graphkd.models import count_parameters
 from lightning_modules.node_classifier import NodeClassifier, run_gnn
 
@@ -153,9 +153,8 @@ class RunKey:
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it, so a reader never sees half a file."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+    with atomic_paths(path) as (temporary,):
+        temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
 
 
 def sha256(path: Path) -> str:

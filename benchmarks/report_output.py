@@ -22,6 +22,8 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from facetex.face3d.export import atomic_paths, replace_folder  # noqa: E402
+
 
 class ReportError(ValueError):
     """The spec or the runs cannot make a report: the message says what is wrong and how to fix it."""
@@ -159,10 +161,9 @@ def plot(teacher: dict[str, Any], rows: list[Row], x_field: str, path: Path) -> 
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
-    figure.savefig(temporary, dpi=120)
+    with atomic_paths(path) as (temporary,):
+        figure.savefig(temporary, format="png", dpi=120)
     plt.close(figure)
-    os.replace(temporary, path)
 
 
 def write_hparams(runs: list[dict[str, Any]], folder: Path) -> None:
@@ -177,14 +178,12 @@ def write_hparams(runs: list[dict[str, Any]], folder: Path) -> None:
                            {f"report/test_{run['metric']}": run["test_metric"], "report/compression": run["compression"],
                             "report/latency_ratio": run["latency_ratio"]}, run_name=run["run"])
     writer.close()
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(temporary, folder)
+    replace_folder(temporary, folder)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with atomic_paths(path) as (temporary,):
+        temporary.write_text(text)
 
 
 def write_report(teacher: dict[str, Any], runs: list[dict[str, Any]], folder: Path) -> list[Row]:
