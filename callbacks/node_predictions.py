@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from facetex.face3d.export import atomic_paths
 from lightning_modules.node_classifier import first_occurrences, gather_from_ranks
 
 
@@ -45,10 +46,5 @@ class NodePredictionWriter(BasePredictionWriter):
         columns = prediction.view(len(node_id), -1)[order]
         header = "node_id," + ",".join(["prediction"] if columns.shape[1] == 1 else [f"task_{i}" for i in range(columns.shape[1])])
         lines = [header] + [f"{n}," + ",".join(f"{v:g}" for v in row.tolist()) for n, row in zip(node_id[order].tolist(), columns)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        try:
-            tmp.write_text("\n".join(lines) + "\n")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_paths(path) as (temporary,):
+            temporary.write_text("\n".join(lines) + "\n")
