@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 import main as framework
 from benchmarks.report_output import ReportError, write_report
-from facetex.face3d.export import atomic_paths
+from foundation.files import atomic_paths
 from graphkd.models import count_parameters
 from lightning_modules.node_classifier import NodeClassifier, run_gnn
 

@@ -22,7 +22,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from facetex.face3d.export import atomic_paths, replace_folder  # noqa: E402
+from foundation.files import atomic_paths, replace_folder  # noqa: E402
 
 
 class ReportError(ValueError):

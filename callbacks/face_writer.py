@@ -36,7 +36,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
-from facetex.face3d.export import image_to_uint8, replace_folder, save_image_grid, write_obj, write_ply
+from foundation.files import replace_folder
+
+from facetex.face3d.export import image_to_uint8, save_image_grid, write_obj, write_ply
 from facetex.face3d.pipeline import SOURCE_COLOURS, add_textured_mesh
 from facetex.face3d.texture import texture_to_vertex_colors
 from facetex.gallery import build_gallery, write_photo, write_texture_maps

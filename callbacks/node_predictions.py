@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from facetex.face3d.export import atomic_paths
+from foundation.files import atomic_paths
 from lightning_modules.node_classifier import first_occurrences, gather_from_ranks
 
 

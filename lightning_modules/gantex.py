@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from facetex.checkpoint_io import load_checkpoint
+from foundation.checkpoints import load_checkpoint
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor

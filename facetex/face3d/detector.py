@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facetex.checkpoint_io import CheckpointError, read_state_dict
+from foundation.checkpoints import CheckpointError, read_state_dict
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 VARIANCES = (0.1, 0.2)

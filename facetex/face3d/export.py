@@ -10,47 +10,16 @@ as is and its ``vt`` lines are the UVs unchanged.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from foundation.files import atomic_paths
+
 ArrayLike = torch.Tensor | np.ndarray
-
-
-@contextmanager
-def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
-    """Yield unused temporary paths next to ``paths``; rename them onto ``paths`` (in order) only if the body succeeds.
-
-    On any exception every temporary file is removed and the destinations are left untouched.
-    """
-    targets = [Path(p) for p in paths]
-    temporaries = [target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp") for target in targets]
-    for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield temporaries
-        for temporary, target in zip(temporaries, targets):
-            os.replace(temporary, target)
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move the complete folder ``new`` onto ``target``; an old ``target`` is kept aside until the move is done."""
-    previous = target.with_name(f".{target.name}.previous")
-    if target.exists():
-        shutil.rmtree(previous, ignore_errors=True)
-        target.replace(previous)
-    new.replace(target)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _as_numpy(array: ArrayLike) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetex.checkpoint_io import read_state_dict
+from foundation.checkpoints import read_state_dict
 
 
 def _mask_like(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from facetex.checkpoint_io import CheckpointError, read_state_dict
+from foundation.checkpoints import CheckpointError, read_state_dict
 from facetex.face3d.camera import rotation_to_euler
 from facetex.face3d.crop import (
     CROP_SIZE,

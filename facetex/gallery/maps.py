@@ -22,7 +22,9 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from facetex.face3d.export import atomic_paths, image_to_uint8
+from foundation.files import atomic_paths
+
+from facetex.face3d.export import image_to_uint8
 from facetex.face3d.pipeline import SOURCE_COLOURS
 from facetex.face3d.texture import FusedTexture
 

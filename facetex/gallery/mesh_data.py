@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetex.face3d.export import atomic_paths
+from foundation.files import atomic_paths
 
 MESH_SCRIPT = "mesh.js"
 

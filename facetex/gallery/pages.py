@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-from facetex.face3d.export import atomic_paths
+from foundation.files import atomic_paths
 from facetex.gallery.maps import MAPS_INDEX
 from facetex.gallery.mesh_data import MESH_SCRIPT, write_mesh_script
 from facetex.gallery.photo import PHOTO_FILE

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from facetex.face3d.export import atomic_paths, image_to_uint8
+from foundation.files import atomic_paths
+
+from facetex.face3d.export import image_to_uint8
 from facetex.face3d.image_io import load_image
 
 PHOTO_FILE = "photo.jpg"

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facetex.checkpoint_io import CheckpointError, read_state_dict
+from foundation.checkpoints import CheckpointError, read_state_dict
 from facetex.gan.encoder import IR_SE50_STAGES, Stage, input_layer, ir_se_body
 
 PerceptualRange = Literal["zero_one", "minus_one_one"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from facetex.checkpoint_io import CheckpointError
+from foundation.checkpoints import CheckpointError
 from facetex.gan.losses import (
     ArcFaceIRSE,
     IdentityLoss,

@@ -1,4 +1,4 @@
-"""Reading the tensors of third-party checkpoints, with one clear error for every bad file."""
+"""Reading checkpoints safely (``weights_only``: no pickled code runs), with one clear error for every bad file."""
 from __future__ import annotations
 
 import pickle
@@ -9,20 +9,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from foundation.errors import InputError
 
-class CheckpointError(RuntimeError):
-    """A file that is not a readable checkpoint of the expected architecture."""
+UNREADABLE = (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError, TypeError,
+              AttributeError, zipfile.BadZipFile)
+"""Everything ``torch.load`` raises for a corrupt, truncated or foreign file."""
+
+
+class CheckpointError(InputError, RuntimeError):
+    """A file that is not a readable checkpoint of the expected kind or architecture."""
+
+
+class MissingFileError(InputError, FileNotFoundError):
+    """A file the user named (a checkpoint, a model, an image) does not exist."""
 
 
 def load_checkpoint(path: str | Path, error: type[Exception] = CheckpointError, what: str = "PyTorch checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; every way a file can be unreadable becomes one ``error``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as failure:
+    except UNREADABLE as failure:
         raise error(f"cannot read {str(path)!r} as a {what} ({failure}); the file is corrupt or truncated") from failure
 
 
-def read_state_dict(path: str | Path, what: str, source: str, error: type[CheckpointError] = CheckpointError) -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, what: str, source: str, error: type[Exception] = CheckpointError) -> dict[str, Tensor]:
     """The tensors of ``path``: a bare state dict or ``{'state_dict': ...}``, with any ``module.`` prefix removed.
 
     Args:
@@ -37,8 +47,8 @@ def read_state_dict(path: str | Path, what: str, source: str, error: type[Checkp
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} not found; {source} and pass its path")
-    checkpoint = load_checkpoint(path, error)
+        raise MissingFileError(f"{what} {str(path)!r} not found; {source} and pass its path")
+    checkpoint = load_checkpoint(path, error, what)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise error(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a state dict of tensors ({what})")
