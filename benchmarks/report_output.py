@@ -23,9 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from foundation.files import atomic_paths, replace_folder  # noqa: E402
+from foundation.errors import InputError
 
 
-class ReportError(ValueError):
+class ReportError(InputError, ValueError):
     """The spec or the runs cannot make a report: the message says what is wrong and how to fix it."""
 
 

@@ -15,11 +15,12 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from facetex.face3d.image_io import load_image
+from foundation.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-class NoPhotosError(ValueError):
+class NoPhotosError(InputError, ValueError):
     """The given path holds no image files."""
 
 

@@ -40,16 +40,17 @@ from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import regress_landmarks
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.align import AlignmentError, align_face, ffhq_quad
+from foundation.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger(__name__)
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(InputError, ValueError):
     """The dataset path exists but is not a usable image folder, zip or tar shard set."""
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError, ValueError):
     """One stored image cannot be decoded."""
 
 

@@ -22,9 +22,10 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, DistributedSampler
 from torch_geometric.data import Data, HeteroData
+from foundation.errors import InputError
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(InputError, FileNotFoundError):
     """A dataset folder is missing or incomplete; the message says which files to put where."""
 
 

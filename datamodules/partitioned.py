@@ -34,6 +34,7 @@ import torch_geometric.typing
 from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.distributed import LocalFeatureStore, LocalGraphStore, Partitioner
+from foundation.errors import InputError
 
 INFO_FILE = "partition_info.json"
 LABELS_FILE = "labels.pt"
@@ -44,7 +45,7 @@ PYG_LIB_HINT = ("install pyg-lib from PyG's wheel index for your torch and CUDA 
 log = logging.getLogger("lightning.pytorch.datamodules.partitioned")  # shown by Lightning's console handler
 
 
-class PartitionError(ValueError):
+class PartitionError(InputError, ValueError):
     """A partition folder does not hold what it should; the message says what and how to fix it."""
 
 

@@ -15,9 +15,10 @@ from graphkd.distill import DistillContext, DistillerFactory, LogitKD
 from graphkd.models import count_parameters
 from graphkd.outputs import GNNOutput
 from lightning_modules.node_classifier import NodeClassifier, freeze_unreachable, run_gnn, target_store
+from foundation.errors import InputError
 
 
-class TeacherCheckpointError(ValueError):
+class TeacherCheckpointError(InputError, ValueError):
     """The teacher checkpoint cannot serve this student: the message says why and what to do."""
 
 

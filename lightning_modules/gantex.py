@@ -36,12 +36,13 @@ from facetex.gan.multiview import (
     MultiViewResult,
 )
 from facetex.gan.pose_walk import load_boundary
+from foundation.errors import InputError
 
 log = logging.getLogger(__name__)
 TRAIN_ENCODER_HINT = "train one with `python main.py fit --config configs/gan_encoder_ffhq.yaml` against this generator"
 
 
-class EncoderCheckpointError(ValueError):
+class EncoderCheckpointError(InputError, ValueError):
     """An encoder checkpoint that is not a GANEncoderModule's, or that was trained against another generator."""
 
 

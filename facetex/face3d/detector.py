@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundation.checkpoints import CheckpointError, read_state_dict
+from foundation.errors import InputError
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 VARIANCES = (0.1, 0.2)
@@ -30,7 +31,7 @@ _DENSITY = {32: 4, 64: 2}  # anchors per cell side for the small, densified anch
 MAX_HEIGHT, MAX_WIDTH = 720, 1080
 
 
-class NoFaceError(RuntimeError):
+class NoFaceError(InputError, RuntimeError):
     """The detector found no face scoring above its threshold."""
 
 

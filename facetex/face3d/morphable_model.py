@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from torch import Tensor, nn
+from foundation.errors import InputError
 
 IBUG68 = 68
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError, ValueError):
     """A morphable-model file is unreadable or not in the expected layout."""
 
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from foundation.files import atomic_paths
+from foundation.errors import InputError
 
 MESH_SCRIPT = "mesh.js"
 
 
-class MeshFileError(ValueError):
+class MeshFileError(InputError, ValueError):
     """``face.obj`` is not a mesh the gallery can show (no faces, several UVs per vertex, a missing texture)."""
 
 

@@ -40,6 +40,7 @@ from foundation.files import atomic_paths
 from facetex.gallery.maps import MAPS_INDEX
 from facetex.gallery.mesh_data import MESH_SCRIPT, write_mesh_script
 from facetex.gallery.photo import PHOTO_FILE
+from foundation.errors import InputError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = ("viewer.js", "page.js", "gallery.css")
@@ -49,7 +50,7 @@ VIEWER_BACKGROUND = "#2a2e36"  # the viewer's clear colour (tests read it from h
 REQUIRED_FILES = ("face.obj", "face.mtl", "face.png", "metrics.json")
 
 
-class GalleryError(ValueError):
+class GalleryError(InputError, ValueError):
     """The run folder cannot be made into a gallery (no photo folders, a photo folder missing a required file)."""
 
 

@@ -30,13 +30,14 @@ from torch import Tensor
 from facetex.face3d.detector import FaceDetector
 from facetex.face3d.pipeline import regress_landmarks
 from facetex.face3d.regressor import FaceRegressor
+from foundation.errors import InputError
 
 PaddingMode = Literal["reflection", "border", "zeros"]
 _LEFT_EYE, _RIGHT_EYE = slice(36, 42), slice(42, 48)
 _MOUTH_LEFT, _MOUTH_RIGHT = 48, 54
 
 
-class AlignmentError(ValueError):
+class AlignmentError(InputError, ValueError):
     """Landmarks that cannot define an FFHQ crop (wrong shape, non-finite, or degenerate)."""
 
 

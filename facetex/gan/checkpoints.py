@@ -20,11 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from facetex.gan.stylegan2 import Generator
+from foundation.errors import InputError
 
 ROSINALITY_CHANNEL_BASE = 16384  # channels(res) = min(channel_max, 16384 * channel_multiplier / res)
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(InputError, ValueError):
     """A file is not a readable rosinality StyleGAN2 checkpoint (truncated, other layout, other net)."""
 
 

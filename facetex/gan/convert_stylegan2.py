@@ -38,11 +38,12 @@ import torch
 from torch import Tensor
 
 from facetex.gan.ops import setup_filter
+from foundation.errors import InputError
 
 ROSINALITY_CHANNEL_BASE = 16384  # rosinality channels(res) = min(channel_max, 16384 * channel_multiplier / res)
 
 
-class StyleGAN2ConversionError(ValueError):
+class StyleGAN2ConversionError(InputError, ValueError):
     """An NVlabs StyleGAN2 generator that the rosinality layout cannot represent, or a broken state."""
 
 

@@ -61,12 +61,13 @@ from facetex.gan.encoder import ReStyleEncoder, as_w_plus
 from facetex.gan.inversion import InversionConfig, PTIConfig, invert, pivotal_tuning
 from facetex.gan.inversion import psnr as reconstruction_psnr
 from facetex.gan.pose_walk import apply_walk, calibrate
+from foundation.errors import InputError
 
 LandmarksSource = Literal["views", "photo"]
 log = logging.getLogger(__name__)
 
 
-class ViewsWithoutFaceError(RuntimeError):
+class ViewsWithoutFaceError(InputError, RuntimeError):
     """The synthesised views hold no detectable face where the chosen path needs one (calibration, view landmarks)."""
 
 

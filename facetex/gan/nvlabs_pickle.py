@@ -28,11 +28,12 @@ from torch import Tensor
 
 from facetex.gan import stylegan2, stylegan3
 from facetex.gan.convert_stylegan2 import nvlabs_to_rosinality
+from foundation.errors import InputError
 
 NVlabsGenerator = stylegan3.Generator | stylegan2.Generator
 
 
-class NVlabsPickleError(ValueError):
+class NVlabsPickleError(InputError, ValueError):
     """The file is not a readable NVlabs StyleGAN2/StyleGAN3 network pickle."""
 
 

@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 from torch import Tensor
+from foundation.errors import InputError
 
 YawEstimator = Callable[[Tensor], Tensor]
 BoundaryMethod = Literal["regression", "logistic"]
@@ -47,7 +48,7 @@ class StyleGenerator(Protocol):
     def synthesis(self, ws: Tensor) -> Tensor: ...
 
 
-class BoundaryFileError(ValueError):
+class BoundaryFileError(InputError, ValueError):
     """A boundary file is unreadable or does not hold a usable direction."""
 
 
