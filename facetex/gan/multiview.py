@@ -44,17 +44,11 @@ from torch import Tensor, nn
 from facetex.face3d.camera import euler_to_rotation
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.fitting import LandmarkFit
-from facetex.face3d.metrics import masked_psnr, masked_ssim
 from facetex.face3d.morphable_model import MorphableModel
-from facetex.face3d.pipeline import (
-    FaceReconstruction,
-    fit_views,
-    regress_landmarks,
-    render_turntable,
-    texture_views,
-)
+from facetex.face3d.pipeline import regress_landmarks
 from facetex.face3d.rasterizer import active_backend
-from facetex.face3d.synthetic import render_textured
+from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
+from facetex.face3d.render import Rerender, render_turntable, rerender
 from facetex.face3d.texture import FusionConfig, TexelSource
 from facetex.gan.align import AlignedFace, align_face, apply_transform
 from facetex.gan.encoder import ReStyleEncoder, as_w_plus
@@ -372,17 +366,9 @@ class MultiViewPipeline(nn.Module):
             yaws[k], landmarks[k] = regression.yaw[0], regression.landmarks[0, :, :2]
         return yaws, landmarks, skipped
 
-    def _rerender(self, images: Tensor, reconstruction: FaceReconstruction) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _rerender(self, images: Tensor, reconstruction: FaceReconstruction) -> Rerender:
         """Render the textured mesh into each used view; PSNR/SSIM ``(K',)`` inside its mask, NaN if empty."""
-        renders, masks = render_textured(reconstruction.screen_vertices, self.model.triangles, self.model.uv,
-                                         reconstruction.fused.texture[None], tuple(images.shape[-2:]))
-        psnr = torch.full((images.shape[0],), float("nan"), device=images.device)
-        ssim = psnr.clone()
-        covered = masks.flatten(1).sum(1) > 0
-        if covered.any():
-            psnr[covered] = masked_psnr(renders[covered], images[covered], masks[covered])
-            ssim[covered] = masked_ssim(renders[covered], images[covered], masks[covered])
-        return renders, masks, psnr, ssim
+        return rerender(images, reconstruction, self.model)
 
 
 def _check_encoder(generator: nn.Module, config: MultiViewConfig, encoder: ReStyleEncoder | None,

@@ -14,13 +14,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from datamodules.ffhq import (
-    DatasetFormatError,
-    FFHQDataModule,
-    ImageDecodeError,
-    open_image_source,
-)
+from datamodules.ffhq import DatasetFormatError, FFHQDataModule, open_image_source
 from facetex.face3d.detector import FaceDetector
+from facetex.face3d.image_io import ImageDecodeError
 from facetex.face3d.pipeline import regress_landmarks
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.align import ffhq_quad

@@ -17,7 +17,9 @@ from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.detector import NoFaceError
 from facetex.face3d.fitting import to_ibug68
 from facetex.face3d.image_io import ImageDecodeError
-from facetex.face3d.pipeline import AssetPaths, fit_views, load_face_model, photo_to_mesh, texture_views
+from app.photo_to_mesh import photo_to_mesh
+from facetex.face3d.pipeline import AssetPaths, load_face_model
+from facetex.face3d.reconstruction import fit_views, texture_views
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
 from facetex.face3d.texture import TexelSource
 
