@@ -7,6 +7,7 @@ import torch
 
 from benchmarks.rasterizer import grid_mesh, reference_rasterize
 from facetex.face3d.camera import euler_to_rotation, project
+from facetex.face3d import raster_extension
 from facetex.face3d.rasterizer import active_backend, interpolate, rasterize, rasterize_uv, uv_to_pixels
 
 
@@ -182,14 +183,19 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 def test_active_backend_reports_what_runs() -> None:
     assert active_backend("torch") == "torch"
+    native = raster_extension.available()
     try:
         import pytorch3d  # noqa: F401
     except ImportError:
-        assert active_backend() == "torch"
+        assert active_backend() == ("cpp" if native else "torch")
+        assert active_backend(device="cuda") == "torch"
         with pytest.raises(RuntimeError, match="pytorch3d"):
             active_backend("pytorch3d")
     else:
-        assert active_backend() == "pytorch3d"
+        assert active_backend() == ("cpp" if native else "pytorch3d")
+        assert active_backend(device="cuda") == "pytorch3d"
+    with pytest.raises(ValueError, match="CPU tensors"):
+        active_backend("cpp", device="cuda")
 
 
 def test_pytorch3d_backend_agrees_with_torch() -> None:
