@@ -26,8 +26,8 @@ constexpr uint64_t kEmpty = std::numeric_limits<int64_t>::max();
 template <typename T>
 struct Triangle {
   T dx[3], dy[3], ux[3], uy[3], threshold[3];  // edge k: dx (py - uy) - dy (px - ux) > threshold
-  T za, gx, gy, ax, ay;                         // depth plane relative to the batch minimum
-  int64_t face, col0, col1, row0, row1;         // pixel bounding box, inclusive
+  T za = 0, gx = 0, gy = 0, ax = 0, ay = 0;     // depth plane relative to the mesh's minimum depth
+  int64_t face, col0, col1, row0, row1;         // pixel bounding box (within the band), inclusive
 };
 
 inline uint32_t float_bits(float value) {
@@ -36,75 +36,74 @@ inline uint32_t float_bits(float value) {
   return bits;
 }
 
-// The rasterisable triangles of one mesh (the torch backend's _triangle_table).
+// Set up face f (the torch backend's _triangle_table, one row): false when it cannot
+// cover a pixel centre of rows [row_begin, row_end) (degenerate, not finite, culled, off-image).
 template <typename T>
-std::vector<Triangle<T>> triangle_table(const T* xy, const T* z, T z_min, const int64_t* faces, int64_t num_faces,
-                                        int64_t height, int64_t width, bool cull_backfaces) {
-  std::vector<Triangle<T>> table;
-  table.reserve(num_faces);
-  const T below_zero = std::nextafter(T(0), T(-1));
-  for (int64_t f = 0; f < num_faces; ++f) {
-    const int64_t* corner = faces + 3 * f;
-    T x[3], y[3];
-    bool finite = true;
-    for (int k = 0; k < 3; ++k) {
-      x[k] = xy[2 * corner[k]];
-      y[k] = xy[2 * corner[k] + 1];
-      finite &= std::isfinite(x[k]) && std::isfinite(y[k]);
-      if (z != nullptr) finite &= std::isfinite(z[corner[k]]);
-    }
-    if (!finite) continue;
-    const T area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0]);
-    if (area == 0 || (cull_backfaces && !(area < 0))) continue;
-    const T lo_x = std::min(std::min(x[0], x[1]), x[2]), hi_x = std::max(std::max(x[0], x[1]), x[2]);
-    const T lo_y = std::min(std::min(y[0], y[1]), y[2]), hi_y = std::max(std::max(y[0], y[1]), y[2]);
-    const T first_x = std::max(std::ceil(lo_x - T(0.5)), T(0)), first_y = std::max(std::ceil(lo_y - T(0.5)), T(0));
-    const T last_x = std::min(std::floor(hi_x - T(0.5)), T(width - 1));
-    const T last_y = std::min(std::floor(hi_y - T(0.5)), T(height - 1));
-    if (!(last_x >= first_x) || !(last_y >= first_y)) continue;
-    Triangle<T> t;
-    t.face = f;
-    t.col0 = static_cast<int64_t>(first_x);
-    t.col1 = static_cast<int64_t>(last_x);
-    t.row0 = static_cast<int64_t>(first_y);
-    t.row1 = static_cast<int64_t>(last_y);
-    const T orientation = area > 0 ? T(1) : T(-1);
-    for (int k = 0; k < 3; ++k) {
-      const int i = (k + 1) % 3, j = (k + 2) % 3;
-      // Canonical endpoint order (lexicographic in x, then y) makes shared edges bit-identical.
-      const bool swap = (x[j] < x[i]) || (x[j] == x[i] && y[j] < y[i]);
-      const T sx = swap ? x[j] : x[i], sy = swap ? y[j] : y[i];
-      const T ex = swap ? x[i] : x[j], ey = swap ? y[i] : y[j];
-      const T sign = swap ? -orientation : orientation;
-      const T dir_x = (x[j] - x[i]) * orientation, dir_y = (y[j] - y[i]) * orientation;
-      const bool top_left = (dir_y < 0) || (dir_y == 0 && dir_x > 0);
-      t.dx[k] = (ex - sx) * sign;
-      t.dy[k] = (ey - sy) * sign;
-      t.ux[k] = sx;
-      t.uy[k] = sy;
-      t.threshold[k] = top_left ? below_zero : T(0);
-    }
-    if (z != nullptr) {
-      const T tz0 = z[corner[0]] - z_min, tz1 = z[corner[1]] - z_min, tz2 = z[corner[2]] - z_min;
-      const T dz1 = tz1 - tz0, dz2 = tz2 - tz0;
-      t.za = tz0;
-      t.gx = (dz1 * (y[2] - y[0]) - dz2 * (y[1] - y[0])) / area;
-      t.gy = (dz2 * (x[1] - x[0]) - dz1 * (x[2] - x[0])) / area;
-      t.ax = x[0];
-      t.ay = y[0];
-    }
-    table.push_back(t);
+bool setup_triangle(const T* xy, const T* z, T z_min, const int64_t* corner, int64_t f, int64_t height,
+                    int64_t width, int64_t row_begin, int64_t row_end, bool cull_backfaces, Triangle<T>& t) {
+  T x[3], y[3];
+  bool finite = true;
+  for (int k = 0; k < 3; ++k) {
+    x[k] = xy[2 * corner[k]];
+    y[k] = xy[2 * corner[k] + 1];
+    finite &= std::isfinite(x[k]) && std::isfinite(y[k]);
+    if (z != nullptr) finite &= std::isfinite(z[corner[k]]);
   }
-  return table;
+  if (!finite) return false;
+  const T lo_y = std::min(std::min(y[0], y[1]), y[2]), hi_y = std::max(std::max(y[0], y[1]), y[2]);
+  const T first_y = std::max(std::ceil(lo_y - T(0.5)), T(0));
+  const T last_y = std::min(std::floor(hi_y - T(0.5)), T(height - 1));
+  if (!(last_y >= first_y) || last_y < T(row_begin) || first_y >= T(row_end)) return false;
+  const T lo_x = std::min(std::min(x[0], x[1]), x[2]), hi_x = std::max(std::max(x[0], x[1]), x[2]);
+  const T first_x = std::max(std::ceil(lo_x - T(0.5)), T(0));
+  const T last_x = std::min(std::floor(hi_x - T(0.5)), T(width - 1));
+  if (!(last_x >= first_x)) return false;
+  const T area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0]);
+  if (area == 0 || (cull_backfaces && !(area < 0))) return false;
+  t.face = f;
+  t.col0 = static_cast<int64_t>(first_x);
+  t.col1 = static_cast<int64_t>(last_x);
+  t.row0 = std::max(static_cast<int64_t>(first_y), row_begin);
+  t.row1 = std::min(static_cast<int64_t>(last_y), row_end - 1);
+  const T below_zero = std::nextafter(T(0), T(-1));
+  const T orientation = area > 0 ? T(1) : T(-1);
+  for (int k = 0; k < 3; ++k) {
+    const int i = (k + 1) % 3, j = (k + 2) % 3;
+    // Canonical endpoint order (lexicographic in x, then y) makes shared edges bit-identical.
+    const bool swap = (x[j] < x[i]) || (x[j] == x[i] && y[j] < y[i]);
+    const T sx = swap ? x[j] : x[i], sy = swap ? y[j] : y[i];
+    const T ex = swap ? x[i] : x[j], ey = swap ? y[i] : y[j];
+    const T sign = swap ? -orientation : orientation;
+    const T dir_x = (x[j] - x[i]) * orientation, dir_y = (y[j] - y[i]) * orientation;
+    const bool top_left = (dir_y < 0) || (dir_y == 0 && dir_x > 0);
+    t.dx[k] = (ex - sx) * sign;
+    t.dy[k] = (ey - sy) * sign;
+    t.ux[k] = sx;
+    t.uy[k] = sy;
+    t.threshold[k] = top_left ? below_zero : T(0);
+  }
+  if (z != nullptr) {
+    const T tz0 = z[corner[0]] - z_min, tz1 = z[corner[1]] - z_min, tz2 = z[corner[2]] - z_min;
+    const T dz1 = tz1 - tz0, dz2 = tz2 - tz0;
+    t.za = tz0;
+    t.gx = (dz1 * (y[2] - y[0]) - dz2 * (y[1] - y[0])) / area;
+    t.gy = (dz2 * (x[1] - x[0]) - dz1 * (x[2] - x[0])) / area;
+    t.ax = x[0];
+    t.ay = y[0];
+  }
+  return true;
 }
 
 // Nearest triangle per pixel of rows [row_begin, row_end) of one mesh's key buffer.
 template <typename T>
-void fill_keys(const std::vector<Triangle<T>>& table, bool has_depth, int64_t width, int64_t row_begin,
-               int64_t row_end, uint64_t* keys) {
-  for (const Triangle<T>& t : table) {
-    const int64_t r0 = std::max(t.row0, row_begin), r1 = std::min(t.row1, row_end - 1);
-    for (int64_t row = r0; row <= r1; ++row) {
+void fill_keys(const T* xy, const T* z, T z_min, const int64_t* faces, int64_t num_faces, int64_t height,
+               int64_t width, int64_t row_begin, int64_t row_end, bool cull_backfaces, uint64_t* keys) {
+  Triangle<T> t;
+  for (int64_t f = 0; f < num_faces; ++f) {
+    if (!setup_triangle<T>(xy, z, z_min, faces + 3 * f, f, height, width, row_begin, row_end, cull_backfaces, t)) {
+      continue;
+    }
+    for (int64_t row = t.row0; row <= t.row1; ++row) {
       const T py = T(row) + T(0.5);
       const T ey0 = t.dx[0] * (py - t.uy[0]), ey1 = t.dx[1] * (py - t.uy[1]), ey2 = t.dx[2] * (py - t.uy[2]);
       const T depth_row = t.za + t.gy * (py - t.ay);
@@ -116,7 +115,7 @@ void fill_keys(const std::vector<Triangle<T>>& table, bool has_depth, int64_t wi
                             (ey2 - t.dy[2] * (px - t.ux[2]) > t.threshold[2]);
         if (!inside) continue;
         uint64_t key = static_cast<uint64_t>(t.face);
-        if (has_depth) {
+        if (z != nullptr) {
           T depth = depth_row + t.gx * (px - t.ax);
           depth = depth < T(0) ? T(0) : depth;
           key |= static_cast<uint64_t>(float_bits(static_cast<float>(depth))) << 32;
@@ -173,21 +172,15 @@ void rasterize_typed(const at::Tensor& xy, const at::Tensor& z, const at::Tensor
   const T* z_data = has_depth ? z.data_ptr<T>() : nullptr;
   const int64_t* face_data = faces.data_ptr<int64_t>();
   std::vector<uint64_t> keys(static_cast<size_t>(batch * height * width), kEmpty);
-  // Row bands: enough for every thread to have work when the batch is small.
+  // Row bands: enough for every thread to have work when the batch is small. Each band
+  // sets up the triangles that reach it.
   const int64_t bands_per_item = std::max<int64_t>(1, std::min<int64_t>(height, at::get_num_threads()));
-  std::vector<std::vector<Triangle<T>>> tables(batch);
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const T* item_z = has_depth ? z_data + b * num_vertices : nullptr;
-      T z_min = T(0);
-      if (has_depth) {
-        z_min = std::numeric_limits<T>::infinity();
-        for (int64_t v = 0; v < num_vertices; ++v) z_min = std::min(z_min, item_z[v]);
-      }
-      tables[b] = triangle_table<T>(xy_data + 2 * b * num_vertices, item_z, z_min, face_data, num_faces, height, width,
-                                    cull_backfaces);
-    }
-  });
+  std::vector<T> z_min(batch, T(0));
+  for (int64_t b = 0; b < batch && has_depth; ++b) {
+    const T* item_z = z_data + b * num_vertices;
+    z_min[b] = std::numeric_limits<T>::infinity();
+    for (int64_t v = 0; v < num_vertices; ++v) z_min[b] = std::min(z_min[b], item_z[v]);
+  }
   int64_t* id_data = triangle_id.data_ptr<int64_t>();
   T* bary_data = barycentric.data_ptr<T>();
   T* depth_data = depth.data_ptr<T>();
@@ -196,9 +189,10 @@ void rasterize_typed(const at::Tensor& xy, const at::Tensor& z, const at::Tensor
       const int64_t b = task / bands_per_item, band = task % bands_per_item;
       const int64_t row_begin = height * band / bands_per_item, row_end = height * (band + 1) / bands_per_item;
       const int64_t offset = b * height * width;
-      fill_keys<T>(tables[b], has_depth, width, row_begin, row_end, keys.data() + offset);
-      fragments<T>(keys.data() + offset, xy_data + 2 * b * num_vertices,
-                   has_depth ? z_data + b * num_vertices : nullptr, face_data, width, row_begin, row_end,
+      const T* item_z = has_depth ? z_data + b * num_vertices : nullptr;
+      fill_keys<T>(xy_data + 2 * b * num_vertices, item_z, z_min[b], face_data, num_faces, height, width, row_begin,
+                   row_end, cull_backfaces, keys.data() + offset);
+      fragments<T>(keys.data() + offset, xy_data + 2 * b * num_vertices, item_z, face_data, width, row_begin, row_end,
                    id_data + offset, bary_data + 3 * offset, depth_data + offset);
     }
   });
