@@ -346,3 +346,20 @@ def test_without_a_compiler_the_torch_backend_takes_over(monkeypatch: pytest.Mon
     screen, faces = random_mesh(11, 24)
     fragments = rasterize(screen, faces, 24)
     assert torch.equal(fragments.triangle_id, rasterize(screen, faces, 24, backend="torch").triangle_id)
+
+
+@needs_native
+def test_cpp_backend_gives_the_same_result_on_more_threads() -> None:
+    # Several threads split each image into row bands; the z-test keys make the order irrelevant.
+    screen, faces = random_mesh(12, 64, vertices=400, faces=300)
+    screen = torch.cat([screen, screen.flip(1)])
+    single = rasterize(screen, faces, 64, backend="cpp")
+    colours = torch.rand(2, screen.shape[1], 3, generator=torch.Generator().manual_seed(3))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert_same_fragments(rasterize(screen, faces, 64, backend="cpp"), single)
+        texture = interpolate(colours, faces, single, backend="cpp")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(texture, interpolate(colours, faces, single, backend="cpp"))
