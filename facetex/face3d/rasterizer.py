@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from facetex.face3d import raster_extension
+from facetex.face3d.raster_pytorch3d import pytorch3d_available, visible_triangles_pytorch3d
 
 Backend = Literal["auto", "torch", "cpp", "pytorch3d"]
 
@@ -71,14 +72,6 @@ class Fragments:
         return self.triangle_id >= 0
 
 
-def _pytorch3d_available() -> bool:
-    try:
-        import pytorch3d.renderer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def active_backend(backend: Backend = "auto", device: torch.device | str = "cpu") -> str:
     """The backend ``backend`` resolves to for tensors on ``device``: as asked, or (auto) ``"cpp"``
     for CPU tensors when the C++ kernels build, else ``"pytorch3d"`` if importable, else ``"torch"``."""
@@ -94,14 +87,14 @@ def active_backend(backend: Backend = "auto", device: torch.device | str = "cpu"
                                "(see the warning above); install g++ and ninja or use backend='torch'")
         return "cpp"
     if backend == "pytorch3d":
-        if not _pytorch3d_available():
+        if not pytorch3d_available():
             raise RuntimeError("backend='pytorch3d' was asked for but pytorch3d is not importable; "
                                "install pytorch3d or use backend='torch'")
         return "pytorch3d"
     if backend == "auto":
         if is_cpu and raster_extension.available():
             return "cpp"
-        return "pytorch3d" if _pytorch3d_available() else "torch"
+        return "pytorch3d" if pytorch3d_available() else "torch"
     raise ValueError(f"backend must be 'auto', 'torch', 'cpp' or 'pytorch3d', got {backend!r}")
 
 
@@ -255,40 +248,6 @@ def _visible_triangles_torch(xy: Tensor, z: Tensor | None, faces: Tensor, height
     return triangle_id.view(batch_size, height, width)
 
 
-@torch.no_grad()
-def _visible_triangles_pytorch3d(xy: Tensor, z: Tensor | None, faces: Tensor, height: int, width: int,
-                                 cull_backfaces: bool) -> Tensor:
-    """Same contract as :func:`_visible_triangles_torch`, found by pytorch3d's rasteriser.
-
-    pytorch3d's NDC has +x left, +y up, the shorter image side spanning [-1, 1], and skips
-    triangles with depth <= 0, so x, y are mapped as ``(W - 2x) / s``, ``(H - 2y) / s`` with
-    ``s = min(H, W)`` and depth is shifted to start at 1.
-    """
-    from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
-    from pytorch3d.structures import Meshes
-
-    scale = float(min(height, width))
-    ndc_x = (width - 2.0 * xy[..., 0]) / scale
-    ndc_y = (height - 2.0 * xy[..., 1]) / scale
-    depth = torch.ones_like(ndc_x) if z is None else z - z.amin() + 1.0
-    verts = torch.stack([ndc_x, ndc_y, depth], dim=-1).float()
-    faces = faces.long()
-    kept = []
-    for item in range(xy.shape[0]):
-        keep = torch.ones(len(faces), dtype=torch.bool, device=xy.device)
-        if cull_backfaces:
-            a, b, c = (xy[item, faces[:, k]] for k in range(3))
-            area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-            keep = area < 0
-        kept.append(keep.nonzero().squeeze(1))
-    meshes = Meshes(verts=list(verts), faces=[faces[k] for k in kept])
-    pix_to_face, _, _, _ = rasterize_meshes(meshes, image_size=(height, width), blur_radius=0.0,
-                                            faces_per_pixel=1, perspective_correct=False)
-    packed = pix_to_face[..., 0]
-    original = torch.cat(kept)
-    return torch.where(packed >= 0, original[packed.clamp_min(0)], -1)
-
-
 def _fragments(xy: Tensor, z: Tensor | None, faces: Tensor, triangle_id: Tensor) -> Fragments:
     """Barycentrics and depth of the visible triangles at the pixel centres (differentiable).
 
@@ -341,7 +300,7 @@ def _rasterize(xy: Tensor, z: Tensor | None, faces: Tensor, image_size: tuple[in
         if not needs_grad:
             return Fragments(triangle_id=triangle_id, barycentric=barycentric, depth=depth)
     elif resolved == "pytorch3d":
-        triangle_id = _visible_triangles_pytorch3d(xy, z, faces, height, width, cull_backfaces)
+        triangle_id = visible_triangles_pytorch3d(xy, z, faces, height, width, cull_backfaces)
     else:
         triangle_id = _visible_triangles_torch(xy, z, faces.long(), height, width, cull_backfaces, max_candidates)
     return _fragments(xy, z, faces, triangle_id)
