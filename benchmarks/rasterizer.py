@@ -168,7 +168,8 @@ class Sim3DR:
     """3DDFA_V2's Sim3DR rasteriser, imported from the folder holding its built ``Sim3DR_Cython``.
 
     Sim3DR samples pixel ``(x, y)`` at integer coordinates and keeps the larger depth, so
-    vertices are given shifted by half a pixel with depth negated: it picks the same pixels.
+    vertices are given shifted by half a pixel with depth negated; then it picks the same
+    pixels (on the BFM cases, the same triangle at every covered pixel too).
     Each call allocates its buffers, as Sim3DR's own Python wrapper does.
     """
 
@@ -186,14 +187,16 @@ class Sim3DR:
     def inputs(screen: Tensor, faces: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """``(V, 3)`` float32 vertices in Sim3DR's convention and ``(F, 3)`` int32 triangles."""
         vertices = screen.detach().float().cpu().numpy() * np.float32([1, 1, -1]) - np.float32([0.5, 0.5, 0])
-        return np.ascontiguousarray(vertices, dtype=np.float32), np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int32)
+        triangles = np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int32)
+        return np.ascontiguousarray(vertices, dtype=np.float32), triangles
 
     def rasterize_triangles(self, vertices: np.ndarray, triangles: np.ndarray, height: int, width: int) -> None:
         """Triangle ids, barycentrics and depth (``rasterize_triangles``)."""
         depth = np.full((height, width), -1e8, dtype=np.float32)
         triangle = np.zeros((height, width), dtype=np.int32)
         barycentric = np.zeros((height * width, 3), dtype=np.float32)
-        self.module.rasterize_triangles(vertices, triangles, depth, triangle, barycentric, len(triangles), height, width)
+        self.module.rasterize_triangles(vertices, triangles, depth, triangle, barycentric, len(triangles),
+                                        height, width)
 
     def rasterize(self, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray, height: int, width: int
                   ) -> None:
