@@ -33,7 +33,7 @@ PerceptualLoss = Callable[[Tensor, Tensor], Tensor]
 
 
 class LatentGenerator(Protocol):
-    """What inversion needs from a StyleGAN.
+    """What inversion, the ReStyle encoder and the pose walk need from a StyleGAN: its W+ layout and two networks.
 
     ``mapping(z (B, style_dim)) -> w (B, style_dim)`` or W+ ``(B, n_latent, style_dim)`` with equal
     rows (only row 0 is used); ``synthesis(ws (B, n_latent, style_dim)) -> image (B, 3, H, W)`` in
