@@ -20,49 +20,16 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facetex.face3d.metrics import masked_psnr
+from facetex.gan.latent_generator import LatentGenerator, NoiseInputGenerator
 
 PerceptualLoss = Callable[[Tensor, Tensor], Tensor]
 """(image (B, 3, h, w), target (B, 3, h, w)) in [-1, 1] -> scalar distance, e.g. a wrapped LPIPS."""
-
-
-class LatentGenerator(Protocol):
-    """What inversion, the ReStyle encoder and the pose walk need from a StyleGAN: its W+ layout and two networks.
-
-    ``mapping(z (B, style_dim)) -> w (B, style_dim)`` or W+ ``(B, n_latent, style_dim)`` with equal
-    rows (only row 0 is used); ``synthesis(ws (B, n_latent, style_dim)) -> image (B, 3, H, W)`` in
-    [-1, 1], deterministic (StyleGAN2: its stored noise, ``noise_mode="const"``).
-    """
-
-    n_latent: int
-    style_dim: int
-
-    def mapping(self, z: Tensor) -> Tensor: ...
-
-    def synthesis(self, ws: Tensor) -> Tensor: ...
-
-
-@runtime_checkable
-class NoiseInputGenerator(Protocol):
-    """A :class:`LatentGenerator` with per-layer noise inputs (StyleGAN2), needed for ``optimize_noise``.
-
-    ``make_noise(batch) -> [(batch, 1, r, r)]`` and ``synthesis(ws, noise=[...])``.
-    """
-
-    n_latent: int
-    style_dim: int
-
-    def mapping(self, z: Tensor) -> Tensor: ...
-
-    def make_noise(self, batch: int = 1) -> list[Tensor]: ...
-
-    def synthesis(self, ws: Tensor, noise: Sequence[Tensor] | None = None) -> Tensor: ...
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from facetex.gan.inversion import LatentGenerator
+from facetex.gan.latent_generator import LatentGenerator
 from foundation.errors import InputError
 
 YawEstimator = Callable[[Tensor], Tensor]
