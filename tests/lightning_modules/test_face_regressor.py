@@ -177,3 +177,10 @@ def test_short_training_cuts_the_validation_yaw_error(tiny_face: Path, tmp_path:
     assert before["val/yaw_error"] > 20.0
     assert after["val/yaw_error"] < 0.5 * before["val/yaw_error"]
     assert after["val/nme"] < 0.8 * before["val/nme"]
+
+
+def test_default_optimizer_is_adamw_lr_1e_3_weight_decay_1e_4(tiny_face: Path) -> None:
+    module = FaceRegressorModule(model_path=str(tiny_face), widen_factor=0.25)
+    optimizer = module.optimizer(module.parameters())
+    assert type(optimizer) is torch.optim.AdamW
+    assert (optimizer.defaults["lr"], optimizer.defaults["weight_decay"]) == (1e-3, 1e-4)

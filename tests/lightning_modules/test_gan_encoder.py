@@ -159,3 +159,10 @@ def test_cli_fit_logs_losses_terms_and_grid_and_checkpoint_restores(tmp_path: Pa
     expected = cli.model.eval().encoder.invert(cli.model.generator, images, 2, latent_avg=cli.model.latent_avg)
     actual = restored.encoder.invert(restored.generator, images, 2, latent_avg=restored.latent_avg)
     torch.testing.assert_close(actual[-1], expected[-1])
+
+
+def test_default_optimizer_is_adam_at_1e_4_over_the_encoder_only() -> None:
+    module = GANEncoderModule(**TINY)
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-4
+    assert [p for group in optimizer.param_groups for p in group["params"]] == list(module.encoder.parameters())
