@@ -18,7 +18,6 @@ The network is fed the crop in BGR order: 3DDFA_V2 read images with OpenCV and t
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from foundation.checkpoints import CheckpointError, read_state_dict
+from foundation.checkpoints import CheckpointError, load_pickle, read_state_dict
 from facetex.face3d.camera import rotation_to_euler
 from facetex.face3d.crop import (
     CROP_SIZE,
@@ -155,13 +154,7 @@ def load_param_stats(path: str | Path) -> tuple[Tensor, Tensor]:
             f"parameter statistics {str(path)!r} not found; it is configs/param_mean_std_62d_120x120.pkl "
             "in github.com/cleardusk/3DDFA_V2"
         )
-    try:
-        with path.open("rb") as handle:
-            stats = pickle.load(handle)  # a pickle can run code: load only files you trust
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"cannot unpickle {str(path)!r} ({error}); expected 3DDFA_V2's param_mean_std pickle"
-        ) from error
+    stats = load_pickle(path, CheckpointError, "3DDFA_V2's param_mean_std pickle")
     if not isinstance(stats, dict) or not {"mean", "std"} <= set(stats):
         raise CheckpointError(
             f"{str(path)!r} is not a dict with 'mean' and 'std'; expected 3DDFA_V2's param_mean_std pickle"
@@ -176,10 +169,10 @@ def load_param_stats(path: str | Path) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class DecodedParams:
-    """The 62 parameters, de-normalised.
+    """3DMM parameters, de-normalised: ``[pose 12 | shape S | expression E]`` split.
 
-    ``pose (B, 3, 4)`` = ``[sR | t]`` (rotation times scale, then translation), ``shape (B, 40)``,
-    ``expression (B, 10)``.
+    ``pose (B, 3, 4)`` = ``[sR | t]`` (rotation times scale, then translation), ``shape (B, S)``,
+    ``expression (B, E)`` (3DDFA_V2: S = 40, E = 10).
     """
 
     pose: Tensor
@@ -187,16 +180,23 @@ class DecodedParams:
     expression: Tensor
 
 
-def decode_params(raw: Tensor, mean: Tensor, std: Tensor) -> DecodedParams:
-    """Network output ``(B, 62)`` -> :class:`DecodedParams` via ``raw * std + mean`` (in fp32)."""
-    if raw.dim() != 2 or raw.shape[1] != NUM_PARAMS:
-        raise ValueError(f"expected raw parameters of shape (B, {NUM_PARAMS}), got {tuple(raw.shape)}")
-    params = raw.float() * std.to(raw.device, torch.float32) + mean.to(raw.device, torch.float32)
+def split_params(params: Tensor, num_shape: int = NUM_SHAPE, num_expression: int = NUM_EXPRESSION) -> DecodedParams:
+    """De-normalised ``(B, 12 + S + E)`` parameters -> :class:`DecodedParams` (views, no copy, dtype kept)."""
+    if params.dim() != 2 or params.shape[1] != NUM_POSE + num_shape + num_expression:
+        raise ValueError(f"expected parameters of shape (B, {NUM_POSE + num_shape + num_expression}) = 12 pose + "
+                         f"{num_shape} shape + {num_expression} expression, got {tuple(params.shape)}")
     return DecodedParams(
         pose=params[:, :NUM_POSE].reshape(-1, 3, 4),
-        shape=params[:, NUM_POSE : NUM_POSE + NUM_SHAPE],
-        expression=params[:, NUM_POSE + NUM_SHAPE :],
+        shape=params[:, NUM_POSE : NUM_POSE + num_shape],
+        expression=params[:, NUM_POSE + num_shape :],
     )
+
+
+def decode_params(raw: Tensor, mean: Tensor, std: Tensor, num_shape: int = NUM_SHAPE,
+                  num_expression: int = NUM_EXPRESSION) -> DecodedParams:
+    """Network output ``(B, 12 + S + E)`` -> :class:`DecodedParams` via ``raw * std + mean`` (in fp32)."""
+    return split_params(raw.float() * std.to(raw.device, torch.float32) + mean.to(raw.device, torch.float32),
+                        num_shape, num_expression)
 
 
 def pose_to_scale_rotation(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:

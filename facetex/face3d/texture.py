@@ -62,14 +62,15 @@ class TexelSource(IntEnum):
 class FusionConfig:
     """Knobs of :func:`fuse_texture`; the defaults suit 256-2048 texel maps of a face seen at 256-1024 px.
 
-    cos_power: exponent p of the view weight cos(theta)^p (higher = trust frontal views more).
-    grazing_cutoff: degrees; views seeing a texel at a larger angle give it weight 0.
-    depth_tolerance: screen-depth slack in pixels of the visibility test (plus the texel's own slope).
-    seam_sigma: Gaussian sigma in texels for blurring the normalised weight maps, as a fraction of T.
-    silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the image side.
-    mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
-        when that one is seen better (see :func:`mirror_blend`).
-    gutter: texels of inpainted padding around the chart.
+    Attributes:
+        cos_power: exponent p of the view weight cos(theta)^p (higher = trust frontal views more).
+        grazing_cutoff: degrees; views seeing a texel at a larger angle give it weight 0.
+        depth_tolerance: screen-depth slack in pixels of the visibility test (plus the texel's own slope).
+        seam_sigma: Gaussian sigma in texels for blurring the normalised weight maps, as a fraction of T.
+        silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the image side.
+        mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
+            when that one is seen better (see :func:`mirror_blend`).
+        gutter: texels of inpainted padding around the chart.
     """
 
     cos_power: float = 3.0

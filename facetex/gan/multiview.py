@@ -77,18 +77,20 @@ def generator_resolution(generator: nn.Module) -> int:
 class MultiViewConfig:
     """What the pipeline does; see the module docstring for the two view and two geometry paths.
 
-    yaws: the asked yaw of each view, degrees (targets when calibrated, labels when ``strengths`` is given).
-    strengths: raw walk strengths, one per yaw, or None to calibrate.
-    calibration_strengths: strengths measured to fit ``yaw = a f + b`` on the inverted code.
-    refine_steps: secant corrections of ``Calibration.views_at``.
-    landmarks_source: ``"views"`` or ``"photo"``.
-    texture_size: side of the UV texture in texels.
-    turntable_size: side of the renders of the mesh alone at the view yaws.
-    encoder_steps: ReStyle iterations when the pipeline has an encoder.
-    inversion: the optimisation settings; None skips optimisation (the encoder's code is used as it is,
-        so the pipeline needs an encoder).
-    pti: the pivotal-tuning settings; None skips pivotal tuning.
-    fusion: texture fusion knobs.
+    Attributes:
+        yaws: the asked yaw of each view, degrees (targets when calibrated, labels when ``strengths`` is given).
+        strengths: raw walk strengths, one per yaw (3D-GANTex: -3..4), or None to calibrate the walk to ``yaws``.
+        calibration_strengths: strengths measured to fit ``yaw = a f + b`` on the inverted code.
+        refine_steps: secant corrections of ``Calibration.views_at``.
+        landmarks_source: ``"views"`` (fit the views' landmarks) or ``"photo"`` (turn the photo's fit).
+        texture_size: side of the UV texture in texels.
+        turntable_size: side of the renders of the mesh alone at the view yaws.
+        encoder_steps: ReStyle iterations when the pipeline has an encoder.
+        inversion: the optimisation settings; None skips optimisation (the encoder's code is used as it is,
+            so the pipeline needs an encoder).
+        pti: the pivotal-tuning settings, or None to skip pivotal tuning; the pivot is the inverted code, so of
+            ``pti.pivot`` only ``n_mean_latent`` (samples of the locality codes' w_avg) is used.
+        fusion: texture fusion knobs.
     """
 
     yaws: tuple[float, ...] = (-40.0, -30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0, 40.0)
