@@ -6,11 +6,10 @@ which :meth:`GraphInfo.from_dict` reads back.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 EdgeType = tuple[str, str, str]
-TASKS = ("multiclass", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -35,9 +34,12 @@ class HeteroSchema:
         object.__setattr__(self, "featureless_num_nodes", {t: int(n) for t, n in self.featureless_num_nodes.items()})
 
 
-@dataclass(frozen=True)
-class GraphInfo:
+class GraphInfo(NamedTuple):
     """What a node-classification dataset is, as far as a model needs to know.
+
+    A ``NamedTuple`` (immutable, compared by value) rather than a dataclass: LightningCLI expands a
+    dataclass parameter into sub-arguments that a user must give, while this one is only ever linked
+    from the datamodule (``main.py``).
 
     Attributes:
         dataset: the dataset's name (e.g. ``ogbn-mag``, ``Cora``); picks the evaluator.
@@ -49,19 +51,15 @@ class GraphInfo:
     dataset: str
     task: str
     num_classes: int
-    hetero: HeteroSchema | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+    hetero: HeteroSchema | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain lists, dicts and strings: what checkpoints and JSON files store."""
-        plain = asdict(self)
+        hetero = None
         if self.hetero is not None:
-            plain["hetero"]["node_types"] = list(self.hetero.node_types)
-            plain["hetero"]["edge_types"] = [list(e) for e in self.hetero.edge_types]
-        return plain
+            hetero = {**asdict(self.hetero), "node_types": list(self.hetero.node_types),
+                      "edge_types": [list(e) for e in self.hetero.edge_types]}
+        return {**self._asdict(), "hetero": hetero}
 
     @classmethod
     def from_dict(cls, plain: dict[str, Any]) -> "GraphInfo":

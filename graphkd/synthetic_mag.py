@@ -164,8 +164,8 @@ def write_synthetic_mag(root: str | os.PathLike, config: SyntheticMAGConfig | No
                 _write_csv(split / "paper" / f"{name}.csv.gz", np.flatnonzero(ids)[:, None])
             (staging / RELEASE_FILE).write_text("ogbn-mag layout, synthetic graph written by graphkd.synthetic_mag\n")
             (staging / MARKER_FILE).write_text(json.dumps(asdict(config), indent=2))
-    except FileExistsError:
-        if read_marker(target) != config:  # not a concurrent writer of the same graph (e.g. another DDP rank)
+    except OSError:  # the rename failed: fine when a concurrent writer (e.g. another DDP rank) put the same graph there
+        if read_marker(target) != config:
             raise
     return target
 
