@@ -63,7 +63,7 @@ class NodeClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=list(self.UNSAVED_ARGUMENTS))  # a subclass's arguments too
         self.hparams["graph_info"] = graph_info.as_dict()
         self.graph_info = graph_info
-        self.optimizer = optimizer
+        self.build_optimizer = optimizer
         self.model = build_gnn(arch, num_features, hidden_channels, num_classes, num_layers, dropout, heads, norm,
                                graph_info.hetero)
         if isinstance(self.model, RGCN):
@@ -174,4 +174,4 @@ class NodeClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The injected optimizer over every trainable parameter (the model's, and a subclass's own, e.g. KD's)."""
-        return self.optimizer([p for p in self.parameters() if p.requires_grad])
+        return self.build_optimizer([p for p in self.parameters() if p.requires_grad])
