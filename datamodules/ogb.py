@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+
 import ogb.nodeproppred
 import pandas as pd
 import torch

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
 
