@@ -15,11 +15,13 @@ import trimesh
 from PIL import Image
 
 from facetex.face3d.camera import euler_to_rotation, project
-from facetex.face3d.detector import NoFaceError
+from facetex.face3d.crop import roi_box_from_bbox, roi_box_from_landmarks
+from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.fitting import to_ibug68
-from facetex.face3d.image_io import ImageDecodeError
+from facetex.face3d.image_io import ImageDecodeError, load_image
 from app.photo_to_mesh import OutputFolderError, photo_to_mesh
-from facetex.face3d.pipeline import AssetPaths, load_face_model
+from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmarks
+from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
 from facetex.face3d.render import rerender
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
@@ -152,3 +154,17 @@ def test_script_reports_a_missing_image_clearly(shared_assets: Path, tmp_path: P
     assert "rasteriser backend: " in result.stdout
     assert "error:" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_crop_policy_box_is_the_official_single_crop_and_landmark_recrops(assets: AssetPaths, shared_assets: Path) -> None:
+    detector = FaceDetector.from_checkpoint(assets.detector)
+    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases)
+    photo = load_image(shared_assets / "faces" / "jianzhu_guo.jpg")
+    box = detector.detect_faces(photo)[:1]
+    single = regress_landmarks(photo, detector, regressor)
+    torch.testing.assert_close(single.roi_boxes, roi_box_from_bbox(box[:, :4]))
+    recropped = regress_landmarks(photo, detector, regressor, crop_policy="landmark")
+    torch.testing.assert_close(recropped.roi_boxes, roi_box_from_landmarks(single.landmarks))
+    assert not torch.equal(recropped.params.pose, single.params.pose)
+    with pytest.raises(ValueError, match="'box' or 'landmark'"):
+        regress_landmarks(photo, detector, regressor, crop_policy="tracking")  # type: ignore[arg-type]
