@@ -25,7 +25,7 @@ from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
 from facetex.face3d.render import rerender
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
-from facetex.face3d.texture import TexelSource
+from facetex.face3d.texture import TexelSource, layout_uv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ def test_views_of_a_known_face_recover_its_texture(assets: AssetPaths) -> None:
     rotation = euler_to_rotation(yaws, torch.zeros(3), torch.zeros(3))
     screen = project(vertices.expand(3, -1, -1), rotation, torch.full((3,), 1.6), torch.full((3, 2), 192.0))
     truth = checkerboard_texture(256)
-    images, _ = render_textured(screen, model.triangles, model.uv, truth[None], 384)
+    images, _ = render_textured(screen, model.triangles, layout_uv(model.uv, 256), truth[None], 384)  # process_uv map
     landmarks, visible = to_ibug68(model.landmarks(screen)[..., :2], model.landmark_ids)
 
     fit = fit_views(model, landmarks, visible)
@@ -115,7 +115,7 @@ def test_rerender_scores_each_view_inside_its_mask_and_nan_where_the_mesh_is_off
     screen = project(model.mean.expand(3, -1, -1), rotation, torch.full((3,), 1.2),
                      torch.tensor([[96.0, 96.0], [96.0, 96.0], [-5000.0, 96.0]]))
     truth = checkerboard_texture(128)
-    images, _ = render_textured(screen, model.triangles, model.uv, truth[None], 192)
+    images, _ = render_textured(screen, model.triangles, layout_uv(model.uv, 128), truth[None], 192)  # process_uv map
     reconstruction = FaceReconstruction(fit=None, vertices=model.mean.expand(3, -1, -1), screen_vertices=screen,
                                         fused=SimpleNamespace(texture=truth))
     scored = rerender(images, reconstruction, model)

@@ -15,6 +15,7 @@ from facetex.face3d.texture import (
     TexelSource,
     build_uv_chart,
     fuse_texture,
+    layout_uv,
     mirror_blend,
     push_pull,
     sample_at_mirror,
@@ -143,6 +144,37 @@ def test_vertex_colours_read_the_texture_at_their_uv() -> None:
     torch.testing.assert_close(colours, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
 
 
+def test_layout_uv_is_3ddfa_v2_process_uv() -> None:
+    # process_uv: (u, v) -> column u (S - 1), row S - v (S - 1) - 1, texel centres on integers
+    uv = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.3, 0.8]])
+    laid = layout_uv(uv, 256)
+    column, row = laid[:, 0] * 256 - 0.5, (1 - laid[:, 1]) * 256 - 0.5  # OBJ-style -> texel index coordinates
+    torch.testing.assert_close(column, uv[:, 0] * 255)
+    torch.testing.assert_close(row, 256 - uv[:, 1] * 255 - 1)
+    torch.testing.assert_close(layout_uv(uv, (128, 256))[:, 1], (uv[:, 1] * 127 + 0.5) / 128)
+
+
+def test_a_known_vertex_lands_on_the_texel_process_uv_gives_it() -> None:
+    """A vertex at uv (100/255, 55/255) must be texel (row 200, col 100) of a 256 map, as 3DDFA_V2 lays it."""
+    size, (column, row) = 256, (100, 200)
+    centre = torch.tensor([column / (size - 1), 1 - row / (size - 1)])
+    ring = torch.tensor([[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 1.0],
+                         [-1.0, 0.0]])
+    uv = torch.cat([centre[None], centre + 0.04 * ring])
+    vertices = torch.cat([torch.zeros(1, 2), ring], dim=0)
+    vertices = torch.cat([vertices, torch.zeros(9, 1)], dim=1)
+    faces = torch.tensor([[0, 1 + i, 1 + (i + 1) % 8] for i in range(8)])  # a fan around the centre vertex, CCW
+    screen = _frontal(vertices, size=128, scale=40.0)
+    ys, xs = torch.meshgrid(torch.arange(128.0) + 0.5, torch.arange(128.0) + 0.5, indexing="ij")
+    image = torch.stack([xs / 128, ys / 128, torch.zeros_like(xs)])  # a linear ramp: bilinear reads are exact
+    fused = fuse_texture(image[None], screen[None], faces, uv, size, config=FusionConfig(silhouette_margin=0.0))
+    expected = torch.tensor([screen[0, 0] / 128, screen[0, 1] / 128, 0.0])
+    torch.testing.assert_close(fused.texture[:, row, column], expected, atol=1e-5, rtol=0)
+    # one texel over is a different colour: the centre vertex is not a texel off
+    assert (fused.texture[:, row, column + 1] - expected).abs().max() > 1e-3
+    torch.testing.assert_close(texture_to_vertex_colors(fused.texture, uv[:1])[0], expected, atol=1e-5, rtol=0)
+
+
 def test_bad_inputs_raise_clear_errors() -> None:
     vertices, faces, uv = _two_quads()
     with pytest.raises(ValueError, match=r"\[256, 2048\]"):
@@ -173,7 +205,9 @@ def _render_sfm_mean(
     centre = (model.mean.amax(dim=0) + model.mean.amin(dim=0)) / 2
     screen = project((model.mean - centre)[None].expand(count, -1, -1), rotation, scale,
                      torch.full((count, 2), IMAGE_SIZE / 2))
-    images, _ = render_textured(screen, model.triangles, model.uv, texture[None], IMAGE_SIZE)
+    # the truth is a map in process_uv layout, as fusion makes them
+    uv = layout_uv(model.uv, tuple(texture.shape[-2:]))
+    images, _ = render_textured(screen, model.triangles, uv, texture[None], IMAGE_SIZE)
     return images, screen
 
 
@@ -199,9 +233,9 @@ def test_recovers_a_known_texture_from_five_views(sfm: MorphableModel) -> None:
 
 
 def _texel_of(model: MorphableModel, vertex: int) -> torch.Tensor:
-    """(row, col) of the texel under a vertex's UV."""
+    """(row, col) of the texel nearest a vertex in process_uv layout."""
     u, v = model.uv[vertex]
-    return torch.tensor([int((1 - v) * TEXTURE_SIZE), int(u * TEXTURE_SIZE)]).clamp(0, TEXTURE_SIZE - 1)
+    return torch.tensor([round(float((1 - v) * (TEXTURE_SIZE - 1))), round(float(u * (TEXTURE_SIZE - 1)))])
 
 
 def test_one_view_fills_the_hidden_side_by_symmetry(sfm: MorphableModel) -> None:
