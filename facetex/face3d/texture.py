@@ -14,7 +14,8 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
    and ramped down to zero over ``silhouette_margin`` next to the view's mesh silhouette.
 4. Sampling. The image is read bilinearly at the texel's screen position with ``grid_sample``;
    screen x maps to ``2 x / W - 1`` with ``align_corners=False``, which puts pixel ``j``'s centre at
-   ``x = j + 0.5`` as the rasteriser does.
+   ``x = j + 0.5`` as the rasteriser does. Only pixels the mesh covers in that view enter the
+   bilinear average (weights renormalised), so texels at the silhouette do not take background colour.
 5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
    normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
    and renormalised. The blend then changes smoothly across the border between two views instead of
@@ -202,7 +203,11 @@ def sample_view(
     weight = torch.where(visibility & (cosine > min_cosine), cosine.clamp_min(0.0) ** config.cos_power, 0.0)
     weight = weight * silhouette_falloff(torch.isfinite(zbuffer), texel_points[..., :2], config.silhouette_margin)
     grid = _screen_to_grid(texel_points[..., :2], height, width)[None]
-    colour = F.grid_sample(image.float()[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    # bilinear over the pixels the mesh covers only: at the silhouette the background does not bleed in
+    covered = torch.isfinite(zbuffer).float()[None]
+    stacked = torch.cat([image.float() * covered, covered])[None]
+    sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    colour = sampled[:-1] / sampled[-1:].clamp_min(1e-6)
     return colour, visibility, weight
 
 
