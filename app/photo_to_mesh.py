@@ -19,7 +19,7 @@ from app.face_outputs import photo_folder, write_face_folder
 from app.face_tensorboard import log_photo
 from facetex.face3d.detector import FaceDetector
 from facetex.face3d.image_io import load_image
-from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model, regress_landmarks
+from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_face_model, regress_landmarks
 from facetex.face3d.rasterizer import active_backend
 from facetex.face3d.reconstruction import fit_views, texture_views
 from facetex.face3d.regressor import FaceRegressor
@@ -58,10 +58,12 @@ def photo_to_mesh(
     progress: bool = True,
     device: str | torch.device = "cpu",
     tensorboard_dir: str | Path | None = None,
+    crop_policy: CropPolicy = "box",
 ) -> dict[str, Any]:
     """Run photo -> textured mesh and write ``face.obj/.mtl/.png``, ``face.ply``, ``grid.png`` and ``metrics.json``.
 
-    Everything runs on ``device``. ``out_dir`` appears with all its files or not at all (an earlier face
+    Everything runs on ``device``. ``crop_policy`` is 3DDFA_V2's (``pipeline.regress_landmarks``): the
+    official single crop from the detector box, or ``"landmark"`` for a second crop around its landmarks. ``out_dir`` appears with all its files or not at all (an earlier face
     folder there is replaced). Returns the metrics written to ``metrics.json`` (scores, pose, fit error,
     texel sources, rasteriser backend, seconds per stage). Raises ``ImageDecodeError`` or
     ``FileNotFoundError`` for an unreadable image, ``NoFaceError`` when the detector finds no face and
@@ -89,7 +91,7 @@ def photo_to_mesh(
     regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases).to(device)
     model = load_face_model(assets, face_model).to(device)
     stage("detect + 3DDFA landmarks")
-    regression = regress_landmarks(photo, detector, regressor)
+    regression = regress_landmarks(photo, detector, regressor, crop_policy)
     stage("fit face model")
     fit = fit_views(model, regression.landmarks[:, :, :2])
     stage("fuse texture")
@@ -104,6 +106,7 @@ def photo_to_mesh(
         "face_model": face_model,
         "rasterizer_backend": active_backend(),
         "texture_size": texture_size,
+        "crop_policy": crop_policy,
         "rerender": {"psnr": float(scored.psnr.mean()), "ssim": float(scored.ssim.mean()),
                      "mask_fraction": float(scored.masks.mean())},
         "pose_degrees": {"yaw": float(fit.yaw[0, 0]), "pitch": float(fit.pitch[0, 0]), "roll": float(fit.roll[0, 0])},

@@ -1,7 +1,8 @@
 """What the face pipeline is built from: its asset files, the face model, and the detection glue.
 
 * :class:`AssetPaths` and :func:`load_face_model`: the weights and face models it reads;
-* :func:`regress_landmarks`: one photo -> FaceBoxes detection -> 3DDFA_V2 landmarks of the best face.
+* :func:`regress_landmarks`: one photo -> FaceBoxes detection -> 3DDFA_V2 landmarks of the best face
+  (the official demo's single crop from the detector box by default).
 
 The steps after the landmarks are ``reconstruction`` (fit + texture) and ``render`` (re-render +
 score, turntable); the photo -> files job that chains them is ``app.photo_to_mesh``.
@@ -19,6 +20,7 @@ from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.regressor import FaceRegression, FaceRegressor
 
 FaceModelName = Literal["sfm", "bfm"]
+CropPolicy = Literal["box", "landmark"]
 
 
 @dataclass
@@ -64,7 +66,16 @@ def load_face_model(assets: AssetPaths, name: FaceModelName = "sfm") -> Morphabl
     raise ValueError(f"face model must be 'sfm' or 'bfm', got {name!r}")
 
 
-def regress_landmarks(image: Tensor, detector: FaceDetector, regressor: FaceRegressor) -> FaceRegression:
-    """68 landmarks and pose of the most confident face in ``image`` ``(3, H, W)`` (raises ``NoFaceError`` if none)."""
+def regress_landmarks(
+    image: Tensor, detector: FaceDetector, regressor: FaceRegressor, crop_policy: CropPolicy = "box"
+) -> FaceRegression:
+    """68 landmarks and pose of the most confident face in ``image`` ``(3, H, W)`` (raises ``NoFaceError`` if none).
+
+    ``crop_policy``: ``"box"`` crops once from the detector box (3DDFA_V2's image demo, so the numbers are
+    the official ones); ``"landmark"`` crops again around those landmarks and regresses once more (its
+    video demo's tracking crop), which moves pose by a few degrees (see docs/face3d.md).
+    """
+    if crop_policy not in ("box", "landmark"):
+        raise ValueError(f"crop_policy must be 'box' or 'landmark', got {crop_policy!r}")
     boxes = detector.detect_faces(image)
-    return regressor.from_boxes(image, boxes[:1], refine=True)
+    return regressor.from_boxes(image, boxes[:1], refine=crop_policy == "landmark")

@@ -16,6 +16,7 @@ from facetex.face3d.metrics import masked_psnr, masked_ssim
 from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.reconstruction import FaceReconstruction
 from facetex.face3d.synthetic import render_textured
+from facetex.face3d.texture import layout_uv
 
 
 class Rerender(NamedTuple):
@@ -32,8 +33,9 @@ class Rerender(NamedTuple):
 
 def rerender(images: Tensor, reconstruction: FaceReconstruction, model: MorphableModel) -> Rerender:
     """Render ``reconstruction`` into each of its K views ``images`` ``(K, 3, H, W)`` in [0, 1] and score it there."""
-    renders, masks = render_textured(reconstruction.screen_vertices, model.triangles, model.uv,
-                                     reconstruction.fused.texture[None], tuple(images.shape[-2:]))
+    texture = reconstruction.fused.texture
+    renders, masks = render_textured(reconstruction.screen_vertices, model.triangles,
+                                     layout_uv(model.uv, tuple(texture.shape[-2:])), texture[None], tuple(images.shape[-2:]))
     psnr = torch.full((images.shape[0],), float("nan"), device=images.device)
     ssim = psnr.clone()
     covered = masks.flatten(1).sum(1) > 0
@@ -48,6 +50,8 @@ def render_turntable(
 ) -> Tensor:
     """The textured mesh ``vertices`` ``(V, 3)`` turned to each yaw (pitch = roll = 0), centred.
 
+    ``texture`` ``(3, T, T)`` is a map in ``process_uv`` layout (``texture.layout_uv``), as fusion makes them.
+
     Returns ``(Y, 3, size, size)`` renders on a grey background.
     """
     count, like = len(yaws), {"dtype": vertices.dtype, "device": vertices.device}
@@ -59,5 +63,6 @@ def render_turntable(
     translation = torch.full((count, 2), size / 2, **like)
     screen = project((vertices - centre)[None].expand(count, -1, -1), rotation, scale, translation)
     background = torch.full((count, 3, size, size), 0.5, **like)
-    images, _ = render_textured(screen, model.triangles, model.uv, texture[None], size, background=background)
+    uv = layout_uv(model.uv, tuple(texture.shape[-2:]))
+    images, _ = render_textured(screen, model.triangles, uv, texture[None], size, background=background)
     return images

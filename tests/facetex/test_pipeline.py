@@ -15,15 +15,17 @@ import trimesh
 from PIL import Image
 
 from facetex.face3d.camera import euler_to_rotation, project
-from facetex.face3d.detector import NoFaceError
+from facetex.face3d.crop import roi_box_from_bbox, roi_box_from_landmarks
+from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.fitting import to_ibug68
-from facetex.face3d.image_io import ImageDecodeError
+from facetex.face3d.image_io import ImageDecodeError, load_image
 from app.photo_to_mesh import OutputFolderError, photo_to_mesh
-from facetex.face3d.pipeline import AssetPaths, load_face_model
+from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmarks
+from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
 from facetex.face3d.render import rerender
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
-from facetex.face3d.texture import TexelSource
+from facetex.face3d.texture import TexelSource, layout_uv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +80,7 @@ def test_views_of_a_known_face_recover_its_texture(assets: AssetPaths) -> None:
     rotation = euler_to_rotation(yaws, torch.zeros(3), torch.zeros(3))
     screen = project(vertices.expand(3, -1, -1), rotation, torch.full((3,), 1.6), torch.full((3, 2), 192.0))
     truth = checkerboard_texture(256)
-    images, _ = render_textured(screen, model.triangles, model.uv, truth[None], 384)
+    images, _ = render_textured(screen, model.triangles, layout_uv(model.uv, 256), truth[None], 384)  # process_uv map
     landmarks, visible = to_ibug68(model.landmarks(screen)[..., :2], model.landmark_ids)
 
     fit = fit_views(model, landmarks, visible)
@@ -113,7 +115,7 @@ def test_rerender_scores_each_view_inside_its_mask_and_nan_where_the_mesh_is_off
     screen = project(model.mean.expand(3, -1, -1), rotation, torch.full((3,), 1.2),
                      torch.tensor([[96.0, 96.0], [96.0, 96.0], [-5000.0, 96.0]]))
     truth = checkerboard_texture(128)
-    images, _ = render_textured(screen, model.triangles, model.uv, truth[None], 192)
+    images, _ = render_textured(screen, model.triangles, layout_uv(model.uv, 128), truth[None], 192)  # process_uv map
     reconstruction = FaceReconstruction(fit=None, vertices=model.mean.expand(3, -1, -1), screen_vertices=screen,
                                         fused=SimpleNamespace(texture=truth))
     scored = rerender(images, reconstruction, model)
@@ -152,3 +154,17 @@ def test_script_reports_a_missing_image_clearly(shared_assets: Path, tmp_path: P
     assert "rasteriser backend: " in result.stdout
     assert "error:" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_crop_policy_box_is_the_official_single_crop_and_landmark_recrops(assets: AssetPaths, shared_assets: Path) -> None:
+    detector = FaceDetector.from_checkpoint(assets.detector)
+    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases)
+    photo = load_image(shared_assets / "faces" / "jianzhu_guo.jpg")
+    box = detector.detect_faces(photo)[:1]
+    single = regress_landmarks(photo, detector, regressor)
+    torch.testing.assert_close(single.roi_boxes, roi_box_from_bbox(box[:, :4]))
+    recropped = regress_landmarks(photo, detector, regressor, crop_policy="landmark")
+    torch.testing.assert_close(recropped.roi_boxes, roi_box_from_landmarks(single.landmarks))
+    assert not torch.equal(recropped.params.pose, single.params.pose)
+    with pytest.raises(ValueError, match="'box' or 'landmark'"):
+        regress_landmarks(photo, detector, regressor, crop_policy="tracking")  # type: ignore[arg-type]
