@@ -84,6 +84,7 @@ class DistillationModule(NodeClassifier):
         norm: student BatchNorm.
         lr: Adam learning rate (student, KD parameters and a jointly trained teacher).
         weight_decay: Adam weight decay.
+        arch_options: further keyword arguments of the student architecture.
     """
 
     def __init__(
@@ -104,9 +105,10 @@ class DistillationModule(NodeClassifier):
         norm: bool = False,
         lr: float = 0.01,
         weight_decay: float = 5e-4,
+        arch_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_features, num_classes, graph_info, arch, hidden_channels, num_layers, dropout, heads, norm,
-                         lr, weight_decay)
+                         lr, weight_decay, arch_options)
         self.save_hyperparameters(ignore=["distiller"])
         if distill_nodes not in ("train", "all"):
             raise ValueError(f"distill_nodes must be 'train' or 'all', got {distill_nodes!r}")

@@ -13,6 +13,7 @@ from torch_geometric.data import Data, HeteroData
 from graphkd.evaluation import NodeEvaluator
 from graphkd.models import RGCN, build_gnn, relation_key
 from graphkd.outputs import GNNOutput
+from graphkd.parameter_groups import optimizer_groups
 
 SPLITS = ("train", "val", "test")
 
@@ -114,14 +115,15 @@ class NodeClassifier(L.LightningModule):
         num_features: input feature width (linked from the datamodule).
         num_classes: classes or tasks (linked from the datamodule).
         graph_info: dataset facts (linked from the datamodule): name, task, hetero schema.
-        arch: ``gcn``, ``sage``, ``gat``, ``mlp`` or ``rgcn`` (heterogeneous ogbn-mag).
+        arch: ``gcn``, ``sage``, ``gat``, ``mlp``, ``gcnii`` or ``rgcn`` (heterogeneous ogbn-mag).
         hidden_channels: hidden width (per head for GAT).
         num_layers: number of message-passing layers.
         dropout: dropout on each layer's input.
         heads: attention heads of GAT hidden layers.
         norm: BatchNorm after each hidden layer.
         lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        weight_decay: Adam weight decay (parts of a model may set their own, e.g. GCNII's ``conv_weight_decay``).
+        arch_options: further keyword arguments of the architecture (GCNII: ``alpha``, ``lamda``, ``conv_weight_decay``).
     """
 
     def __init__(
@@ -137,12 +139,13 @@ class NodeClassifier(L.LightningModule):
         norm: bool = False,
         lr: float = 0.01,
         weight_decay: float = 5e-4,
+        arch_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.graph_info = graph_info
         self.model = build_gnn(arch, num_features, hidden_channels, num_classes, num_layers, dropout, heads, norm,
-                               graph_info["hetero"])
+                               graph_info["hetero"], arch_options)
         freeze_unreachable(self.model, graph_info)
         self.evaluator = NodeEvaluator(graph_info["dataset"], graph_info["task"])
         # per split: (node ids, labels, predictions) of every step since the last metric
@@ -251,6 +254,5 @@ class NodeClassifier(L.LightningModule):
         return {"node_id": node_id, "prediction": prediction}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(optimizer_groups(self), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
