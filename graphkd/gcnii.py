@@ -20,8 +20,8 @@ CiteSeer: 0.01 vs 5e-4); :meth:`GCNII.parameter_groups` says so to the optimizer
 
 The edge weights of ``P`` are computed once per forward and shared by all layers (PyG's example
 does it once as a transform); ``GCN2Conv`` normalising by itself would redo it in each of 64 layers.
-On Cora's 64-layer model a sparse CSR ``P`` was no faster than these weighted edges on one CPU
-thread (0.33 s vs 0.32 s per training step), so the plain edge list is kept.
+A sparse CSR ``P`` was tried for the 64-layer Cora model and was no faster than these weighted edges
+on one CPU thread (an ad-hoc comparison of training steps), so the plain edge list is kept.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class GCNII(nn.Module):
         self.layer_dims = [*[hidden_channels] * num_layers, out_channels]
 
     def forward(self, x: Tensor, edge_index: Tensor) -> GNNOutput:
-        """``x (N, in)``, ``edge_index (2, E)`` -> logits ``(N, out)`` and the ``L`` layers' ``(N, hidden)`` outputs."""
+        """``x (N, in)`` (dense), ``edge_index (2, E)`` -> logits ``(N, out)`` and the ``L`` layers' ``(N, hidden)`` outputs."""
         edge_index, edge_weight = normalized_adjacency(edge_index, x.size(0), x.dtype)
         x = F.dropout(x, self.dropout, self.training)
         x = x_0 = self.lins[0](x).relu()
