@@ -95,7 +95,7 @@ class GCNII(nn.Module):
         self.layer_dims = [*[hidden_channels] * num_layers, out_channels]
 
     def forward(self, x: Tensor, edge_index: Tensor) -> GNNOutput:
-        """``x (N, in)`` (dense), ``edge_index (2, E)`` -> logits ``(N, out)`` and the ``L`` layers' ``(N, hidden)`` outputs."""
+        """``x (N, in)`` (dense), ``edge_index (2, E)`` -> logits ``(N, out)``, the ``L`` layers' ``(N, hidden)``."""
         edge_index, edge_weight = normalized_adjacency(edge_index, x.size(0), x.dtype)
         x = F.dropout(x, self.dropout, self.training)
         x = x_0 = self.lins[0](x).relu()
