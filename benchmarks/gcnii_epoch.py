@@ -8,13 +8,15 @@ on, forward, cross-entropy on the training rows, backward, Adam step with GCNII'
 and one evaluation forward (eval mode, no grad) that scores validation and test. Cases: GCNII at the
 published Cora (64 x 64), CiteSeer-shaped (32 x 256) and PubMed-shaped (16 x 256) sizes, all on Cora's
 features, against the peer of the same process, a GCN 2 x 64 (Kipf & Welling's Cora model), as the
-ratio. Cases are timed in turn, round after round, so load from other processes falls on all alike;
+ratio (of wall-clock times; the process CPU time is printed too, since on a shared machine it is
+less disturbed by other processes than the wall clock). Cases are timed in turn, round after round, so load from other processes falls on all alike;
 each number is the median over rounds after warm-up rounds. Cora: the ``ind.cora.*`` files of
 ``../shared/assets/graphs/planetoid`` (or ``--planetoid``), loaded from a temporary copy.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -51,9 +53,9 @@ def load_cora(planetoid: Path, workdir: Path) -> Data:
     return PyGDataModule("Planetoid", {"name": "Cora"}, root=str(workdir), normalize_features=True).graph
 
 
-def epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> float:
-    """Seconds of one training step plus one evaluation forward."""
-    start = time.perf_counter()
+def epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one training step plus one evaluation forward."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     model.train()
     optimizer.zero_grad()
     loss = F.cross_entropy(model(data.x, data.edge_index).logits[data.train_mask], data.y[data.train_mask])
@@ -62,7 +64,7 @@ def epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> flo
     model.eval()
     with torch.no_grad():
         model(data.x, data.edge_index)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def measure(data: Data, runs: int, warmup: int) -> dict[str, dict[str, float]]:
@@ -72,23 +74,26 @@ def measure(data: Data, runs: int, warmup: int) -> dict[str, dict[str, float]]:
     for name, (arch, layers, hidden, dropout, options) in CASES.items():
         model = build_gnn(arch, data.num_features, hidden, num_classes, layers, dropout, arch_options=options)
         setups[name] = (model, torch.optim.Adam(optimizer_groups(model), lr=0.01, weight_decay=5e-4))
-    times: dict[str, list[float]] = {name: [] for name in CASES}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in CASES}
     for round_ in range(warmup + runs):
         for name, (model, optimizer) in setups.items():
             seconds = epoch(model, optimizer, data)
             if round_ >= warmup:
                 times[name].append(seconds)
-    peer = statistics.median(times[PEER])
-    return {name: {"parameters": count_parameters(setups[name][0]), "epoch_s": statistics.median(t),
-                   "ratio_to_peer": statistics.median(t) / peer} for name, t in times.items()}
+    wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+    return {name: {"parameters": count_parameters(setups[name][0]), "epoch_s": wall[name],
+                   "epoch_cpu_s": statistics.median(c for _, c in t), "ratio_to_peer": wall[name] / wall[PEER]}
+            for name, t in times.items()}
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [machine_line(report["machine"]), "",
-             f"One full-batch epoch on Cora (train step + eval forward), median of {report['runs']} rounds:", "",
-             "| model | parameters | epoch (s) | x peer |", "| --- | ---: | ---: | ---: |"]
+             f"One full-batch epoch on Cora (train step + eval forward), median of {report['runs']} rounds "
+             f"(1-min load average at the start: {report['load_average_1min']:.1f}):", "",
+             "| model | parameters | epoch (s) | epoch CPU (s) | x peer |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, row in report["cases"].items():
-        lines.append(f"| {name} | {row['parameters']:,} | {row['epoch_s']:.3f} | {row['ratio_to_peer']:.1f} |")
+        lines.append(f"| {name} | {row['parameters']:,} | {row['epoch_s']:.3f} | {row['epoch_cpu_s']:.3f} "
+                     f"| {row['ratio_to_peer']:.1f} |")
     return "\n".join(lines)
 
 
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"no ind.cora.* files in {args.planetoid}; pass --planetoid")
     with tempfile.TemporaryDirectory() as workdir:
         data = load_cora(args.planetoid, Path(workdir))
-    report = {"machine": machine(), "runs": args.runs, "cases": measure(data, args.runs, args.warmup)}
+    report = {"machine": machine(), "load_average_1min": os.getloadavg()[0], "runs": args.runs,
+              "cases": measure(data, args.runs, args.warmup)}
     print(markdown(report))
     if args.out:
         write_json(args.out, report)

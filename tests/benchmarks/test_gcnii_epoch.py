@@ -17,6 +17,6 @@ def test_one_round_reports_every_case(shared_assets: Path, tmp_path: Path, capsy
     assert list(cases) == list(gcnii_epoch.CASES)
     assert cases["GCNII 64 x 64 (Cora)"]["parameters"] == 354_375  # as tests/graphkd/test_gcnii.py counts by hand
     assert cases[gcnii_epoch.PEER]["ratio_to_peer"] == 1.0
-    assert all(row["epoch_s"] > 0 for row in cases.values())
+    assert all(row["epoch_s"] > 0 and row["epoch_cpu_s"] > 0 for row in cases.values())
     printed = capsys.readouterr().out
     assert all(f"| {name} |" in printed for name in cases)
