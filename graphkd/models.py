@@ -18,6 +18,7 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.utils import scatter
 
 from graphkd.graph_info import EdgeType, HeteroSchema
+from graphkd.gcnii import GCNII
 from graphkd.outputs import GNNOutput
 
 
@@ -248,7 +249,7 @@ class RGCN(nn.Module):
         return GNNOutput(logits=x_dict[self.target], hidden=hidden)
 
 
-ARCHITECTURES: dict[str, type[GNN]] = {"gcn": GCN, "sage": GraphSAGE, "gat": GAT, "mlp": MLP}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"gcn": GCN, "sage": GraphSAGE, "gat": GAT, "mlp": MLP, "gcnii": GCNII}
 
 
 def build_gnn(
@@ -261,10 +262,12 @@ def build_gnn(
     heads: int = 4,
     norm: bool = False,
     hetero: HeteroSchema | None = None,
+    arch_options: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Build a model by name: ``gcn``, ``sage``, ``gat``, ``mlp`` or ``rgcn``.
+    """Build a model by name: ``gcn``, ``sage``, ``gat``, ``mlp``, ``gcnii`` or ``rgcn``.
 
     ``hetero`` (the graph's schema) is required for ``rgcn`` and refused by the others.
+    ``arch_options`` are further keyword arguments of the architecture (e.g. GCNII's ``alpha``).
     """
     if arch == "rgcn":
         if norm:
@@ -281,7 +284,8 @@ def build_gnn(
     if hetero is not None:
         raise ValueError(f"arch {arch!r} is homogeneous but the data is heterogeneous; use arch 'rgcn' or hetero: false")
     kwargs: dict[str, Any] = {"heads": heads} if arch == "gat" else {}
-    return ARCHITECTURES[arch](in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, norm=norm, **kwargs)
+    return ARCHITECTURES[arch](in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, norm=norm, **kwargs,
+                               **(arch_options or {}))
 
 
 def count_parameters(model: nn.Module) -> int:

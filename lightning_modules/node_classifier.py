@@ -1,7 +1,7 @@
 """Training a GNN on node classification: the teacher stage and the no-KD student."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import lightning as L
 import torch
@@ -16,6 +16,7 @@ from graphkd.graph_info import GraphInfo
 from graphkd.models import RGCN, build_gnn
 from graphkd.node_batch import NodeBatch
 from graphkd.outputs import GNNOutput
+from graphkd.parameter_groups import optimizer_groups
 
 SPLITS = ("train", "val", "test")
 
@@ -32,14 +33,16 @@ class NodeClassifier(L.LightningModule):
         num_features: input feature width (linked from the datamodule).
         num_classes: classes or tasks (linked from the datamodule).
         graph_info: dataset facts (linked from the datamodule): name, task, hetero schema.
-        arch: ``gcn``, ``sage``, ``gat``, ``mlp`` or ``rgcn`` (heterogeneous ogbn-mag).
+        arch: ``gcn``, ``sage``, ``gat``, ``mlp``, ``gcnii`` or ``rgcn`` (heterogeneous ogbn-mag).
         hidden_channels: hidden width (per head for GAT).
         num_layers: number of message-passing layers.
         dropout: dropout on each layer's input.
         heads: attention heads of GAT hidden layers.
         norm: BatchNorm after each hidden layer.
-        optimizer: builds the optimizer from the trainable parameters; in YAML
-            ``{class_path: torch.optim.Adam, init_args: {lr: 0.01, weight_decay: 5.0e-4}}`` (the default).
+        arch_options: further keyword arguments of the architecture (GCNII: ``alpha``, ``lamda``,
+            ``conv_weight_decay``).
+        optimizer: builds the optimizer from the trainable parameters, given as groups (parts of a model may set
+            their own weight decay, e.g. GCNII's); in YAML ``{class_path: torch.optim.Adam, init_args: {lr: 0.01, weight_decay: 5.0e-4}}`` (the default).
     """
 
     UNSAVED_ARGUMENTS: tuple[str, ...] = ("graph_info", "optimizer")
@@ -57,6 +60,7 @@ class NodeClassifier(L.LightningModule):
         dropout: float = 0.5,
         heads: int = 4,
         norm: bool = False,
+        arch_options: dict[str, Any] | None = None,
         optimizer: OptimizerCallable = adam,
     ) -> None:
         super().__init__()
@@ -65,7 +69,7 @@ class NodeClassifier(L.LightningModule):
         self.graph_info = graph_info
         self.build_optimizer = optimizer
         self.model = build_gnn(arch, num_features, hidden_channels, num_classes, num_layers, dropout, heads, norm,
-                               graph_info.hetero)
+                               graph_info.hetero, arch_options)
         if isinstance(self.model, RGCN):
             self.model.freeze_unreachable()
         self.evaluator = NodeEvaluator(graph_info.dataset, graph_info.task)
@@ -174,4 +178,4 @@ class NodeClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The injected optimizer over every trainable parameter (the model's, and a subclass's own, e.g. KD's)."""
-        return self.build_optimizer([p for p in self.parameters() if p.requires_grad])
+        return self.build_optimizer(optimizer_groups(self))
