@@ -155,6 +155,8 @@ def test_config_pairs_strengths_with_yaws() -> None:
         MultiViewConfig(yaws=(0.0, 10.0), strengths=(0.0,))
     with pytest.raises(ValueError, match="landmarks_source"):
         MultiViewConfig(landmarks_source="mesh")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="crop_policy"):
+        MultiViewConfig(crop_policy="tracking")  # type: ignore[arg-type]
 
 
 def test_load_generator_reads_rosinality_and_refuses_unknown_files(tmp_path: Path) -> None:
