@@ -37,9 +37,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.image_io import IMAGE_SUFFIXES, ImageDecodeError, decode_image
-from facetex.face3d.pipeline import regress_landmarks
 from facetex.face3d.regressor import FaceRegressor
-from facetex.gan.align import AlignmentError, align_face, ffhq_quad
+from facetex.gan.align import AlignmentError, align_face, ffhq_landmarks, ffhq_quad
 from foundation.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -265,7 +264,7 @@ class FFHQDataModule(L.LightningDataModule):
         for index, name in enumerate(source.names):
             try:
                 image = decode_image(source.read(index), name)
-                points = regress_landmarks(image, detector, regressor).landmarks[0, :, :2].cpu()
+                points = ffhq_landmarks(image, detector, regressor)
                 ffhq_quad(points)  # raises AlignmentError for landmarks that cannot orient a crop
             except (NoFaceError, AlignmentError, ImageDecodeError) as error:
                 log.warning("skipping %s: %s", name, error)
