@@ -194,7 +194,7 @@ class RGCN(nn.Module):
         self.num_layers = num_layers
         self.embeddings = nn.ModuleDict({t: nn.Embedding(n, in_channels) for t, n in num_nodes.items()})
         widths = [in_channels, *[hidden_channels] * (num_layers - 1), out_channels]
-        edge_types = [tuple(e) for e in edge_types]
+        edge_types = [tuple(e) for e in edge_types]  # type: ignore[misc]
         self.convs = nn.ModuleList(
             RelationalConv(widths[i], widths[i + 1], node_types, edge_types) for i in range(num_layers)
         )

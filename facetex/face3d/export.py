@@ -11,7 +11,7 @@ as is and its ``vt`` lines are the UVs unchanged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeAlias
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from foundation.files import atomic_paths
 
-ArrayLike = torch.Tensor | np.ndarray
+ArrayLike: TypeAlias = torch.Tensor | np.ndarray
 
 
 def _as_numpy(array: ArrayLike) -> np.ndarray:

@@ -302,7 +302,7 @@ def add_textured_mesh(writer: Any, tag: str, grid_path: Path, model: MorphableMo
                       reconstruction: FaceReconstruction) -> None:
     """``tag/grid`` (the written grid PNG), ``tag/uv_texture`` and ``tag/mesh`` (vertex-coloured) on a SummaryWriter."""
     texture = reconstruction.fused.texture.detach().cpu().clamp(0, 1)
-    colours = (texture_to_vertex_colors(texture, model.uv.cpu()).clamp(0, 1) * 255).to(torch.uint8)
+    colours = (texture_to_vertex_colors(texture, model.uv.cpu()).clamp(0, 1) * 255).to(torch.uint8)  # type: ignore[union-attr]
     writer.add_image(f"{tag}/grid", load_image(grid_path), dataformats="CHW")
     writer.add_image(f"{tag}/uv_texture", texture, dataformats="CHW")
     writer.add_mesh(f"{tag}/mesh", vertices=reconstruction.vertices[:1].detach().cpu(), colors=colours[None],

@@ -16,7 +16,7 @@ from tests.graph_fixtures import TINY_MAG
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TRAINED = [path for path in sorted(CONFIGS.glob("*.yaml"))
-           if {"max_epochs", "max_steps"} & set((yaml.safe_load(path.read_text()).get("trainer") or {}))]
+           if {"max_epochs", "max_steps"} & set(yaml.safe_load(path.read_text()).get("trainer") or {})]
 REPORTS = sorted(CONFIGS.glob("report_*.yaml"))  # benchmarks.abkd_report specs, not main.py configs
 
 
