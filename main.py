@@ -15,6 +15,7 @@ A mistake in the input (an unknown key, a wrong type, a missing file: any
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -158,6 +159,15 @@ class FrameworkCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = report_outputs
 
 
+def import_named_classes(args: list[str]) -> None:
+    """Imports the module of every model/data class ``args`` names by its short name (``--data
+    PlanetoidDataModule``): jsonargparse resolves short names only among classes already imported."""
+    short = {path.rpartition(".")[2]: path for path in [*classes("lightning_modules"), *classes("datamodules")]}
+    for arg in args:
+        if (path := short.get(arg.rpartition("=")[2])) is not None:
+            importlib.import_module(path.rpartition(".")[0])
+
+
 def main(args: list[str] | None = None) -> FrameworkCLI:
     """Run the CLI on ``args`` (``sys.argv`` when None); returns it so tests can inspect the run.
 
@@ -165,6 +175,7 @@ def main(args: list[str] | None = None) -> FrameworkCLI:
         InputError: the arguments, the config or the files they name are wrong (``UsageError`` for what
             jsonargparse rejects).
     """
+    import_named_classes(sys.argv[1:] if args is None else args)
     return FrameworkCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -38,7 +38,7 @@ def write_config(path, model: dict, root, log_dir, extra_callbacks=()):
     return str(path)
 
 
-def test_teacher_student_test_predict_round_trip(tmp_path):
+def test_teacher_student_test_predict_round_trip(tmp_path, capsys):
     data_root = tmp_path / "data"
     teacher_cfg = write_config(tmp_path / "teacher.yaml", {
         "class_path": "lightning_modules.node_classifier.NodeClassifier",
@@ -46,6 +46,7 @@ def test_teacher_student_test_predict_round_trip(tmp_path):
     main.main(["fit", "--config", teacher_cfg])
     teacher_ckpt = tmp_path / "teacher" / "ckpt" / "version_0" / "best.ckpt"
     assert teacher_ckpt.is_file() and (teacher_ckpt.parent / "last.ckpt").is_file()
+    assert f"checkpoints in {teacher_ckpt.parent} (best.ckpt, last.ckpt)" in capsys.readouterr().err
     first_run = teacher_ckpt.read_bytes()
     main.main(["fit", "--config", teacher_cfg, "--trainer.max_epochs", "1"])  # a rerun gets a version of its own
     assert teacher_ckpt.read_bytes() == first_run
