@@ -22,7 +22,7 @@ FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirect
 UNION_FAILED = "Does not validate against any of the Union subtypes"
 PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 UNKNOWN_KEY = re.compile(r"(?:Option|Key) '([^']+)' is not (?:accepted|expected)")
-UNRECOGNIZED = re.compile(r"Unrecognized arguments: (\S+)")
+UNRECOGNIZED = re.compile(r"Unrecognized arguments: (\S+)", re.IGNORECASE)
 CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
 EXPECTED_TYPE = re.compile(r"Expected a <class '([^']+)'>\. Got value: (.*)")
 IMPORT_FAILED = re.compile(r"No module named '([^']+)'|has no attribute '([^']+)'")
@@ -74,10 +74,10 @@ def explain(error: BaseException, parser_keys: Iterable[str] = (), classes: Iter
     for link in chain:
         if isinstance(link, (InputError, *FILE_ERRORS)):
             return one_line(str(link))
-    for outer, inner in zip(chain, chain[1:]):
-        if str(outer).startswith(UNION_FAILED) and type(inner) is ValueError:
-            return one_line(str(inner))  # a class rejected a config value while jsonargparse instantiated it
     if not any(isinstance(link, ArgumentError) for link in chain):
+        for outer, inner in zip(chain, chain[1:]):
+            if str(outer).startswith(UNION_FAILED) and type(inner) is ValueError:
+                return one_line(str(inner))  # a class rejected a config value while jsonargparse instantiated it
         return None
     messages = [str(link) for link in chain]
     text = "\n".join(messages)

@@ -118,3 +118,20 @@ def test_unreadable_image(shared_assets, tmp_path):
 def test_debug_shows_the_traceback():
     done = run_main("fit", "--config", "configs/cora_teacher.yaml", "--data.init_args.name", "Corra", "--debug")
     assert done.returncode != 0 and "Traceback" in done.stderr and "Corra" in done.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--chekpoint.dirpath", "x"], ("--chekpoint.dirpath", "did you mean checkpoint.dirpath?")),
+    (["--data.init_args.nme", "Cora"], ("'nme'", "did you mean name?")),
+    (["--data", "datamodules.nope.X"], ("datamodules.nope.X", "datamodules.planetoid.PlanetoidDataModule")),
+    (["--checkpoint.mode", "maximum"], ("checkpoint.mode", "maximum")),
+], ids=["top-level typo", "init_args typo", "data class_path", "literal"])
+def test_parse_errors_in_process_are_one_line_usage_errors(args, named):
+    """The same messages through ``main.main`` (what a notebook or a script calling it sees)."""
+    import main
+
+    with pytest.raises(main.UsageError) as raised:
+        main.main(["fit", "--config", str(REPO / "configs" / "cora_teacher.yaml"), *args])
+    assert "\n" not in str(raised.value)
+    for text in named:
+        assert text in str(raised.value)
