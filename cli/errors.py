@@ -58,7 +58,7 @@ def init_arguments(class_path: str) -> list[str]:
     names: list[str] = []
     for klass in inspect.getmro(cls):
         if "__init__" in vars(klass):
-            names += [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")]
+            names += [p for p in inspect.signature(vars(klass)["__init__"]).parameters if p not in ("self", "args", "kwargs")]
     return names
 
 
