@@ -135,3 +135,12 @@ def test_parse_errors_in_process_are_one_line_usage_errors(args, named):
     assert "\n" not in str(raised.value)
     for text in named:
         assert text in str(raised.value)
+
+
+def test_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path):
+    import main
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(main.OutputPathError, match="is a file, not a folder"):
+        main.main(["fit", "--config", str(REPO / "configs" / "cora_teacher.yaml"),
+                   "--checkpoint.dirpath", str(tmp_path / "taken" / "checkpoints")])
