@@ -144,8 +144,9 @@ class FrameworkCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         written = []
-        if self.trainer.logger is not None and self.trainer.log_dir and Path(self.trainer.log_dir).is_dir():
-            written.append(f"logs in {self.trainer.log_dir}")
+        log_dir = getattr(self.trainer.logger, "log_dir", None)  # not trainer.log_dir: that one is a collective
+        if log_dir and Path(log_dir).is_dir():
+            written.append(f"logs in {log_dir}")
         folder = getattr(self, "checkpoint_folder", None)
         if folder is not None and folder.is_dir():
             written.append(f"checkpoints in {folder} ({', '.join(sorted(p.name for p in folder.glob('*.ckpt')))})")
@@ -189,9 +190,11 @@ def main(args: list[str] | None = None) -> FrameworkCLI:
 def run(argv: list[str]) -> int:
     """``main`` for the shell: a user's error prints ``error: <message>`` and returns 2, others raise."""
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    argv = [arg for arg in argv if arg != "--debug"]
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # DDP's other ranks rerun sys.argv, which loses --debug
+    sys.argv[1:] = [arg for arg in argv if arg != "--debug"]  # Lightning's DDP launcher reruns sys.argv
     try:
-        main(argv)
+        main()
     except Exception as error:  # noqa: BLE001 - a bug re-raises below with its traceback
         message = None if debug else explain(error)
         if message is None:
