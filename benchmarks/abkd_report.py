@@ -182,6 +182,7 @@ def run_config(template: dict[str, Any], run_dir: Path, seed: int, spec: ReportS
     ``epochs`` replaces ``trainer.max_epochs`` unless None.
     """
     config = copy.deepcopy(template)
+    config.pop("checkpoint", None)  # main.py's versioned checkpoint policy: the report keeps run_dir/checkpoints
     config["seed_everything"] = seed
     trainer = config.setdefault("trainer", {})
     trainer.update({"enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(run_dir)})

@@ -232,7 +232,7 @@ class FaceDetector(nn.Module):
             raise DetectorCheckpointError(
                 f"{str(path)!r} has FaceBoxes keys but wrong tensor shapes: {error}"
             ) from error
-        return cls(network, **thresholds)
+        return cls(network, **thresholds)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def detect_faces(self, image: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ where it was made; the MTL says so in a comment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeAlias
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from foundation.files import atomic_paths
 from facetex.face3d.texture import layout_uv
 
-ArrayLike = torch.Tensor | np.ndarray
+ArrayLike: TypeAlias = torch.Tensor | np.ndarray
 
 
 def _as_numpy(array: ArrayLike) -> np.ndarray:

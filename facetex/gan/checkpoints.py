@@ -139,7 +139,7 @@ def load_rosinality(
     config = infer_generator_config(state_dict)
     if size is not None and size != config["size"]:
         raise CheckpointFormatError(f"{path} holds a {config['size']} px generator, but size={size} was asked")
-    generator = Generator(**config, lr_mlp=lr_mlp)
+    generator = Generator(**config, lr_mlp=lr_mlp)  # type: ignore[arg-type]
     try:
         generator.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

@@ -274,7 +274,7 @@ def _optimise_latent(
 
     def render(codes: Tensor) -> Tensor:
         ws = codes.expand(-1, generator.n_latent, -1)
-        return generator.synthesis(ws, noise=noises) if noises else generator.synthesis(ws)
+        return generator.synthesis(ws, noise=noises) if noises else generator.synthesis(ws)  # type: ignore[call-arg]
 
     losses: list[float] = []
     for step in range(config.steps):

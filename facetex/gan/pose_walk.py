@@ -229,7 +229,7 @@ def learn_boundary(generator: LatentGenerator, yaw_estimator: YawEstimator, num_
                          "dimensions; sample at least a few times style_dim codes")
     ws = _sample_ws(generator, num_samples, rng, device)
     yaw = measure_yaw(generator, yaw_estimator, ws, batch_size)
-    return fit_boundary(ws[:, 0], yaw, method, **fit_options)
+    return fit_boundary(ws[:, 0], yaw, method, **fit_options)  # type: ignore[arg-type]
 
 
 @dataclass
