@@ -9,8 +9,9 @@ and ``render.render_turntable`` -> ``app.face_outputs.write_face_folder`` (``fac
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm

@@ -17,9 +17,9 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 from datamodules.planetoid import PlanetoidDataModule
-from graphkd.distill import ABKD, FitNet, GCRD, LSP, DistillContext, Distiller, LogitKD, NoKD
+from graphkd.distill import ABKD, GCRD, LSP, DistillContext, Distiller, FitNet, LogitKD, NoKD
 from graphkd.models import build_gnn, count_parameters
 
 METHODS: dict[str, Callable[[list[int], list[int]], Distiller]] = {

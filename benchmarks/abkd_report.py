@@ -84,7 +84,7 @@ class ReportSpec:
 
     @classmethod
     def from_yaml(cls, path: Path, output_dir: str | None = None, data_root: str | None = None,
-                  seeds: list[int] | None = None, methods: list[str] | None = None) -> "ReportSpec":
+                  seeds: list[int] | None = None, methods: list[str] | None = None) -> ReportSpec:
         """Read and check a spec; ``output_dir``, ``data_root`` (``data_args.root``) and ``seeds`` replace the spec's
         when given, and ``methods`` keeps only those of its methods, in that order."""
         if not path.is_file():

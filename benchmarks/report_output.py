@@ -22,8 +22,8 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from foundation.files import atomic_paths, replace_folder  # noqa: E402
 from foundation.errors import InputError
+from foundation.files import atomic_paths, replace_folder  # noqa: E402
 
 
 class ReportError(InputError, ValueError):

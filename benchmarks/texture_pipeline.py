@@ -36,11 +36,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.machine import ASSETS, machine, machine_line, write_json
 from app import photo_to_mesh as job
+from benchmarks.machine import ASSETS, machine, machine_line, write_json
 from facetex.face3d import texture
-from facetex.face3d.pipeline import AssetPaths
 from facetex.face3d.detector import FaceDetector
+from facetex.face3d.pipeline import AssetPaths
 from facetex.face3d.regressor import FaceRegressor
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")

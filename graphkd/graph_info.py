@@ -62,7 +62,7 @@ class GraphInfo(NamedTuple):
         return {**self._asdict(), "hetero": hetero}
 
     @classmethod
-    def from_dict(cls, plain: dict[str, Any]) -> "GraphInfo":
+    def from_dict(cls, plain: dict[str, Any]) -> GraphInfo:
         """The inverse of :meth:`as_dict` (also reads the dicts of checkpoints written before this type existed)."""
         hetero = plain.get("hetero")
         return cls(dataset=plain["dataset"], task=plain["task"], num_classes=int(plain["num_classes"]),

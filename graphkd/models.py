@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.utils import scatter
 
-from graphkd.graph_info import EdgeType, HeteroSchema
 from graphkd.gcnii import GCNII
+from graphkd.graph_info import EdgeType, HeteroSchema
 from graphkd.outputs import GNNOutput
 
 
@@ -190,7 +190,7 @@ class RGCN(nn.Module):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.target = target
-        self.edge_types = [tuple(e) for e in edge_types]
+        self.edge_types: list[EdgeType] = [(e[0], e[1], e[2]) for e in edge_types]
         self.dropout = dropout
         self.num_layers = num_layers
         self.embeddings = nn.ModuleDict({t: nn.Embedding(n, in_channels) for t, n in num_nodes.items()})

@@ -35,7 +35,7 @@ class NodeBatch:
     seed_count: int | None
 
     @classmethod
-    def of(cls, graph: Data | HeteroData, info: GraphInfo) -> "NodeBatch":
+    def of(cls, graph: Data | HeteroData, info: GraphInfo) -> NodeBatch:
         """Resolve the classified store and whether ``graph`` is a sampled batch (it then has ``batch_size``)."""
         store = graph[info.hetero.target] if info.hetero else graph
         seeds = getattr(store, "batch_size", None)

@@ -20,7 +20,7 @@ class GNNOutput:
     logits: Tensor
     hidden: list[Tensor]
 
-    def rows(self, index: Tensor) -> "GNNOutput":
+    def rows(self, index: Tensor) -> GNNOutput:
         """The same output restricted to ``index`` (bool mask or row ids)."""
         return GNNOutput(self.logits[index], [h[index] for h in self.hidden])
 

@@ -125,7 +125,7 @@ class DistillationModule(NodeClassifier):
         self.teacher.train(train_teacher)
         self.distiller = distiller(list(self.model.layer_dims), list(self.teacher.layer_dims))
 
-    def train(self, mode: bool = True) -> "DistillationModule":
+    def train(self, mode: bool = True) -> DistillationModule:
         """Keep a frozen teacher in eval mode (no dropout, fixed BatchNorm) while the student trains."""
         super().train(mode)
         if not self.hparams.train_teacher:

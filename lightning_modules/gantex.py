@@ -23,15 +23,15 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from foundation.checkpoints import load_checkpoint
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
-from facetex.gan.encoder import ReStyleEncoder
 from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.encoder import ReStyleEncoder
 from facetex.gan.multiview import MultiViewConfig, MultiViewPipeline, MultiViewResult
 from facetex.gan.pose_walk import load_boundary
 from facetex.gan.stylegan2 import DEFAULT_BLUR_KERNEL
+from foundation.checkpoints import load_checkpoint
 from foundation.errors import InputError
 
 log = logging.getLogger(__name__)

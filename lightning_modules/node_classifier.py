@@ -1,7 +1,8 @@
 """Training a GNN on node classification: the teacher stage and the no-KD student."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import lightning as L
 import torch

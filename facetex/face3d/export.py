@@ -14,15 +14,16 @@ where it was made; the MTL says so in a comment.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TypeAlias
+from typing import TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from foundation.files import atomic_paths
 from facetex.face3d.texture import layout_uv
+from foundation.files import atomic_paths
 
 ArrayLike: TypeAlias = torch.Tensor | np.ndarray
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from foundation.errors import InputError
 
 # the file types the datamodules list as photos (every one decodes here)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]  # no fused multiply-adds: bit-
 
 
 @functools.lru_cache(maxsize=1)
-def kernels() -> object | None:
+def kernels() -> Any:
     """``torch.ops.facetex_raster`` (``rasterize``, ``interpolate``), or None when it cannot be built."""
     try:
         from torch.utils.cpp_extension import load

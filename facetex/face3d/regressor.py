@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from foundation.checkpoints import CheckpointError, load_pickle, read_state_dict
 from facetex.face3d.camera import rotation_to_euler
 from facetex.face3d.crop import (
     CROP_SIZE,
@@ -38,6 +37,7 @@ from facetex.face3d.crop import (
     roi_box_from_bbox,
     roi_box_from_landmarks,
 )
+from foundation.checkpoints import CheckpointError, load_pickle, read_state_dict
 
 NUM_POSE, NUM_SHAPE, NUM_EXPRESSION = 12, 40, 10
 NUM_PARAMS = NUM_POSE + NUM_SHAPE + NUM_EXPRESSION

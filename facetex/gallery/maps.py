@@ -15,18 +15,17 @@ All maps have the texture's size and orientation (row 0 is v = 1), so they overl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from PIL import Image
 import torch
+from PIL import Image
 from torch import Tensor
-
-from foundation.files import atomic_paths
 
 from facetex.face3d.export import image_to_uint8
 from facetex.face3d.texture import FusedTexture
+from foundation.files import atomic_paths
 
 MAPS_INDEX = "maps.json"
 # display colours of TexelSource values (outside, view, symmetry, inpainted)

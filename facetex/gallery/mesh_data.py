@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from foundation.files import atomic_paths
 from foundation.errors import InputError
+from foundation.files import atomic_paths
 
 MESH_SCRIPT = "mesh.js"
 

@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
-from foundation.files import atomic_paths
 from facetex.gallery.maps import MAPS_INDEX
 from facetex.gallery.mesh_data import MESH_SCRIPT, write_mesh_script
 from facetex.gallery.photo import PHOTO_FILE
 from foundation.errors import InputError
+from foundation.files import atomic_paths
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = ("viewer.js", "page.js", "gallery.css")

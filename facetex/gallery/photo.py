@@ -5,10 +5,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from foundation.files import atomic_paths
-
 from facetex.face3d.export import image_to_uint8
 from facetex.face3d.image_io import load_image
+from foundation.files import atomic_paths
 
 PHOTO_FILE = "photo.jpg"
 PHOTO_SIDE = 512  # longest side in pixels: enough for the page, small enough for an overview of hundreds

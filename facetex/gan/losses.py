@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foundation.checkpoints import CheckpointError, read_state_dict
 from facetex.gan.encoder import IR_SE50_STAGES, Stage, input_layer, ir_se_body
+from foundation.checkpoints import CheckpointError, read_state_dict
 
 PerceptualRange = Literal["zero_one", "minus_one_one"]
 PSP_FACE_CROP = (35 / 256, 223 / 256, 32 / 256, 220 / 256)

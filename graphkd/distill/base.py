@@ -8,8 +8,8 @@ their weights, under names that are logged as they are (``kd_logit``,
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor, nn
 

@@ -9,9 +9,8 @@ import torch
 import trimesh
 from PIL import Image
 
-from foundation.files import replace_folder
-
 from facetex.face3d.export import save_image_grid, write_obj, write_ply
+from foundation.files import replace_folder
 
 
 def _grid_mesh(n: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ rebuild leaves the previous gallery whole."""
 from __future__ import annotations
 
 import base64
-import json
 import importlib.util
+import json
 import re
 import sys
 from html.parser import HTMLParser
@@ -19,8 +19,7 @@ from PIL import Image
 
 from facetex.face3d.export import write_obj
 from facetex.face3d.texture import TexelSource, fuse_texture, layout_uv
-from facetex.gallery import GalleryError, build_gallery, write_photo, write_texture_maps
-from facetex.gallery import pages
+from facetex.gallery import GalleryError, build_gallery, pages, write_photo, write_texture_maps
 from facetex.gallery.maps import texture_maps
 from facetex.gallery.mesh_data import MeshFileError, read_obj
 

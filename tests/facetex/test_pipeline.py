@@ -9,20 +9,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 import torch
 import trimesh
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from app.photo_to_mesh import OutputFolderError, photo_to_mesh
 from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.crop import roi_box_from_bbox, roi_box_from_landmarks
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.fitting import to_ibug68
 from facetex.face3d.image_io import ImageDecodeError, load_image
-from app.photo_to_mesh import OutputFolderError, photo_to_mesh
 from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmarks
-from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
+from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.render import rerender
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
 from facetex.face3d.texture import TexelSource, layout_uv

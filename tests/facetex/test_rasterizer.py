@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from benchmarks.rasterizer import bfm_screen_mesh, bfm_uv_mesh, grid_mesh, reference_rasterize, sfm_screen_mesh
-from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d import raster_extension
+from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.rasterizer import active_backend, interpolate, rasterize, rasterize_uv, uv_to_pixels
 
 

@@ -10,8 +10,13 @@ import torch.nn.functional as F
 from facetex.face3d.camera import project
 from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.rasterizer import rasterize
-from facetex.face3d.synthetic import (checkerboard_texture, lambertian_shading, random_face_batch, render_textured,
-                                      sample_texture)
+from facetex.face3d.synthetic import (
+    checkerboard_texture,
+    lambertian_shading,
+    random_face_batch,
+    render_textured,
+    sample_texture,
+)
 
 
 def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:

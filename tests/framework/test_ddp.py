@@ -31,8 +31,8 @@ from torch.utils.data import DistributedSampler
 from datamodules.ffhq import FFHQDataModule
 from datamodules.graph import preparation_lock
 from datamodules.ogb import SyntheticMAGDataModule, dataset_folder
-from graphkd.synthetic_mag import write_synthetic_mag
 from graphkd.distributed import first_occurrences, gather_from_ranks
+from graphkd.synthetic_mag import write_synthetic_mag
 from lightning_modules.node_classifier import NodeClassifier
 from tests.graph_fixtures import TINY_MAG
 

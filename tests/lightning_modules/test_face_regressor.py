@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from datamodules import synthetic_faces
 from datamodules.synthetic_faces import SyntheticFacesDataModule, load_morphable_model
-from lightning_modules.face_regressor import FaceRegressorModule, draw_points, image_grid, pose_matrix, pose_to_euler
 from facetex.face3d.camera import euler_to_rotation, project
+from lightning_modules.face_regressor import FaceRegressorModule, draw_points, image_grid, pose_matrix, pose_to_euler
 
 
 def write_tiny_face(path: Path, seed: int = 0, grid: int = 12) -> Path:

@@ -19,8 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import main
 from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
 from datamodules.generator_samples import GeneratorSamplesDataModule
-from lightning_modules.gan_encoder import GANEncoderModule
 from facetex.gan.multiview import MultiViewConfig
+from lightning_modules.gan_encoder import GANEncoderModule
 from lightning_modules.gantex import EncoderCheckpointError, GANTex, RandomGenerator, load_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from foundation.checkpoints import CheckpointError
 from facetex.gan.losses import (
     ArcFaceIRSE,
     IdentityLoss,
@@ -15,6 +14,7 @@ from facetex.gan.losses import (
     face_crop,
     load_identity_network,
 )
+from foundation.checkpoints import CheckpointError
 
 TINY_ARCFACE = ((8, 8, 1), (8, 16, 1), (16, 16, 1), (16, 16, 1))
 
