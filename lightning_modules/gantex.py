@@ -27,7 +27,8 @@ from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.encoder import ReStyleEncoder
-from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, load_generator, seeded_stylegan2
+from facetex.gan.restyle_checkpoint import is_encoder_checkpoint, restyle_encoder_from_checkpoint
 from facetex.gan.inversion import InversionConfig, PTIConfig
 from facetex.gan.multiview import (
     LandmarksSource,
@@ -83,7 +84,10 @@ def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tenso
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"encoder checkpoint {path!r} not found; {TRAIN_ENCODER_HINT}")
-    checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
+    with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):  # official ReStyle files' opts hold paths
+        checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
+    if is_encoder_checkpoint(checkpoint):  # an official ReStyle release (restyle_e4e_ffhq.pt, ...)
+        return restyle_encoder_from_checkpoint(checkpoint, path, generator)
     checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
     state, hparams = checkpoint.get("state_dict") or {}, checkpoint.get("hyper_parameters") or {}
     encoder_state, generator_state = _entries(state, "encoder."), _entries(state, "generator.")
@@ -125,9 +129,9 @@ class GANTex(L.LightningModule):
         face_model: ``"sfm"`` or ``"bfm"`` (BFM mean face, pose only).
         yaws, strengths, calibration_strengths, refine_steps, landmarks_source, texture_size, turntable_size:
             see ``facetex.gan.multiview.MultiViewConfig``.
-        encoder_checkpoint: a ``GANEncoderModule`` checkpoint whose ReStyle encoder (trained against this
+        encoder_checkpoint: a ``GANEncoderModule`` checkpoint or an official ReStyle .pt whose encoder (trained against this
             generator) inverts the photo first; empty for optimisation alone.
-        encoder_steps: ReStyle iterations of that encoder.
+        encoder_steps: ReStyle iterations of that encoder (default: an official file's n_iters_per_batch, else 3).
         inversion: ``InversionConfig`` fields (``steps: 0``: no optimisation, needs an encoder); pti:
             ``PTIConfig`` fields (its ``pivot`` is not used here), or None to skip pivotal tuning.
         seed: seeds the random generator/boundary and the inversion's noise.
@@ -150,7 +154,7 @@ class GANTex(L.LightningModule):
         texture_size: int = 1024,
         turntable_size: int = 256,
         encoder_checkpoint: str = "",
-        encoder_steps: int = 3,
+        encoder_steps: int | None = None,
         inversion: dict[str, Any] | None = None,
         pti: dict[str, Any] | None = None,
         seed: int = 0,
@@ -178,7 +182,7 @@ class GANTex(L.LightningModule):
             yaws=tuple(yaws), strengths=None if strengths is None else tuple(strengths),
             calibration_strengths=tuple(calibration_strengths), refine_steps=refine_steps,
             landmarks_source=landmarks_source, texture_size=texture_size, turntable_size=turntable_size,
-            encoder_steps=encoder_steps, inversion=inversion_config(inversion),
+            encoder_steps=encoder_steps or getattr(encoder, "iterations", None) or 3, inversion=inversion_config(inversion),
             pti=None if pti is None else PTIConfig(**pti),
         )
         self.pipeline = MultiViewPipeline(

@@ -218,7 +218,12 @@ def decoder_from_checkpoint(checkpoint: Any, path: str | Path) -> tuple[Decoder,
 
 def load_restyle_checkpoint(path: str | Path) -> ReStyleCheckpoint:
     """Encoder, decoder, ``latent_avg`` and iteration count of an official ReStyle (pSp or e4e) checkpoint."""
-    checkpoint, where = read_checkpoint(path), repr(str(path))
+    return restyle_from_checkpoint(read_checkpoint(path), path)
+
+
+def restyle_from_checkpoint(checkpoint: Any, path: str | Path) -> ReStyleCheckpoint:
+    """:func:`load_restyle_checkpoint` on an already loaded checkpoint (``path`` names it in messages)."""
+    where = repr(str(path))
     _require_encoder_checkpoint(checkpoint, where)
     state, opts = checkpoint["state_dict"], _options(checkpoint)
     decoder = build_decoder(_entries(state, "decoder."), where)
@@ -238,7 +243,13 @@ def load_restyle_encoder(path: str | Path, generator: nn.Module) -> tuple[ReStyl
     The file's decoder must be ``generator`` (same tensors), since the encoder only inverts into the generator
     it was trained with; pass the same file as the generator (``load_generator`` reads its decoder).
     """
-    restyle = load_restyle_checkpoint(path)
+    return restyle_encoder_from_checkpoint(read_checkpoint(path), path, generator)
+
+
+def restyle_encoder_from_checkpoint(checkpoint: Any, path: str | Path,
+                                    generator: nn.Module) -> tuple[ReStyleEncoder, Tensor]:
+    """:func:`load_restyle_encoder` on an already loaded checkpoint (``path`` names it in messages)."""
+    restyle = restyle_from_checkpoint(checkpoint, path)
     mine, theirs = generator.state_dict(), restyle.decoder.state_dict()
     differs = sorted(key for key in theirs if key != "synthesis.input.transform" and (
         key not in mine or mine[key].shape != theirs[key].shape
