@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from facetex.gan.stylegan2 import Generator
 from foundation.checkpoints import MissingFileError
 from foundation.errors import InputError
@@ -160,13 +161,16 @@ def rosinality_from_checkpoint(
     config = infer_generator_config(state_dict)
     if size is not None and size != config["size"]:
         raise CheckpointFormatError(f"{path} holds a {config['size']} px generator, but size={size} was asked")
-    generator = Generator(**config, lr_mlp=lr_mlp)
+    generator = NVlabsStyleGAN2(**config, lr_mlp=lr_mlp)
     try:
         generator.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise CheckpointFormatError(f"{path}[{key!r}] does not match a StyleGAN2 of config {config}: {error}") from error
+    latent_avg = _latent_avg(checkpoint.get("latent_avg"), config["style_dim"], path)
+    if latent_avg is not None:
+        generator.set_w_avg(latent_avg)
     generator.to(map_location).eval()
-    return generator, _latent_avg(checkpoint.get("latent_avg"), config["style_dim"], path)
+    return generator, latent_avg
 
 
 def _latent_avg(latent_avg: Any, style_dim: int, path: Path) -> Tensor | None:

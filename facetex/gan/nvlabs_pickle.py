@@ -28,6 +28,7 @@ from torch import Tensor
 
 from facetex.gan import stylegan2, stylegan3
 from facetex.gan.convert_stylegan2 import nvlabs_to_rosinality
+from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from foundation.errors import InputError
 
 NVlabsGenerator = stylegan3.Generator | stylegan2.Generator
@@ -231,18 +232,19 @@ def _build_stylegan3(record: PersistentRecord, where: str) -> stylegan3.Generato
     return generator
 
 
-def _build_stylegan2(record: PersistentRecord, where: str) -> stylegan2.Generator:
-    """Our rosinality-layout StyleGAN2 with the pickled tensors converted and loaded strictly."""
+def _build_stylegan2(record: PersistentRecord, where: str) -> NVlabsStyleGAN2:
+    """Our rosinality-layout StyleGAN2 (answering NVlabs' calls, ``w_avg`` set) with the pickled tensors converted
+    and loaded strictly."""
     try:
         state, kwargs = nvlabs_to_rosinality(flatten_state(record), _init_kwargs(record))
-        generator = stylegan2.Generator(**kwargs)
+        generator = NVlabsStyleGAN2(**kwargs)
     except ValueError as error:  # StyleGAN2ConversionError, or the Generator's own size check
         raise NVlabsPickleError(f"{where} is a StyleGAN2 that cannot be rebuilt: {error}") from error
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise NVlabsPickleError(f"{where} does not match a StyleGAN2 of its own config {kwargs}: {error}") from error
-    return generator
+    return generator.set_w_avg(_w_avg(record, where))
 
 
 def _w_avg(record: PersistentRecord, where: str) -> Tensor:
@@ -272,8 +274,8 @@ def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> NVlabsGenerator:
 def load_nvlabs_pickle_with_w_avg(path: str | Path, key: str = "G_ema") -> tuple[NVlabsGenerator, Tensor]:
     """:func:`load_nvlabs_pickle` plus the mapping network's tracked ``w_avg`` (1, w_dim).
 
-    The StyleGAN3 generator also keeps it as ``mapping.w_avg``; the rosinality-layout StyleGAN2 has no
-    such buffer, so its truncation centre (``truncation_latent``) is this returned ``w_avg``.
+    The StyleGAN3 generator also keeps it as ``mapping.w_avg``; the rosinality-layout StyleGAN2 keeps it as
+    ``w_avg`` (not in its state dict) for NVlabs-style truncation, and takes it as ``truncation_latent``.
     """
     record, where = _generator_record(path, key), f"{path}[{key!r}]"
     return _build_generator(record, where), _w_avg(record, where)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from facetex.gan import stylegan2, stylegan3
 from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, infer_generator_config
 from facetex.gan.encoder import ReStyleEncoder, Stage, as_w_plus
+from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from foundation.checkpoints import CheckpointError, MissingFileError, load_checkpoint
 
 RESTYLE_ENCODERS = {"BackboneEncoder": False, "ProgressiveBackboneEncoder": True}  # name -> progressive heads
@@ -126,7 +127,7 @@ def build_decoder(state: Mapping[str, Tensor], where: str) -> Decoder:
     drops it when loading (``remove=[...]``); it is dropped here too (the aligned, identity frame).
     """
     if "style.1.weight" in state:
-        generator: Decoder = stylegan2.Generator(**infer_generator_config(state))
+        generator: Decoder = NVlabsStyleGAN2(**infer_generator_config(state))
         state = dict(state)
     else:
         kwargs = stylegan3_kwargs_from_state(state)
@@ -213,7 +214,10 @@ def decoder_from_checkpoint(checkpoint: Any, path: str | Path) -> tuple[Decoder,
     where = repr(str(path))
     _require_encoder_checkpoint(checkpoint, where)
     decoder = build_decoder(_entries(checkpoint["state_dict"], "decoder."), where)
-    return decoder, _start_code(checkpoint, decoder, where)[:, 0]
+    latent_avg = _start_code(checkpoint, decoder, where)[:, 0]
+    if isinstance(decoder, NVlabsStyleGAN2):
+        decoder.set_w_avg(latent_avg)
+    return decoder, latent_avg
 
 
 def load_restyle_checkpoint(path: str | Path) -> ReStyleCheckpoint:
