@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import inspect
 import json
 import logging
-import pickle
 import re
 import shutil
 import statistics
 import time
-import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,8 @@ import main as framework
 from benchmarks.report_output import ReportError, write_report
 from foundation.files import atomic_paths
 from graphkd.models import count_parameters
-from lightning_modules.node_classifier import NodeClassifier, run_gnn
+from graphkd.node_batch import NodeBatch
+from lightning_modules.distillation import read_classifier
 
 RESULT_FILE = "result.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -220,28 +218,19 @@ def fit_and_test(config: Path, run_dir: Path) -> Any:
 
 def load_classifier(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The GNN inside a NodeClassifier or DistillationModule checkpoint, and that checkpoint's hyper-parameters."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        hparams = checkpoint["hyper_parameters"]
-    except (RuntimeError, OSError, EOFError, KeyError, TypeError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        raise ReportError(f"{path} is not a readable Lightning checkpoint of a NodeClassifier "
-                          f"({type(error).__name__}: {error}); pass the .ckpt a teacher run wrote") from error
-    names = [n for n in inspect.signature(NodeClassifier.__init__).parameters if n != "self"]
-    classifier = NodeClassifier(**{k: hparams[k] for k in names if k in hparams})
-    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    classifier.load_state_dict(weights, strict=True)
+    classifier, hparams = read_classifier(path, ReportError)
     return classifier.model.eval(), hparams
 
 
 def latency_ms(student: torch.nn.Module, teacher: torch.nn.Module, datamodule: Any, repeats: int) -> tuple[float, float]:
     """Median full-graph inference time (ms) of both models, timed alternately after warm-up so load drifts cancel."""
-    graph, info = datamodule.graph, datamodule.graph_info
+    view = NodeBatch.of(datamodule.graph, datamodule.graph_info)
     times: dict[str, list[float]] = {"student": [], "teacher": []}
     with torch.no_grad():
         for i in range(repeats + 3):
             for name, model in (("student", student), ("teacher", teacher)):
                 start = time.perf_counter()
-                run_gnn(model, graph, info)
+                view.run(model)
                 if i >= 3:
                     times[name].append((time.perf_counter() - start) * 1e3)
     return statistics.median(times["student"]), statistics.median(times["teacher"])

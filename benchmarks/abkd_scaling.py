@@ -49,9 +49,10 @@ from tqdm import tqdm
 from benchmarks.machine import machine, machine_line, write_json
 from datamodules.ogb import SyntheticMAGDataModule
 from graphkd.distill import ABKD, DistillContext, Distiller, FitNet, LogitKD
+from graphkd.graph_info import GraphInfo
 from graphkd.models import build_gnn, count_parameters
+from graphkd.node_batch import NodeBatch
 from graphkd.synthetic_mag import SyntheticMAGConfig
-from lightning_modules.node_classifier import run_gnn, split_rows, target_store
 
 FULL_SIZES = (2000, 8000, 32000)
 QUICK_SIZES = (200, 400, 800)
@@ -94,8 +95,8 @@ def build_models(datamodule: SyntheticMAGDataModule, seed: int = 0) -> tuple[nn.
     """The frozen teacher (eval mode) and a fresh student for this graph's schema."""
     torch.manual_seed(seed)
     info, features, classes = datamodule.graph_info, datamodule.num_features, datamodule.num_classes
-    teacher = build_gnn("rgcn", features, out_channels=classes, hetero=info["hetero"], **TEACHER)
-    student = build_gnn("rgcn", features, out_channels=classes, hetero=info["hetero"], **STUDENT)
+    teacher = build_gnn("rgcn", features, out_channels=classes, hetero=info.hetero, **TEACHER)
+    student = build_gnn("rgcn", features, out_channels=classes, hetero=info.hetero, **STUDENT)
     return teacher.eval().requires_grad_(False), student
 
 
@@ -115,16 +116,16 @@ class TrainingStep:
         self.optimizer = torch.optim.Adam(params, lr=0.01)
 
     def __call__(self, batch: HeteroData) -> None:
-        output = run_gnn(self.student, batch, self.info)
-        rows = split_rows(batch, self.info, "train")
-        labels = target_store(batch, self.info).y
-        loss = F.cross_entropy(output.logits[rows], labels[rows])
+        view = NodeBatch.of(batch, self.info)
+        output = view.run(self.student)
+        rows = view.split_rows("train")
+        loss = F.cross_entropy(output.logits[rows], view.labels[rows])
         if self.distiller is not None:
             with torch.no_grad():
-                teacher = run_gnn(self.teacher, batch, self.info)
-            target = self.info["hetero"]["target"]
+                teacher = view.run(self.teacher)
+            target = self.info.hetero.target
             edges = batch[target, "cites", target].edge_index
-            terms = self.distiller(output, teacher, DistillContext(mask=rows, edge_index=edges, labels=labels))
+            terms = self.distiller(output, teacher, DistillContext(mask=rows, edge_index=edges, labels=view.labels))
             loss = loss + torch.stack(list(terms.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,15 +146,17 @@ def interleaved_ms(cases: dict[str, Callable[[], object]], repeats: Repeats, des
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def no_grad_forward(model: nn.Module, batch: HeteroData, info: dict[str, Any]) -> Callable[[], object]:
+def no_grad_forward(model: nn.Module, batch: HeteroData, info: GraphInfo) -> Callable[[], object]:
     """A call running ``model`` on ``batch`` without autograd."""
+    view = NodeBatch.of(batch, info)
+
     def call() -> object:
         with torch.no_grad():
-            return run_gnn(model, batch, info)
+            return view.run(model)
     return call
 
 
-def peak_forward_bytes(model: nn.Module, batch: HeteroData, info: dict[str, Any]) -> int:
+def peak_forward_bytes(model: nn.Module, batch: HeteroData, info: GraphInfo) -> int:
     """Largest total of live bytes allocated during one no-grad forward pass (allocator records, in time order)."""
     forward = no_grad_forward(model, batch, info)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -3,7 +3,7 @@
     python -m benchmarks.texture_pipeline --out outputs/texture_pipeline.json   # every photo, UV 512 and 1024
     python -m benchmarks.texture_pipeline --quick                               # one photo at UV 256 (the test)
 
-Each image runs the real end-to-end :func:`facetex.face3d.pipeline.photo_to_mesh` (files written to a
+Each image runs the real end-to-end :func:`app.photo_to_mesh.photo_to_mesh` (files written to a
 temporary folder). Its stages are timed without a copy of its logic: for the duration of the run, the
 functions that make up each stage are wrapped by :class:`StageClock`, which records each call's wall
 and process-CPU time *minus* the time of wrapped calls inside it (so the z-buffer raster inside ``sample_view`` counts
@@ -37,7 +37,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmarks.machine import ASSETS, machine, machine_line, write_json
-from facetex.face3d import pipeline, texture
+from app import photo_to_mesh as job
+from facetex.face3d import texture
+from facetex.face3d.pipeline import AssetPaths
 from facetex.face3d.detector import FaceDetector
 from facetex.face3d.regressor import FaceRegressor
 
@@ -47,19 +49,19 @@ QUICK_PHOTO, QUICK_SIZE = "ffhq_00009.png", 256
 OTHER = "other (glue in photo_to_mesh)"
 STAGES: dict[str, list[tuple[object, str]]] = {
     "load weights + face model": [(FaceDetector, "from_checkpoint"), (FaceRegressor, "from_files"),
-                                  (pipeline, "load_face_model")],
-    "read photo": [(pipeline, "load_image")],
+                                  (job, "load_face_model")],
+    "read photo": [(job, "load_image")],
     "detect (FaceBoxes)": [(FaceDetector, "detect_faces")],
     "crop + 3DDFA_V2 (2 passes)": [(FaceRegressor, "from_boxes")],
-    "landmark fit": [(pipeline, "fit_views")],
+    "landmark fit": [(job, "fit_views")],
     "UV chart raster": [(texture, "build_uv_chart")],
     "view z-buffer raster": [(texture, "rasterize")],
     "visibility + view weights + sampling": [(texture, "sample_view")],
     "blend + mirror fill": [(texture, "blend_views"), (texture, "sample_at_mirror"), (texture, "mirror_blend")],
     "inpainting (push-pull)": [(texture, "push_pull")],
-    "mesh + projection + fusion glue": [(pipeline, "texture_views")],
-    "re-render + score + turntable": [(pipeline, "rerender_scores"), (pipeline, "render_turntable")],
-    "export (OBJ, PLY, grid PNG, JSON)": [(pipeline, "_write_outputs")],
+    "mesh + projection + fusion glue": [(job, "texture_views")],
+    "re-render + score + turntable": [(job, "rerender"), (job, "render_turntable")],
+    "export (OBJ, PLY, grid PNG, JSON)": [(job, "photo_folder"), (job, "write_face_folder")],
 }
 
 
@@ -117,12 +119,12 @@ class StageClock:
                 setattr(owner, name, original)
 
 
-def time_photo(photo: Path, assets: pipeline.AssetPaths, size: int, face_model: str) -> dict[str, dict[str, float]]:
+def time_photo(photo: Path, assets: AssetPaths, size: int, face_model: str) -> dict[str, dict[str, float]]:
     """``{"wall_ms" | "cpu_ms": {stage: ms}}`` (stages plus ``other`` and ``total``) of one ``photo_to_mesh`` run."""
     clock = StageClock()
     with tempfile.TemporaryDirectory(prefix="texture_bench_") as out, clock.installed(STAGES):
         start = now()
-        pipeline.photo_to_mesh(photo, Path(out) / "mesh", assets, face_model=face_model, texture_size=size,
+        job.photo_to_mesh(photo, Path(out) / "mesh", assets, face_model=face_model, texture_size=size,
                                progress=False)
         totals = [end - begin for end, begin in zip(now(), start)]
     times = {}
@@ -143,7 +145,7 @@ def photo_size(photo: Path) -> tuple[int, int]:
         return image.size
 
 
-def run(photos: list[Path], assets: pipeline.AssetPaths, sizes: tuple[int, ...], face_model: str,
+def run(photos: list[Path], assets: AssetPaths, sizes: tuple[int, ...], face_model: str,
         warmup: bool = True) -> dict[str, Any]:
     """Time every photo at every size (after one untimed run on the smallest photo if ``warmup``); stage means, shares."""
     if warmup:
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     if args.threads:
         torch.set_num_threads(args.threads)
-    assets = pipeline.AssetPaths.from_folder(args.assets)
+    assets = AssetPaths.from_folder(args.assets)
     if args.quick:
         photos, sizes = [p for p in photos if p.name == QUICK_PHOTO] or photos[:1], (QUICK_SIZE,)
     else:

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from foundation.files import atomic_paths
-from lightning_modules.node_classifier import first_occurrences, gather_from_ranks
+from graphkd.distributed import first_occurrences, gather_from_ranks
 
 
 class NodePredictionWriter(BasePredictionWriter):

@@ -14,10 +14,8 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from facetex.face3d.image_io import load_image
+from facetex.face3d.image_io import IMAGE_SUFFIXES, load_image
 from foundation.errors import InputError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class NoPhotosError(InputError, ValueError):

@@ -7,7 +7,9 @@ Three layouts, told apart by the path:
 * ``*.tar``, or a folder holding ``*.tar`` shards: webdataset-style shards (``00000.png``,
   ``00000.json``, ...); the image members are indexed once from the tar headers and each is then
   read by seeking to its bytes (uncompressed tars only);
-* any other folder: every image file below it (``.png .jpg .jpeg .webp .bmp``), recursively.
+* any other folder: every image file below it (``facetex.face3d.image_io.IMAGE_SUFFIXES``), recursively.
+
+Images are decoded by ``facetex.face3d.image_io.decode_image`` (EXIF orientation, any mode to RGB).
 
 Items are ``(3, R, R)`` float images in [0, 1] at the chosen ``resolution`` (a non-square photo is
 centre-cropped to a square first). With ``align`` every photo is FFHQ-aligned from 3DDFA_V2
@@ -19,7 +21,6 @@ a disjoint part of every epoch (padded by a few repeats when the size is not div
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import tarfile
@@ -29,40 +30,22 @@ from typing import Any
 
 import kornia.augmentation as K
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from facetex.face3d.detector import FaceDetector, NoFaceError
-from facetex.face3d.pipeline import regress_landmarks
+from facetex.face3d.image_io import IMAGE_SUFFIXES, ImageDecodeError, decode_image
 from facetex.face3d.regressor import FaceRegressor
-from facetex.gan.align import AlignmentError, align_face, ffhq_quad
+from facetex.gan.align import AlignmentError, align_face, ffhq_landmarks, ffhq_quad
 from foundation.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger(__name__)
 
 
 class DatasetFormatError(InputError, ValueError):
     """The dataset path exists but is not a usable image folder, zip or tar shard set."""
-
-
-class ImageDecodeError(InputError, ValueError):
-    """One stored image cannot be decoded."""
-
-
-def decode_image(data: bytes, name: str) -> Tensor:
-    """Encoded image bytes -> upright RGB ``(3, H, W)`` uint8 (EXIF orientation applied)."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            array = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ImageDecodeError(f"cannot decode {name!r} as an image ({error}); the file is corrupt or not an image "
-                               "(remove it from the dataset)") from error
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
 def _is_image(name: str) -> bool:
@@ -281,7 +264,7 @@ class FFHQDataModule(L.LightningDataModule):
         for index, name in enumerate(source.names):
             try:
                 image = decode_image(source.read(index), name)
-                points = regress_landmarks(image, detector, regressor).landmarks[0, :, :2].cpu()
+                points = ffhq_landmarks(image, detector, regressor)
                 ffhq_quad(points)  # raises AlignmentError for landmarks that cannot orient a crop
             except (NoFaceError, AlignmentError, ImageDecodeError) as error:
                 log.warning("skipping %s: %s", name, error)

@@ -22,7 +22,9 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, DistributedSampler
 from torch_geometric.data import Data, HeteroData
+
 from foundation.errors import InputError
+from graphkd.graph_info import GraphInfo
 
 
 class DatasetNotFoundError(InputError, FileNotFoundError):
@@ -69,10 +71,10 @@ class NodeDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.shuffle = shuffle
         self._graph: Data | HeteroData | None = None
-        self._info: dict[str, Any] | None = None
+        self._info: GraphInfo | None = None
 
-    def load(self) -> tuple[Data | HeteroData, dict[str, Any]]:
-        """Return ``(graph, info)``; info has ``dataset``, ``task``, ``num_classes``, ``hetero``."""
+    def load(self) -> tuple[Data | HeteroData, GraphInfo]:
+        """Return the graph and its facts."""
         raise NotImplementedError
 
     def _ensure_loaded(self) -> None:
@@ -85,16 +87,16 @@ class NodeDataModule(L.LightningDataModule):
         return self._graph
 
     @property
-    def graph_info(self) -> dict[str, Any]:
-        """JSON-friendly facts the model is built from (linked by ``main.py``)."""
+    def graph_info(self) -> GraphInfo:
+        """The facts the model is built from (linked by ``main.py``)."""
         self._ensure_loaded()
         return self._info
 
     @property
     def target_store(self) -> Any:
         """The node store that is classified (the graph itself when homogeneous)."""
-        hetero = self.graph_info["hetero"]
-        return self.graph[hetero["target"]] if hetero else self.graph
+        hetero = self.graph_info.hetero
+        return self.graph[hetero.target] if hetero else self.graph
 
     @property
     def num_features(self) -> int:
@@ -102,7 +104,7 @@ class NodeDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return int(self.graph_info["num_classes"])
+        return self.graph_info.num_classes
 
     def prepare_data(self) -> None:
         """Download/generate and process the dataset's files; Lightning runs this on one process per node first.
@@ -131,14 +133,14 @@ class NodeDataModule(L.LightningDataModule):
             return DataLoader([self.graph], batch_size=None, collate_fn=lambda graph: graph)
         from torch_geometric.loader import NeighborLoader  # needs pyg-lib or torch-sparse
 
-        hetero = self.graph_info["hetero"]
+        hetero = self.graph_info.hetero
         seeds = torch.nonzero(getattr(self.target_store, f"{split}_mask")).view(-1)
         share = self._rank_share(seeds.numel(), shuffle)
         try:
             return NeighborLoader(
                 self.graph,
                 num_neighbors=self.num_neighbors,
-                input_nodes=(hetero["target"], seeds) if hetero else seeds,
+                input_nodes=(hetero.target, seeds) if hetero else seeds,
                 batch_size=self.batch_size,
                 shuffle=shuffle and share is None,
                 sampler=share,

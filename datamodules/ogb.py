@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import ogb.nodeproppred
 import pandas as pd
@@ -16,6 +15,7 @@ from torch_geometric.data.storage import GlobalStorage
 from torch_geometric.utils import scatter, to_undirected
 
 from datamodules.graph import DatasetNotFoundError, NodeDataModule, preparation_lock, split_masks
+from graphkd.graph_info import GraphInfo, HeteroSchema
 from graphkd.synthetic_mag import SyntheticMAGConfig, read_marker, write_synthetic_mag
 
 OGB_DATASETS = ("ogbn-arxiv", "ogbn-products", "ogbn-proteins", "ogbn-mag")
@@ -105,14 +105,14 @@ def hetero_mag(dataset: PygNodePropPredDataset) -> HeteroData:
     return T.ToUndirected(merge=True)(data)
 
 
-def hetero_info(data: HeteroData, target: str) -> dict[str, Any]:
-    """The facts an R-GCN is built from (JSON-friendly, stored in checkpoints)."""
-    return {
-        "node_types": list(data.node_types),
-        "edge_types": [list(e) for e in data.edge_types],
-        "featureless_num_nodes": {t: int(data[t].num_nodes) for t in data.node_types if "x" not in data[t]},
-        "target": target,
-    }
+def hetero_schema(data: HeteroData, target: str) -> HeteroSchema:
+    """The schema an R-GCN is built from."""
+    return HeteroSchema(
+        node_types=tuple(data.node_types),
+        edge_types=tuple(data.edge_types),
+        featureless_num_nodes={t: int(data[t].num_nodes) for t in data.node_types if "x" not in data[t]},
+        target=target,
+    )
 
 
 class OGBNodeDataModule(NodeDataModule):
@@ -161,15 +161,15 @@ class OGBNodeDataModule(NodeDataModule):
             self.prepare_files()
             return load_ogb(self.name, self.root, self.download)
 
-    def load(self) -> tuple[Data | HeteroData, dict[str, Any]]:
+    def load(self) -> tuple[Data | HeteroData, GraphInfo]:
         dataset = self.open_dataset()
         graph = hetero_mag(dataset) if self.hetero else homogeneous_graph(dataset, self.name)
-        info = {
-            "dataset": self.name,
-            "task": "multilabel" if dataset.task_type == "binary classification" else "multiclass",
-            "num_classes": self.num_classes_of(dataset),
-            "hetero": hetero_info(graph, "paper") if self.hetero else None,
-        }
+        info = GraphInfo(
+            dataset=self.name,
+            task="multilabel" if dataset.task_type == "binary classification" else "multiclass",
+            num_classes=self.num_classes_of(dataset),
+            hetero=hetero_schema(graph, "paper") if self.hetero else None,
+        )
         return graph, info
 
 

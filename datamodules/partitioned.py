@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,10 @@ import torch_geometric.typing
 from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.distributed import LocalFeatureStore, LocalGraphStore, Partitioner
+
 from foundation.errors import InputError
+from foundation.files import staged_folder
+from graphkd.graph_info import GraphInfo
 
 INFO_FILE = "partition_info.json"
 LABELS_FILE = "labels.pt"
@@ -68,12 +69,12 @@ def metis_available() -> bool:
     return True
 
 
-def owners_of(root: str | Path, graph_info: dict[str, Any]) -> Tensor | dict[str, Tensor]:
+def owners_of(root: str | Path, graph_info: GraphInfo) -> Tensor | dict[str, Tensor]:
     """The partition that owns each node: one tensor (homogeneous) or one per node type (PyG's ``node_map``)."""
     root = Path(root)
-    if graph_info["hetero"] is None:
+    if graph_info.hetero is None:
         return torch.load(root / "node_map.pt")
-    return {t: torch.load(root / "node_map" / f"{t}.pt") for t in graph_info["hetero"]["node_types"]}
+    return {t: torch.load(root / "node_map" / f"{t}.pt") for t in graph_info.hetero.node_types}
 
 
 def edge_cut(graph: Data | HeteroData, owner: Tensor | dict[str, Tensor]) -> float:
@@ -85,11 +86,6 @@ def edge_cut(graph: Data | HeteroData, owner: Tensor | dict[str, Tensor]) -> flo
             total += edge_index.size(1)
         return cut / total
     return float((owner[graph.edge_index[0]] != owner[graph.edge_index[1]]).float().mean())
-
-
-def _target(graph: Data | HeteroData, graph_info: dict[str, Any]) -> Any:
-    hetero = graph_info["hetero"]
-    return graph[hetero["target"]] if hetero else graph
 
 
 def _write_own_features(staging: Path, graph: Data | HeteroData, num_parts: int) -> None:
@@ -113,7 +109,7 @@ def _write_own_features(staging: Path, graph: Data | HeteroData, num_parts: int)
         torch.save(node_feats, path)
 
 
-def write_partitions(graph: Data | HeteroData, graph_info: dict[str, Any], num_classes: int, out: str | Path,
+def write_partitions(graph: Data | HeteroData, graph_info: GraphInfo, num_classes: int, out: str | Path,
                      num_parts: int, recursive: bool = False) -> dict[str, Any]:
     """Cut ``graph`` into ``num_parts`` METIS partitions under ``out`` and return ``partition_info.json``'s content.
 
@@ -129,15 +125,14 @@ def write_partitions(graph: Data | HeteroData, graph_info: dict[str, Any], num_c
     if not metis_available():
         raise ImportError("partitioning needs METIS, which this torch-sparse lacks: run `make setup-sampling` "
                           f"(builds torch-sparse with METIS), or {PYG_LIB_HINT}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, replace=False) as staging:
         Partitioner(graph, num_parts, str(staging), recursive).generate_partition()
         _write_own_features(staging, graph, num_parts)
-        target = _target(graph, graph_info)
+        hetero = graph_info.hetero
+        target = graph[hetero.target] if hetero else graph
         torch.save(target.y, staging / LABELS_FILE)
         owner = owners_of(staging, graph_info)
-        target_owner = owner[graph_info["hetero"]["target"]] if graph_info["hetero"] else owner
+        target_owner = owner[hetero.target] if hetero else owner
         split_sizes = {}
         for split in SPLITS:
             seeds = torch.nonzero(target[f"{split}_mask"]).view(-1)
@@ -149,7 +144,7 @@ def write_partitions(graph: Data | HeteroData, graph_info: dict[str, Any], num_c
             raise PartitionError(f"a partition owns no node of a split (nodes per part: {split_sizes}), so it could "
                                  "not seed its batches; use fewer parts for a graph this small")
         info = {
-            "graph_info": graph_info,
+            "graph_info": graph_info.as_dict(),
             "num_features": int(target.x.size(-1)),
             "num_classes": int(num_classes),
             "num_parts": num_parts,
@@ -157,10 +152,6 @@ def write_partitions(graph: Data | HeteroData, graph_info: dict[str, Any], num_c
             "edge_cut": edge_cut(graph, owner),
         }
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2))
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return info
 
 
@@ -202,10 +193,10 @@ def verify_partition(partition: Partition) -> None:
     has features), every stored edge ends at one of its nodes (PyG keeps an edge with its
     destination), and its seed nodes are its own.
     """
-    hetero = partition.info["graph_info"]["hetero"]
+    hetero = GraphInfo.from_dict(partition.info["graph_info"]).hetero
     node_map = partition.graph_store.node_pb
     pid = partition.index
-    groups = hetero["node_types"] if hetero else [None]
+    groups = list(hetero.node_types) if hetero else [None]
     for group in groups:
         owner = node_map[group] if hetero else node_map
         owned = torch.nonzero(owner == pid).view(-1)
@@ -222,7 +213,7 @@ def verify_partition(partition: Partition) -> None:
         owner = node_map[attr.edge_type[-1]] if hetero else node_map
         if not (owner[destination] == pid).all():
             raise PartitionError(f"partition {pid} holds {attr.edge_type or 'edges'} whose destination it does not own")
-    target_owner = node_map[hetero["target"]] if hetero else node_map
+    target_owner = node_map[hetero.target] if hetero else node_map
     for split, seeds in partition.seeds.items():
         if not (target_owner[seeds] == pid).all():
             raise PartitionError(f"partition {pid}: {split}_idx.pt lists nodes of other partitions")
@@ -279,8 +270,8 @@ class PartitionedNodeDataModule(L.LightningDataModule):
         self.partition: Partition | None = None
 
     @property
-    def graph_info(self) -> dict[str, Any]:
-        return self.info["graph_info"]
+    def graph_info(self) -> GraphInfo:
+        return GraphInfo.from_dict(self.info["graph_info"])
 
     @property
     def num_features(self) -> int:
@@ -321,7 +312,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
         context = DistContext(rank=trainer.global_rank, global_rank=trainer.global_rank, world_size=trainer.world_size,
                               global_world_size=trainer.world_size, group_name=f"partitioned-{split}")
         seeds = balanced_seeds(self.partition.seeds[split], max(self.info["split_sizes"][split]))
-        hetero = self.graph_info["hetero"]
+        hetero = self.graph_info.hetero
         base_port = self.rpc_port if self.rpc_port is not None else environment.main_port + 1
         return DistNeighborLoader(
             (self.partition.feature_store, self.partition.graph_store),
@@ -329,7 +320,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
             master_addr=environment.main_address,
             master_port=base_port + port_offset,
             current_ctx=context,
-            input_nodes=(hetero["target"], seeds) if hetero else seeds,
+            input_nodes=(hetero.target, seeds) if hetero else seeds,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,

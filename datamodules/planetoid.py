@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
 
 from datamodules.graph import DatasetNotFoundError, NodeDataModule, preparation_lock
+from graphkd.graph_info import GraphInfo
 
 RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
@@ -41,7 +41,7 @@ class PlanetoidDataModule(NodeDataModule):
         self.name = known[name.lower()]
         self.root = root
 
-    def load(self) -> tuple[Data, dict[str, Any]]:
+    def load(self) -> tuple[Data, GraphInfo]:
         raw = Path(self.root) / self.name / "raw"
         missing = [f"ind.{self.name.lower()}.{s}" for s in RAW_SUFFIXES if not (raw / f"ind.{self.name.lower()}.{s}").is_file()]
         if missing:
@@ -52,6 +52,6 @@ class PlanetoidDataModule(NodeDataModule):
         with preparation_lock(Path(self.root) / self.name):  # PyG writes processed/ on first use
             dataset = Planetoid(self.root, self.name)
         data = dataset[0]
-        info = {"dataset": self.name, "task": "multiclass", "num_classes": dataset.num_classes, "hetero": None}
+        info = GraphInfo(dataset=self.name, task="multiclass", num_classes=dataset.num_classes)
         return Data(x=data.x, edge_index=data.edge_index, y=data.y, train_mask=data.train_mask,
                     val_mask=data.val_mask, test_mask=data.test_mask), info

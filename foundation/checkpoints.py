@@ -14,6 +14,8 @@ from foundation.errors import InputError
 UNREADABLE = (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError, TypeError,
               AttributeError, zipfile.BadZipFile)
 """Everything ``torch.load`` raises for a corrupt, truncated or foreign file."""
+UNPICKLABLE = UNREADABLE + (ImportError, IndexError)
+"""Everything ``pickle.load`` raises for a damaged or foreign pickle: the above, a class whose module is gone, a short stack."""
 
 
 class CheckpointError(InputError, RuntimeError):
@@ -30,6 +32,18 @@ def load_checkpoint(path: str | Path, error: type[Exception] = CheckpointError, 
         return torch.load(path, map_location="cpu", weights_only=True)
     except UNREADABLE as failure:
         raise error(f"cannot read {str(path)!r} as a {what} ({failure}); the file is corrupt or truncated") from failure
+
+
+def load_pickle(path: str | Path, error: type[Exception] = CheckpointError, what: str = "pickle") -> Any:
+    """``pickle.load`` of ``path`` (a pickle can run code: only for files you trust, e.g. 3DDFA_V2's ``.pkl``).
+
+    Every way the file can be unreadable becomes one ``error`` naming ``what`` it should be.
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            return pickle.load(handle)
+    except UNPICKLABLE as failure:
+        raise error(f"{str(path)!r} is not a readable pickle ({failure}); expected {what}") from failure
 
 
 def read_state_dict(path: str | Path, what: str, source: str, error: type[Exception] = CheckpointError) -> dict[str, Tensor]:

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.utils import scatter
 
+from graphkd.graph_info import EdgeType, HeteroSchema
+from graphkd.gcnii import GCNII
 from graphkd.outputs import GNNOutput
-
-EdgeType = tuple[str, str, str]
 
 
 def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -190,15 +190,35 @@ class RGCN(nn.Module):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.target = target
+        self.edge_types = [tuple(e) for e in edge_types]
         self.dropout = dropout
         self.num_layers = num_layers
         self.embeddings = nn.ModuleDict({t: nn.Embedding(n, in_channels) for t, n in num_nodes.items()})
         widths = [in_channels, *[hidden_channels] * (num_layers - 1), out_channels]
-        edge_types = [tuple(e) for e in edge_types]
         self.convs = nn.ModuleList(
-            RelationalConv(widths[i], widths[i + 1], node_types, edge_types) for i in range(num_layers)
+            RelationalConv(widths[i], widths[i + 1], node_types, self.edge_types) for i in range(num_layers)
         )
         self.layer_dims = widths[1:]
+
+    def freeze_unreachable(self) -> None:
+        """Freeze the parameters that cannot reach the target type's logits.
+
+        Every layer updates every node type, but only the target's last output is used: the last
+        layer's other types, and whatever feeds only them, never get a gradient. Training is the same
+        with them frozen, and DDP then needs no ``find_unused_parameters`` (which would otherwise be
+        required, at the cost of an extra autograd traversal per step).
+        """
+        needed = {self.target}  # types whose output of the current layer reaches the logits
+        used: set[str] = set()
+        for layer in reversed(range(len(self.convs))):
+            into_needed = [e for e in self.edge_types if e[2] in needed]
+            used |= {f"convs.{layer}.root.{t}." for t in needed}
+            used |= {f"convs.{layer}.relation.{relation_key(e)}." for e in into_needed}
+            needed = needed | {e[0] for e in into_needed}
+        used |= {f"embeddings.{t}." for t in needed}
+        for name, parameter in self.named_parameters():
+            if not any(name.startswith(prefix) for prefix in used):
+                parameter.requires_grad_(False)
 
     def input_features(
         self, x_dict: dict[str, Tensor], node_ids: dict[str, Tensor] | None, num_nodes: dict[str, int]
@@ -229,7 +249,7 @@ class RGCN(nn.Module):
         return GNNOutput(logits=x_dict[self.target], hidden=hidden)
 
 
-ARCHITECTURES: dict[str, type[GNN]] = {"gcn": GCN, "sage": GraphSAGE, "gat": GAT, "mlp": MLP}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"gcn": GCN, "sage": GraphSAGE, "gat": GAT, "mlp": MLP, "gcnii": GCNII}
 
 
 def build_gnn(
@@ -241,11 +261,13 @@ def build_gnn(
     dropout: float = 0.5,
     heads: int = 4,
     norm: bool = False,
-    hetero: dict[str, Any] | None = None,
+    hetero: HeteroSchema | None = None,
+    arch_options: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Build a model by name: ``gcn``, ``sage``, ``gat``, ``mlp`` or ``rgcn``.
+    """Build a model by name: ``gcn``, ``sage``, ``gat``, ``mlp``, ``gcnii`` or ``rgcn``.
 
-    ``hetero`` (node_types, edge_types, num_nodes, target) is required for ``rgcn``.
+    ``hetero`` (the graph's schema) is required for ``rgcn`` and refused by the others.
+    ``arch_options`` are further keyword arguments of the architecture (e.g. GCNII's ``alpha``).
     """
     if arch == "rgcn":
         if norm:
@@ -254,15 +276,16 @@ def build_gnn(
             raise ValueError("arch 'rgcn' needs a heterogeneous graph; use a hetero datamodule (e.g. ogbn-mag with hetero: true)")
         return RGCN(
             in_channels, hidden_channels, out_channels, num_layers,
-            node_types=hetero["node_types"], edge_types=hetero["edge_types"],
-            num_nodes=hetero["featureless_num_nodes"], target=hetero["target"], dropout=dropout,
+            node_types=list(hetero.node_types), edge_types=list(hetero.edge_types),
+            num_nodes=hetero.featureless_num_nodes, target=hetero.target, dropout=dropout,
         )
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted([*ARCHITECTURES, 'rgcn'])}")
     if hetero is not None:
         raise ValueError(f"arch {arch!r} is homogeneous but the data is heterogeneous; use arch 'rgcn' or hetero: false")
     kwargs: dict[str, Any] = {"heads": heads} if arch == "gat" else {}
-    return ARCHITECTURES[arch](in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, norm=norm, **kwargs)
+    return ARCHITECTURES[arch](in_channels, hidden_channels, out_channels, num_layers, dropout=dropout, norm=norm, **kwargs,
+                               **(arch_options or {}))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from foundation.files import staged_folder
 
 FOLDER = "ogbn_mag"
 RELEASE_FILE = "RELEASE_v2.txt"
@@ -131,7 +131,8 @@ def write_synthetic_mag(root: str | os.PathLike, config: SyntheticMAGConfig | No
     """Write ``root/ogbn_mag`` in the official layout and return that folder.
 
     The folder is assembled in a temporary sibling and renamed into place, so an
-    interrupted run never leaves a half-written dataset that ``ogb`` would load.
+    interrupted run never leaves a half-written dataset that ``ogb`` would load; when
+    another process (e.g. another DDP rank) put the same graph there first, its copy is kept.
     """
     config = config or SyntheticMAGConfig()
     root = Path(root)
@@ -140,38 +141,32 @@ def write_synthetic_mag(root: str | os.PathLike, config: SyntheticMAGConfig | No
     if target.exists():
         raise FileExistsError(f"{target} already exists; delete it to generate a new synthetic graph")
     graph = generate(config)
-    staging = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", dir=root))
     try:
-        raw = staging / "raw"
-        _write_csv(raw / "num-node-dict.csv.gz", [[graph["num_nodes"][t] for t in NODE_TYPES]], NODE_TYPES)
-        _write_csv(raw / "triplet-type-list.csv.gz", [list(t) for t in TRIPLETS])
-        for rel_id, triplet in enumerate(TRIPLETS):
-            folder = raw / "relations" / "___".join(triplet)
-            edge_index = graph["edges"][triplet]
-            _write_csv(folder / "edge.csv.gz", edge_index.T)
-            _write_csv(folder / "num-edge-list.csv.gz", [[edge_index.shape[1]]])
-            _write_csv(folder / "edge_reltype.csv.gz", np.full((edge_index.shape[1], 1), rel_id))
-        _write_csv(raw / "node-feat" / "paper" / "node-feat.csv.gz", graph["features"])
-        _write_csv(raw / "node-feat" / "paper" / "node_year.csv.gz", graph["years"][:, None])
-        _write_csv(raw / "node-label" / "paper" / "node-label.csv.gz", graph["labels"][:, None])
-        has_label = [[t == "paper" for t in NODE_TYPES]]
-        _write_csv(raw / "nodetype-has-label.csv.gz", has_label, NODE_TYPES)
-        split = staging / "split" / "time"
-        _write_csv(split / "nodetype-has-split.csv.gz", has_label, NODE_TYPES)
-        years = graph["years"]
-        for name, ids in (("train", years < 2018), ("valid", years == 2018), ("test", years == 2019)):
-            _write_csv(split / "paper" / f"{name}.csv.gz", np.flatnonzero(ids)[:, None])
-        (staging / RELEASE_FILE).write_text("ogbn-mag layout, synthetic graph written by graphkd.synthetic_mag\n")
-        (staging / MARKER_FILE).write_text(json.dumps(asdict(config), indent=2))
-        try:
-            staging.rename(target)
-        except OSError:
-            if read_marker(target) != config:  # not a concurrent writer of the same graph (e.g. another DDP rank)
-                raise
-            shutil.rmtree(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_folder(target, replace=False) as staging:
+            raw = staging / "raw"
+            _write_csv(raw / "num-node-dict.csv.gz", [[graph["num_nodes"][t] for t in NODE_TYPES]], NODE_TYPES)
+            _write_csv(raw / "triplet-type-list.csv.gz", [list(t) for t in TRIPLETS])
+            for rel_id, triplet in enumerate(TRIPLETS):
+                folder = raw / "relations" / "___".join(triplet)
+                edge_index = graph["edges"][triplet]
+                _write_csv(folder / "edge.csv.gz", edge_index.T)
+                _write_csv(folder / "num-edge-list.csv.gz", [[edge_index.shape[1]]])
+                _write_csv(folder / "edge_reltype.csv.gz", np.full((edge_index.shape[1], 1), rel_id))
+            _write_csv(raw / "node-feat" / "paper" / "node-feat.csv.gz", graph["features"])
+            _write_csv(raw / "node-feat" / "paper" / "node_year.csv.gz", graph["years"][:, None])
+            _write_csv(raw / "node-label" / "paper" / "node-label.csv.gz", graph["labels"][:, None])
+            has_label = [[t == "paper" for t in NODE_TYPES]]
+            _write_csv(raw / "nodetype-has-label.csv.gz", has_label, NODE_TYPES)
+            split = staging / "split" / "time"
+            _write_csv(split / "nodetype-has-split.csv.gz", has_label, NODE_TYPES)
+            years = graph["years"]
+            for name, ids in (("train", years < 2018), ("valid", years == 2018), ("test", years == 2019)):
+                _write_csv(split / "paper" / f"{name}.csv.gz", np.flatnonzero(ids)[:, None])
+            (staging / RELEASE_FILE).write_text("ogbn-mag layout, synthetic graph written by graphkd.synthetic_mag\n")
+            (staging / MARKER_FILE).write_text(json.dumps(asdict(config), indent=2))
+    except OSError:  # the rename failed: fine when a concurrent writer (e.g. another DDP rank) put the same graph there
+        if read_marker(target) != config:
+            raise
     return target
 
 

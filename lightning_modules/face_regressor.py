@@ -13,32 +13,19 @@ parameters, which weighs each parameter by its effect on the image.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from datamodules.synthetic_faces import ModelFormat, load_morphable_model
-from facetex.face3d.camera import rotation_to_euler
-from facetex.face3d.fitting import nearest_scaled_rotation
-from facetex.face3d.regressor import MobileNetV1
+from facetex.face3d.regressor import NUM_POSE, DecodedParams, MobileNetV1, decode_params, pose_angles, split_params
 from facetex.face3d.synthetic import SyntheticFaceBatch
 
-NUM_POSE = 12
 _PREDICTED_COLOUR = (0.0, 1.0, 0.0)
 _TARGET_COLOUR = (1.0, 0.0, 0.0)
-
-
-@dataclass
-class FaceParameters:
-    """Decoded parameters: pose ``(B, 3, 4)`` model-to-screen affine map, shape ``(B, S)``, expression ``(B, E)``."""
-
-    pose: Tensor
-    shape: Tensor
-    expression: Tensor
 
 
 def pose_matrix(rotation: Tensor, scale: Tensor, translation: Tensor) -> Tensor:
@@ -49,10 +36,11 @@ def pose_matrix(rotation: Tensor, scale: Tensor, translation: Tensor) -> Tensor:
 
 
 def pose_to_euler(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(B, 3, 4)`` affine pose -> ``(yaw, pitch, roll)`` degrees ``(B,)`` of its nearest scaled rotation."""
-    rows = pose[:, :2, :3] * pose.new_tensor([1.0, -1.0])[:, None]
-    rotation, _ = nearest_scaled_rotation(rows.float())
-    return rotation_to_euler(rotation)
+    """``(B, 3, 4)`` affine pose -> ``(yaw, pitch, roll)`` degrees ``(B,)``, by the regressor's own ``pose_angles``.
+
+    Row 1 is ``-s R_1`` here (screen y down) and ``s R_1`` in 3DDFA_V2's crop pose; row 2 is not read.
+    """
+    return pose_angles(pose * pose.new_tensor([1.0, -1.0, 1.0])[:, None])
 
 
 def draw_points(images: Tensor, points: Tensor, colour: tuple[float, float, float]) -> Tensor:
@@ -85,8 +73,8 @@ class FaceRegressorModule(L.LightningModule):
         model_path: the morphable model file whose parameters are regressed (the datamodule's).
         model_format: ``sfm``, ``bfm`` or ``bfm_mean`` (see ``datamodules.synthetic_faces``).
         widen_factor: MobileNetV1 width multiplier (3DDFA_V2 ships 1.0 and 0.5).
-        learning_rate: AdamW learning rate, annealed to zero with a cosine over training.
-        weight_decay: AdamW weight decay.
+        optimizer: builds the optimiser from the parameters (AdamW, lr 1e-3, weight decay 1e-4 by default);
+            its learning rate is annealed to zero with a cosine over training.
         landmark_loss_weight: weight of the landmark reprojection loss beside the parameter MSE.
         statistics_batches: datamodule batches used to estimate the target mean and std at setup.
         num_logged_images: validation inputs drawn with predicted (green) and true (red) landmarks.
@@ -97,8 +85,7 @@ class FaceRegressorModule(L.LightningModule):
         model_path: str = "../shared/assets/sfm/sfm_3448.npz",
         model_format: ModelFormat = "sfm",
         widen_factor: float = 0.5,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-4,
+        optimizer: OptimizerCallable = lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4),
         landmark_loss_weight: float = 1.0,
         statistics_batches: int = 16,
         num_logged_images: int = 8,
@@ -106,7 +93,8 @@ class FaceRegressorModule(L.LightningModule):
         super().__init__()
         if statistics_batches < 1:
             raise ValueError(f"statistics_batches must be >= 1, got {statistics_batches}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer = optimizer
         self.face_model = load_morphable_model(model_path, model_format)
         self.num_params = NUM_POSE + self.face_model.num_shape + self.face_model.num_expression
         self.network = MobileNetV1(widen_factor=widen_factor, num_params=self.num_params, landmark_head=False)
@@ -121,16 +109,11 @@ class FaceRegressorModule(L.LightningModule):
         pose = pose_matrix(batch.rotation.float(), batch.scale.float(), batch.translation.float())
         return torch.cat([pose.flatten(1), batch.shape.float(), batch.expression.float()], dim=1)
 
-    def decode(self, params: Tensor) -> FaceParameters:
-        """Split un-normalised ``(B, 12 + S + E)`` parameters into a :class:`FaceParameters`."""
-        num_shape = self.face_model.num_shape
-        return FaceParameters(
-            pose=params[:, :NUM_POSE].reshape(-1, 3, 4),
-            shape=params[:, NUM_POSE : NUM_POSE + num_shape],
-            expression=params[:, NUM_POSE + num_shape :],
-        )
+    def decode(self, params: Tensor) -> DecodedParams:
+        """Split un-normalised ``(B, 12 + S + E)`` parameters into :class:`DecodedParams`."""
+        return split_params(params, self.face_model.num_shape, self.face_model.num_expression)
 
-    def landmarks2d(self, params: FaceParameters) -> Tensor:
+    def landmarks2d(self, params: DecodedParams) -> Tensor:
         """Screen positions ``(B, L, 2)`` of the model's landmarks under decoded parameters."""
         points = self.face_model.landmarks(self.face_model(params.shape, params.expression))
         return (points @ params.pose[:, :2, :3].transpose(1, 2) + params.pose[:, None, :2, 3]).float()
@@ -177,12 +160,13 @@ class FaceRegressorModule(L.LightningModule):
 
     # steps -----------------------------------------------------------------------------
 
-    def _losses(self, batch: SyntheticFaceBatch) -> tuple[dict[str, Tensor], FaceParameters, FaceParameters]:
+    def _losses(self, batch: SyntheticFaceBatch) -> tuple[dict[str, Tensor], DecodedParams, DecodedParams]:
         """Loss terms and the predicted and true parameters of one batch."""
         target = self.target_vector(batch)
         normalised_prediction = self.normalised_output(batch.images)
         normalised_target = (target - self.target_mean) / self.target_std
-        predicted = self.decode(normalised_prediction * self.target_std + self.target_mean)
+        predicted = decode_params(normalised_prediction, self.target_mean, self.target_std,
+                                  self.face_model.num_shape, self.face_model.num_expression)
         true = self.decode(target)
         image_size = batch.images.shape[-1]
         landmark_error = (self.landmarks2d(predicted) - self.landmarks2d(true)).norm(dim=-1).mean() / image_size
@@ -209,18 +193,18 @@ class FaceRegressorModule(L.LightningModule):
         if batch_idx == 0:
             self._log_landmark_grid(batch.images, predicted, true)
 
-    def yaw_error(self, predicted: FaceParameters, true: FaceParameters) -> Tensor:
+    def yaw_error(self, predicted: DecodedParams, true: DecodedParams) -> Tensor:
         """Mean absolute yaw difference in degrees."""
         return (pose_to_euler(predicted.pose)[0] - pose_to_euler(true.pose)[0]).abs().mean()
 
-    def landmark_nme(self, predicted: FaceParameters, true: FaceParameters) -> Tensor:
+    def landmark_nme(self, predicted: DecodedParams, true: DecodedParams) -> Tensor:
         """Mean landmark error over sqrt(w h) of the true landmarks' bounding box (AFLW2000-3D's NME)."""
         target = self.landmarks2d(true)
         extent = target.amax(1) - target.amin(1)
         normaliser = extent.prod(-1).clamp_min(1e-12).sqrt()
         return ((self.landmarks2d(predicted) - target).norm(dim=-1).mean(1) / normaliser).mean()
 
-    def _log_landmark_grid(self, images: Tensor, predicted: FaceParameters, true: FaceParameters) -> None:
+    def _log_landmark_grid(self, images: Tensor, predicted: DecodedParams, true: DecodedParams) -> None:
         """Adds the first inputs with true and predicted landmarks to every TensorBoard logger."""
         loggers = [logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
         count = min(self.hparams.num_logged_images, images.shape[0])
@@ -234,8 +218,7 @@ class FaceRegressorModule(L.LightningModule):
             logger.experiment.add_image("val/landmarks", grid, self.global_step)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
-                                      weight_decay=self.hparams.weight_decay)
+        optimizer = self.optimizer(self.parameters())
         total_steps = max(1, self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -21,6 +21,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
@@ -84,7 +85,8 @@ class GANEncoderModule(L.LightningModule):
         backbone: encoder body, ``small`` or ``ir_se50`` (ReStyle's).
         encoder_input_size: side the encoder reads images at (None: 64 for small, 256 for ir_se50).
         encoder_stages: body stages ``[in, out, units]`` overriding the backbone preset.
-        lr: Adam learning rate (ReStyle: 1e-4 with Ranger).
+        optimizer: builds the encoder's optimiser from its parameters (Adam, lr 1e-4 by default; ReStyle: 1e-4
+            with Ranger).
         l2_weight: weight of the pixel MSE.
         perceptual_weight: weight of LPIPS (active only with both LPIPS checkpoints).
         identity_weight: weight of the ArcFace identity loss (active only with identity_checkpoint).
@@ -106,7 +108,7 @@ class GANEncoderModule(L.LightningModule):
         backbone: Backbone = "small",
         encoder_input_size: int | None = None,
         encoder_stages: list[Stage] | None = None,
-        lr: float = 1e-4,
+        optimizer: OptimizerCallable = lambda params: torch.optim.Adam(params, lr=1e-4),
         l2_weight: float = 1.0,
         perceptual_weight: float = 0.8,
         identity_weight: float = 0.1,
@@ -117,13 +119,13 @@ class GANEncoderModule(L.LightningModule):
         num_logged_images: int = 4,
     ) -> None:
         super().__init__()
-        if refinement_steps < 1 or lr <= 0 or latent_weight < 0:
-            raise ValueError(f"need refinement_steps >= 1, lr > 0, latent_weight >= 0; got {refinement_steps}, "
-                             f"{lr}, {latent_weight}")
+        if refinement_steps < 1 or latent_weight < 0:
+            raise ValueError(f"need refinement_steps >= 1, latent_weight >= 0; got {refinement_steps}, {latent_weight}")
         if bool(lpips_vgg16_checkpoint) != bool(lpips_checkpoint):
             raise ValueError("LPIPS needs both lpips_vgg16_checkpoint (VGG16 backbone) and lpips_checkpoint "
                              "(linear heads); give both or neither")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer = optimizer
         self.generator, latent_avg = frozen_generator(generator_checkpoint, generator_format, random_generator,
                                                     generator_seed, latent_avg_samples)
         self.register_buffer("latent_avg", latent_avg)
@@ -228,4 +230,4 @@ class GANEncoderModule(L.LightningModule):
             logger.experiment.add_image("val/reconstructions", grid.cpu(), self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.encoder.parameters(), lr=self.hparams.lr)
+        return self.optimizer(self.encoder.parameters())

@@ -7,14 +7,15 @@ a logged warning and yields ``None`` (the writer writes nothing for it), so a fo
 past it; set ``skip_photos_without_face: false`` to make it an error instead.
 
 With ``encoder_checkpoint`` (a ``lightning_modules.gan_encoder.GANEncoderModule`` checkpoint) the photo
-is first inverted by that ReStyle encoder, then refined by optimisation from its code (``inversion:
-{steps: 0}`` keeps the encoder's code as it is), then pivotally tuned if ``pti`` is set. The encoder
+is first inverted by that ReStyle encoder, then refined by optimisation from its code (``multiview:
+{inversion: null}`` keeps the encoder's code as it is), then pivotally tuned if ``multiview.pti`` is set. The encoder
 must have been trained against the pipeline's generator; the checkpoint stores that generator, and
 any difference from the pipeline's is an error.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,9 @@ from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.encoder import ReStyleEncoder
 from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, load_generator, seeded_stylegan2
 from facetex.gan.restyle_checkpoint import is_encoder_checkpoint, restyle_encoder_from_checkpoint
-from facetex.gan.inversion import InversionConfig, PTIConfig
-from facetex.gan.multiview import (
-    LandmarksSource,
-    MultiViewConfig,
-    MultiViewPipeline,
-    MultiViewResult,
-)
+from facetex.gan.multiview import MultiViewConfig, MultiViewPipeline, MultiViewResult
 from facetex.gan.pose_walk import load_boundary
+from facetex.gan.stylegan2 import DEFAULT_BLUR_KERNEL
 from foundation.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -109,10 +105,31 @@ def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tenso
     return encoder.eval(), state["latent_avg"]
 
 
-def inversion_config(fields: dict[str, Any] | None) -> InversionConfig | None:
-    """``InversionConfig(**fields)``; ``steps: 0`` means no optimisation (the encoder's code is kept): None."""
-    fields = fields or {}
-    return None if fields.get("steps") == 0 else InversionConfig(**fields)
+@dataclass(frozen=True)
+class RandomGenerator:
+    """A StyleGAN2 with random weights (demos and tests): the arguments of ``facetex.gan.stylegan2.Generator``.
+
+    Its images are not faces: use raw ``strengths`` and ``landmarks_source: photo`` with it.
+
+    Attributes:
+        size: output resolution, a power of two >= 8.
+        style_dim: width of z and w.
+        n_mlp: mapping layers.
+        channel_multiplier: 2 for config-f, 1 for the smaller config.
+        blur_kernel: FIR taps of every resampling filter.
+        lr_mlp: learning-rate multiplier of the mapping network.
+        channel_max: widest synthesis layer.
+        channel_base: channels at resolution r are ``min(channel_max, channel_base * channel_multiplier // r)``.
+    """
+
+    size: int
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    blur_kernel: tuple[float, ...] = DEFAULT_BLUR_KERNEL
+    lr_mlp: float = 0.01
+    channel_max: int = 512
+    channel_base: int = 16384
 
 
 class GANTex(L.LightningModule):
@@ -122,18 +139,15 @@ class GANTex(L.LightningModule):
         assets: folder laid out like ``shared/assets`` (FaceBoxes, 3DDFA_V2, BFM/SFM files).
         generator_path: NVlabs StyleGAN2/StyleGAN3 ``.pkl`` or rosinality StyleGAN2 ``.pt``; exclusive with
             ``random_generator``.
-        random_generator: keyword arguments of a randomly initialised ``facetex.gan.stylegan2.Generator``
-            (demo and tests: its images are not faces, use raw ``strengths`` and ``landmarks_source: photo``).
+        random_generator: a randomly initialised StyleGAN2 (demo and tests), seeded by ``seed``.
         boundary_path: pose boundary (``.npy`` InterFaceGAN / ``.pt`` e4e); exclusive with ``random_boundary``.
         random_boundary: a random unit direction in W (demo and tests only).
         face_model: ``"sfm"`` or ``"bfm"`` (BFM mean face, pose only).
-        yaws, strengths, calibration_strengths, refine_steps, landmarks_source, texture_size, turntable_size:
-            see ``facetex.gan.multiview.MultiViewConfig``.
-        encoder_checkpoint: a ``GANEncoderModule`` checkpoint or an official ReStyle .pt whose encoder (trained against this
-            generator) inverts the photo first; empty for optimisation alone.
-        encoder_steps: ReStyle iterations of that encoder (default: an official file's n_iters_per_batch, else 3).
-        inversion: ``InversionConfig`` fields (``steps: 0``: no optimisation, needs an encoder); pti:
-            ``PTIConfig`` fields (its ``pivot`` is not used here), or None to skip pivotal tuning.
+        multiview: the views, inversion (``inversion: null``: no optimisation, needs an encoder), pivotal tuning
+            (``pti: null`` skips it), geometry and texture settings of the pipeline.
+        encoder_checkpoint: a ``GANEncoderModule`` checkpoint, or an official ReStyle .pt (also given as the
+            generator; its n_iters_per_batch replaces the default ``multiview.encoder_steps``), whose ReStyle
+            encoder (trained against this generator) inverts the photo first; empty for optimisation alone.
         seed: seeds the random generator/boundary and the inversion's noise.
         skip_photos_without_face: log and skip such photos (True) or raise ``NoFaceError`` (False).
     """
@@ -142,21 +156,12 @@ class GANTex(L.LightningModule):
         self,
         assets: str = "../shared/assets",
         generator_path: str | None = None,
-        random_generator: dict[str, Any] | None = None,
+        random_generator: RandomGenerator | None = None,
         boundary_path: str | None = None,
         random_boundary: bool = False,
         face_model: FaceModelName = "sfm",
-        yaws: tuple[float, ...] = (-40.0, -30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0, 40.0),
-        strengths: tuple[float, ...] | None = None,
-        calibration_strengths: tuple[float, ...] = (-2.0, 0.0, 2.0),
-        refine_steps: int = 1,
-        landmarks_source: LandmarksSource = "views",
-        texture_size: int = 1024,
-        turntable_size: int = 256,
+        multiview: MultiViewConfig = MultiViewConfig(),
         encoder_checkpoint: str = "",
-        encoder_steps: int | None = None,
-        inversion: dict[str, Any] | None = None,
-        pti: dict[str, Any] | None = None,
         seed: int = 0,
         skip_photos_without_face: bool = True,
     ) -> None:
@@ -164,31 +169,26 @@ class GANTex(L.LightningModule):
         self.save_hyperparameters()
         if (generator_path is None) == (random_generator is None):
             raise ValueError("give exactly one of generator_path (a pretrained .pkl/.pt) and random_generator "
-                             "(kwargs of a random StyleGAN2, for demos)")
+                             "(a random StyleGAN2, for demos)")
         if (boundary_path is None) == (not random_boundary):
             raise ValueError("give exactly one of boundary_path (a pose boundary .npy/.pt) and random_boundary: true")
         paths = AssetPaths.from_folder(assets)
         seeded = torch.Generator().manual_seed(seed)
         if random_generator is not None:
-            generator = seeded_stylegan2(random_generator, seed)
+            generator = seeded_stylegan2(asdict(random_generator), seed)
         else:
             generator = load_generator(generator_path)[0]
         encoder, latent_avg = load_encoder(encoder_checkpoint, generator) if encoder_checkpoint else (None, None)
+        if getattr(encoder, "iterations", None) and multiview.encoder_steps == MultiViewConfig().encoder_steps:
+            multiview = replace(multiview, encoder_steps=encoder.iterations)  # an official file's n_iters_per_batch
         if random_boundary:
             boundary = torch.nn.functional.normalize(torch.randn(1, generator.style_dim, generator=seeded), dim=1)
         else:
             boundary = load_boundary(boundary_path)
-        config = MultiViewConfig(
-            yaws=tuple(yaws), strengths=None if strengths is None else tuple(strengths),
-            calibration_strengths=tuple(calibration_strengths), refine_steps=refine_steps,
-            landmarks_source=landmarks_source, texture_size=texture_size, turntable_size=turntable_size,
-            encoder_steps=encoder_steps or getattr(encoder, "iterations", None) or 3, inversion=inversion_config(inversion),
-            pti=None if pti is None else PTIConfig(**pti),
-        )
         self.pipeline = MultiViewPipeline(
             generator, boundary, FaceDetector.from_checkpoint(paths.detector),
             FaceRegressor.from_files(paths.regressor, paths.param_stats, paths.landmark_bases),
-            load_face_model(paths, face_model), config, encoder, latent_avg,
+            load_face_model(paths, face_model), multiview, encoder, latent_avg,
         )
         self.seed = seed
         self.skip_photos_without_face = skip_photos_without_face

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         datamodule = datamodule_from_config(args.config)
         start = time.perf_counter()
         graph = datamodule.graph
-        logging.getLogger(__name__).info("loaded %s in %.1f s: %s", datamodule.graph_info["dataset"], time.perf_counter() - start, graph)
+        logging.getLogger(__name__).info("loaded %s in %.1f s: %s", datamodule.graph_info.dataset, time.perf_counter() - start, graph)
         start = time.perf_counter()
         info = write_partitions(graph, datamodule.graph_info, datamodule.num_classes, args.out, args.num_parts,
                                 args.recursive)

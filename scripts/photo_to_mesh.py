@@ -5,7 +5,9 @@
 
 Detects the face (FaceBoxes), regresses 68 landmarks (3DDFA_V2), fits a morphable model to them,
 fuses the photo into a UV texture (visibility, view weights, mirror filling, inpainting), writes the
-files into --out and prints the re-render PSNR/SSIM inside the face mask.
+files into --out (replacing an earlier run's folder there; any other non-empty folder is refused) and
+prints the re-render PSNR/SSIM inside the face mask. The job itself is ``app.photo_to_mesh``; this file
+is its command line.
 
 It also copies the photo (photo.jpg) and rebuilds the HTML gallery of the folder holding --out
 (``facetex.gallery``): run it on several photos with ``--out outputs/NAME`` and
@@ -22,12 +24,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from facetex.face3d.detector import NoFaceError  # noqa: E402
-from facetex.face3d.image_io import ImageDecodeError  # noqa: E402
-from facetex.face3d.pipeline import DEFAULT_YAWS, AssetPaths, photo_to_mesh  # noqa: E402
+from app.photo_to_mesh import DEFAULT_YAWS, add_to_gallery, photo_to_mesh  # noqa: E402
+from facetex.face3d.pipeline import AssetPaths  # noqa: E402
 from facetex.face3d.rasterizer import active_backend  # noqa: E402
 from facetex.face3d.texture import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE  # noqa: E402
-from facetex.gallery import GalleryError, build_gallery, write_photo  # noqa: E402
+from facetex.gallery import GalleryError  # noqa: E402
+from foundation.errors import InputError  # noqa: E402
 
 
 def main() -> int:
@@ -52,15 +54,14 @@ def main() -> int:
     try:
         metrics = photo_to_mesh(args.image, args.out, AssetPaths.from_folder(args.assets), args.model,
                                 args.uv_size, args.yaws, device=args.device, tensorboard_dir=args.tensorboard)
-    except (NoFaceError, ImageDecodeError, FileNotFoundError, IsADirectoryError) as error:
+    except (InputError, FileNotFoundError, IsADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps({key: metrics[key] for key in ("rerender", "pose_degrees", "landmark_rmse_px", "texel_sources")},
                      indent=2))
-    write_photo(args.image, args.out)
-    print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json, photo.jpg")
+    print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json")
     try:  # the mesh is done: a gallery that cannot be built (e.g. a broken sibling folder) is a warning
-        gallery = build_gallery(args.out.resolve().parent)
+        gallery = add_to_gallery(args.image, args.out)
     except (GalleryError, OSError) as error:
         print(f"warning: no gallery written: {error}", file=sys.stderr)
     else:

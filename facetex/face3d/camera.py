@@ -50,13 +50,15 @@ def rotation_to_euler(rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Inverse of :func:`euler_to_rotation`: ``(yaw, pitch, roll)`` in degrees, each ``(...)``.
 
     Yaw is in [-90, 90]. At |yaw| = 90 (gimbal lock) only pitch - roll (or pitch + roll)
-    is defined; roll is then reported as 0.
+    is defined; roll is then reported as 0. Yaw is ``-asin(R[2, 0])`` and pitch, roll are
+    ``atan2``s of row 2 and column 0 as in 3DDFA_V2's ``matrix2angle``, so the nearly-orthonormal
+    matrices of its ``P2sRt`` give its angles exactly (yaw negated, see ``regressor``).
     """
     if rotation.shape[-2:] != (3, 3):
         raise ValueError(f"rotation must have shape (..., 3, 3), got {tuple(rotation.shape)}")
     r = rotation
     cos_yaw = torch.sqrt(r[..., 0, 0] ** 2 + r[..., 1, 0] ** 2)
-    yaw = torch.atan2(-r[..., 2, 0], cos_yaw)
+    yaw = -torch.asin(r[..., 2, 0].clamp(-1.0, 1.0))
     locked = cos_yaw < _GIMBAL_EPS
     pitch_free = torch.atan2(r[..., 2, 1], r[..., 2, 2])
     roll_free = torch.atan2(r[..., 1, 0], r[..., 0, 0])

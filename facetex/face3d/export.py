@@ -4,9 +4,13 @@ Every writer is atomic: all files of one call are first written to hidden tempor
 siblings and renamed into place only when every one of them is complete, so a failure
 never leaves a half-written mesh, or an OBJ whose material or texture is missing.
 
-UV convention (the project's): ``uv`` in [0, 1] with v pointing up as in OBJ, and the
-texture image stored with row 0 at v = 1, i.e. a texture tensor is written to the PNG
-as is and its ``vt`` lines are the UVs unchanged.
+UV convention: the texture is in 3DDFA_V2's ``process_uv`` layout (``texture.layout_uv``): a
+vertex with texture coordinates ``(u, v)`` (in [0, 1], v up, e.g. the BFM's ``BFM_UV.mat``) sits
+on texel column ``u (W - 1)``, row ``(1 - v)(H - 1)`` (texel centres on integers, row 0 at
+v = 1), so a BFM map is interchangeable with 3DDFA_V2's ``uv_tex``. The texture tensor is
+written to the PNG as is, and the ``vt`` lines are those positions in OBJ terms,
+``(u (W - 1) + 0.5) / W`` and ``(v (H - 1) + 0.5) / H``, so any OBJ viewer samples the map
+where it was made; the MTL says so in a comment.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from foundation.files import atomic_paths
+from facetex.face3d.texture import layout_uv
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -70,8 +75,9 @@ def write_obj(
     """Write a textured mesh as ``path`` (.obj) + ``<stem>.mtl`` + ``<stem>.png``, all linked.
 
     vertices: ``(V, 3)``; faces: ``(F, 3)`` 0-based, counter-clockwise seen from outside;
-    uv: ``(V, 2)`` per-vertex texture coordinates in [0, 1], v up (written as ``vt`` unchanged);
-    texture: ``(3, T, T)`` float in [0, 1] or uint8, row 0 = v = 1 (written to the PNG as is).
+    uv: ``(V, 2)`` per-vertex texture coordinates in [0, 1], v up (written as ``vt`` at their
+    ``process_uv`` texel positions, see the module docstring);
+    texture: ``(3, H, W)`` float in [0, 1] or uint8 in ``process_uv`` layout (written to the PNG as is).
     The OBJ names its material library (``mtllib``) and material (``usemtl``), the MTL names the
     PNG (``map_Kd``), and every face line is ``f a/a b/b c/c`` (vertex and UV share an index).
     Returns the three paths written.
@@ -84,12 +90,16 @@ def write_obj(
     if t.shape != (len(v), 2):
         raise ValueError(f"uv must have shape ({len(v)}, 2) (one UV per vertex), got {tuple(t.shape)}")
     image = image_to_uint8(texture)
+    height, width = image.shape[:2]
+    t = layout_uv(torch.from_numpy(t), (height, width)).numpy()
     mtl_path = obj_path.with_suffix(".mtl")
     png_path = obj_path.with_suffix(".png")
 
     with atomic_paths(png_path, mtl_path, obj_path) as (png_tmp, mtl_tmp, obj_tmp):  # the OBJ appears last
         Image.fromarray(image).save(png_tmp, format="PNG")
         mtl_tmp.write_text(
+            f"# {png_path.name}: 3DDFA_V2 process_uv layout, vertex (u, v) at texel column u*(W-1), "
+            f"row (1-v)*(H-1) (centres on integers); vt = (u*(W-1)+0.5)/W, (v*(H-1)+0.5)/H\n"
             f"newmtl {material_name}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
             f"Ks 0.000 0.000 0.000\nd 1.0\nillum 1\nmap_Kd {png_path.name}\n"
         )

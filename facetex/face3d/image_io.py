@@ -1,12 +1,15 @@
-"""Read a photo from disk into the tensor layout the face pipeline takes: ``(3, H, W)`` uint8 RGB.
+"""Decode a photo into the tensor layout the face pipeline takes: ``(3, H, W)`` uint8 RGB.
 
-Pillow decodes the file; the camera's EXIF orientation is applied so that the face is upright
-as a viewer sees it; grayscale, palette, CMYK and 16-bit files become 8-bit RGB and an alpha
-channel is composited over white (what an image viewer shows). A missing path, a folder, or a
-file Pillow cannot decode raises one exception that names the file and what to do.
+The project's one image decoder: photos on disk (:func:`load_image`) and images stored in a dataset
+archive (:func:`decode_image`, e.g. a zip or tar member) go through the same Pillow decoding. The
+camera's EXIF orientation is applied so that the face is upright as a viewer sees it; grayscale,
+palette, CMYK and 16-bit files become 8-bit RGB and an alpha channel is composited over white (what an
+image viewer shows). A missing path, a folder, or bytes Pillow cannot decode raise one exception that
+names the file and what to do.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +17,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from foundation.errors import InputError
 
+# the file types the datamodules list as photos (every one decodes here)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageDecodeError(InputError, ValueError):
-    """The file exists but is not an image Pillow can decode (corrupt, truncated or another format)."""
+    """The file (or stored member) exists but is not an image Pillow can decode (corrupt, truncated or another format)."""
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -40,6 +45,25 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def decode_image(data: bytes, name: str) -> torch.Tensor:
+    """Encoded image bytes -> upright RGB ``(3, H, W)`` uint8; ``name`` (its file or member) goes into the error.
+
+    Raises:
+        ImageDecodeError: the bytes cannot be decoded as an image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            array = _to_rgb_array(upright)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ImageDecodeError(
+            f"cannot decode {name!r} as an image ({error}); the file is corrupt, truncated "
+            "or not in a format Pillow reads (PNG, JPEG, BMP, TIFF, WebP, ...): replace or remove it"
+        ) from error
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """Read an image file as an upright RGB ``(3, H, W)`` uint8 tensor.
 
@@ -53,16 +77,4 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise FileNotFoundError(f"image file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a directory; pass the path of one image file inside it")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            upright = ImageOps.exif_transpose(opened)
-            array = _to_rgb_array(upright)
-    except PermissionError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ImageDecodeError(
-            f"cannot decode {str(path)!r} as an image ({error}); the file is corrupt, truncated "
-            "or not in a format Pillow reads (PNG, JPEG, BMP, TIFF, WebP, ...)"
-        ) from error
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+    return decode_image(path.read_bytes(), str(path))

@@ -13,7 +13,6 @@ x-reflected mean shape; the SFM also ships a hand-made table for its first 845 v
 """
 from __future__ import annotations
 
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from torch import Tensor, nn
+
+from foundation.checkpoints import load_pickle
 from foundation.errors import InputError
 
 IBUG68 = 68
@@ -215,12 +216,7 @@ class MorphableModel(nn.Module):
         BFM) cut by ``indices.npy``. Symmetry comes from :func:`mirror_vertices`.
         """
         path = _require_file(pkl_path, "BFM pickle")
-        with open(path, "rb") as handle:
-            try:
-                data = pickle.load(handle)
-            except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as error:
-                raise ModelFileError(f"{path} is not a readable pickle ({error}); expected 3DDFA_V2's "
-                                     f"bfm_noneck_v3.pkl") from error
+        data = load_pickle(path, ModelFileError, "3DDFA_V2's bfm_noneck_v3.pkl")
         if not isinstance(data, dict):
             raise ModelFileError(f"{path} holds a {type(data).__name__}, expected a dict with u, w_shp, w_exp, tri, "
                                  f"keypoints")
@@ -295,8 +291,7 @@ def _triangles_fk3(tri: np.ndarray, path: Path) -> Tensor:
 
 def _read_bfm_triangles(tri_path: str | Path) -> Tensor:
     path = _require_file(tri_path, "BFM triangle pickle (tri.pkl)")
-    with open(path, "rb") as handle:
-        return _triangles_fk3(pickle.load(handle), path)
+    return _triangles_fk3(load_pickle(path, ModelFileError, "3DDFA_V2's tri.pkl (the (3, F) triangle array)"), path)
 
 
 def _keypoints_to_vertices(keypoints: np.ndarray, path: Path) -> Tensor:

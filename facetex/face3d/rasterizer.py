@@ -23,9 +23,16 @@ Visibility is discrete and runs without gradients; barycentrics and depth are th
 recomputed for the winning triangles from the input vertices, so they carry gradients
 with respect to ``screen_vertices``.
 
+The C++ backend (``backend="cpp"``, ``csrc/raster.cpp``, compiled on first use by
+``raster_extension.py``) runs the same arithmetic one triangle's bounding box at a time
+on CPU tensors: the same winning triangle at every pixel (bit-identical inside tests and
+depth keys), with barycentrics and depth computed once per pixel for the winner. When
+gradients are needed, those two are recomputed by PyTorch from the winning ids.
+
 When ``pytorch3d`` is importable it can find the visible triangles instead
-(``backend="pytorch3d"``, or ``"auto"``); barycentrics and depth are computed the same
-way for both backends.
+(``backend="pytorch3d"``); barycentrics and depth are computed the same way for all
+backends. ``"auto"`` picks the C++ backend for CPU tensors when it builds, else pytorch3d
+when importable, else the pure-PyTorch one.
 """
 from __future__ import annotations
 
@@ -35,7 +42,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Backend = Literal["auto", "torch", "pytorch3d"]
+from facetex.face3d import raster_extension
+from facetex.face3d.raster_pytorch3d import pytorch3d_available, visible_triangles_pytorch3d
+
+Backend = Literal["auto", "torch", "cpp", "pytorch3d"]
 
 _EMPTY_KEY = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
@@ -62,26 +72,30 @@ class Fragments:
         return self.triangle_id >= 0
 
 
-def _pytorch3d_available() -> bool:
-    try:
-        import pytorch3d.renderer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def active_backend(backend: Backend = "auto") -> str:
-    """The backend ``backend`` resolves to: ``"pytorch3d"`` if asked or (auto) importable, else ``"torch"``."""
+def active_backend(backend: Backend = "auto", device: torch.device | str = "cpu") -> str:
+    """The backend ``backend`` resolves to for tensors on ``device``: as asked, or (auto) ``"cpp"``
+    for CPU tensors when the C++ kernels build, else ``"pytorch3d"`` if importable, else ``"torch"``."""
+    is_cpu = torch.device(device).type == "cpu"
     if backend == "torch":
         return "torch"
+    if backend == "cpp":
+        if not is_cpu:
+            raise ValueError(f"backend='cpp' runs on CPU tensors, got tensors on {device}; "
+                             "use backend='auto', 'torch' or 'pytorch3d'")
+        if not raster_extension.available():
+            raise RuntimeError("backend='cpp' was asked for but the C++ rasteriser could not be built "
+                               "(see the warning above); install g++ and ninja or use backend='torch'")
+        return "cpp"
     if backend == "pytorch3d":
-        if not _pytorch3d_available():
+        if not pytorch3d_available():
             raise RuntimeError("backend='pytorch3d' was asked for but pytorch3d is not importable; "
                                "install pytorch3d or use backend='torch'")
         return "pytorch3d"
     if backend == "auto":
-        return "pytorch3d" if _pytorch3d_available() else "torch"
-    raise ValueError(f"backend must be 'auto', 'torch' or 'pytorch3d', got {backend!r}")
+        if is_cpu and raster_extension.available():
+            return "cpp"
+        return "pytorch3d" if pytorch3d_available() else "torch"
+    raise ValueError(f"backend must be 'auto', 'torch', 'cpp' or 'pytorch3d', got {backend!r}")
 
 
 def _image_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -234,40 +248,6 @@ def _visible_triangles_torch(xy: Tensor, z: Tensor | None, faces: Tensor, height
     return triangle_id.view(batch_size, height, width)
 
 
-@torch.no_grad()
-def _visible_triangles_pytorch3d(xy: Tensor, z: Tensor | None, faces: Tensor, height: int, width: int,
-                                 cull_backfaces: bool) -> Tensor:
-    """Same contract as :func:`_visible_triangles_torch`, found by pytorch3d's rasteriser.
-
-    pytorch3d's NDC has +x left, +y up, the shorter image side spanning [-1, 1], and skips
-    triangles with depth <= 0, so x, y are mapped as ``(W - 2x) / s``, ``(H - 2y) / s`` with
-    ``s = min(H, W)`` and depth is shifted to start at 1.
-    """
-    from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
-    from pytorch3d.structures import Meshes
-
-    scale = float(min(height, width))
-    ndc_x = (width - 2.0 * xy[..., 0]) / scale
-    ndc_y = (height - 2.0 * xy[..., 1]) / scale
-    depth = torch.ones_like(ndc_x) if z is None else z - z.amin() + 1.0
-    verts = torch.stack([ndc_x, ndc_y, depth], dim=-1).float()
-    faces = faces.long()
-    kept = []
-    for item in range(xy.shape[0]):
-        keep = torch.ones(len(faces), dtype=torch.bool, device=xy.device)
-        if cull_backfaces:
-            a, b, c = (xy[item, faces[:, k]] for k in range(3))
-            area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-            keep = area < 0
-        kept.append(keep.nonzero().squeeze(1))
-    meshes = Meshes(verts=list(verts), faces=[faces[k] for k in kept])
-    pix_to_face, _, _, _ = rasterize_meshes(meshes, image_size=(height, width), blur_radius=0.0,
-                                            faces_per_pixel=1, perspective_correct=False)
-    packed = pix_to_face[..., 0]
-    original = torch.cat(kept)
-    return torch.where(packed >= 0, original[packed.clamp_min(0)], -1)
-
-
 def _fragments(xy: Tensor, z: Tensor | None, faces: Tensor, triangle_id: Tensor) -> Fragments:
     """Barycentrics and depth of the visible triangles at the pixel centres (differentiable).
 
@@ -312,8 +292,15 @@ def _rasterize(xy: Tensor, z: Tensor | None, faces: Tensor, image_size: tuple[in
     compute_dtype = torch.promote_types(xy.dtype, torch.float32)
     xy = xy.to(compute_dtype)
     z = None if z is None else z.to(compute_dtype)
-    if active_backend(backend) == "pytorch3d":
-        triangle_id = _visible_triangles_pytorch3d(xy, z, faces, height, width, cull_backfaces)
+    resolved = active_backend(backend, xy.device)
+    if resolved == "cpp":
+        triangle_id, barycentric, depth = raster_extension.kernels().rasterize(
+            xy.detach(), xy.new_empty(0) if z is None else z.detach(), faces, height, width, cull_backfaces)
+        needs_grad = torch.is_grad_enabled() and (xy.requires_grad or (z is not None and z.requires_grad))
+        if not needs_grad:
+            return Fragments(triangle_id=triangle_id, barycentric=barycentric, depth=depth)
+    elif resolved == "pytorch3d":
+        triangle_id = visible_triangles_pytorch3d(xy, z, faces, height, width, cull_backfaces)
     else:
         triangle_id = _visible_triangles_torch(xy, z, faces.long(), height, width, cull_backfaces, max_candidates)
     return _fragments(xy, z, faces, triangle_id)
@@ -330,7 +317,7 @@ def rasterize(screen_vertices: Tensor, faces: Tensor, image_size: int | tuple[in
         image_size: ``H`` or ``(H, W)``.
         cull_backfaces: drop triangles facing away, i.e. clockwise in model space
             (counter-clockwise, outward-facing triangles seen from the front are kept).
-        backend: ``"torch"``, ``"pytorch3d"`` or ``"auto"`` (pytorch3d when importable).
+        backend: ``"torch"``, ``"cpp"``, ``"pytorch3d"`` or ``"auto"`` (see :func:`active_backend`).
         max_candidates: (triangle, pixel) pairs tested at once by the torch backend;
             bounds its memory (a few tens of bytes per pair).
 
@@ -364,7 +351,7 @@ def rasterize_uv(uv: Tensor, faces: Tensor, size: int | tuple[int, int], *, back
     return _rasterize(uv_to_pixels(uv, hw)[None], None, faces, hw, False, backend, max_candidates)
 
 
-def interpolate(attributes: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
+def interpolate(attributes: Tensor, faces: Tensor, fragments: Fragments, *, backend: Backend = "auto") -> Tensor:
     """Barycentric interpolation of per-vertex attributes at every pixel.
 
     Args:
@@ -372,6 +359,8 @@ def interpolate(attributes: Tensor, faces: Tensor, fragments: Fragments) -> Tens
             colours of B views ``(B, V, C)`` over one UV raster give ``(B, H, W, C)``.
         faces: ``(F, 3)`` the faces that were rasterised.
         fragments: from :func:`rasterize` or :func:`rasterize_uv`.
+        backend: ``"cpp"`` (or ``"auto"`` on CPU without gradients) runs the C++ kernel;
+            otherwise PyTorch gathers each face's three attribute rows per pixel.
 
     Returns:
         ``(B, H, W, C)``, zero on empty pixels.
@@ -383,11 +372,14 @@ def interpolate(attributes: Tensor, faces: Tensor, fragments: Fragments) -> Tens
     if attributes.shape[0] not in (1, batch_size) or triangle_id.shape[0] not in (1, batch_size):
         raise ValueError(f"attributes batch {attributes.shape[0]} does not match fragments batch "
                          f"{triangle_id.shape[0]} (one of them may be 1)")
+    needs_grad = torch.is_grad_enabled() and (attributes.requires_grad or barycentric.requires_grad)
+    if (not needs_grad and attributes.is_floating_point() and backend in ("auto", "cpp")
+            and active_backend(backend, attributes.device) == "cpp"):
+        return raster_extension.kernels().interpolate(attributes, faces, triangle_id, barycentric)
     _, height, width = triangle_id.shape
-    corners = faces.long()[triangle_id.clamp_min(0)]  # (B', H, W, 3)
-    corners = corners.expand(batch_size, -1, -1, -1).reshape(batch_size, -1)
-    attributes = attributes.expand(batch_size, -1, -1)
-    values = torch.gather(attributes, 1, corners[..., None].expand(-1, -1, attributes.shape[-1]))
-    values = values.view(batch_size, height, width, 3, -1)
+    per_face = attributes[:, faces.long()]  # (B'', F, 3, C)
+    item = torch.arange(attributes.shape[0], device=attributes.device)[:, None]
+    values = per_face[item, triangle_id.clamp_min(0).reshape(triangle_id.shape[0], -1)]  # (B, H W, 3, C)
     weights = (barycentric * (triangle_id >= 0)[..., None]).to(values.dtype)
-    return (values * weights.expand(batch_size, -1, -1, -1)[..., None]).sum(dim=3)
+    weights = weights.reshape(triangle_id.shape[0], -1, 3, 1)
+    return (values * weights).sum(dim=2).view(batch_size, height, width, -1)

@@ -3,22 +3,26 @@
 The 62 numbers (de-normalised as ``out * std + mean``) are a 3x4 affine pose ``P = [sR | t]``
 (row-major), 40 BFM shape and 10 expression coefficients. Applied to BFM points ``v`` (model space:
 x to the viewer's right, y up, z toward the viewer), ``P @ [v; 1]`` lands in the 120x120 crop with
-3DDFA's conventions: 1-based x, y pointing UP (``y_img = 120 - y``), z toward the viewer. Our screen
-space has y down and depth growing away from the viewer, so the crop coordinates of a point are
+3DDFA's conventions, and the official weights were trained so that 3DDFA_V2's ``recon_vers`` +
+``similar_transform`` put it on the face: ``x -= 1``, ``y = 120 - y``, then x, y scaled by the
+(unrounded) roi box's width / 120 and height / 120 plus its top-left corner, in 3DDFA_V2's pixel
+coordinates (pixel centres on integers). In the project's screen space (centres at +0.5, y down,
+depth growing away from the viewer) that is
 
-    x_crop = (P v)_x - 0.5,   y_crop = 120 - (P v)_y + 0.5,   depth_crop = -(P v)_z
+    x = sx + (ex - sx) / 120 * ((P v)_x - 1) + 0.5,   y = sy + (ey - sy) / 120 * (120 - (P v)_y) + 0.5,
+    depth = -(mean scale) (P v)_z
 
-(continuous coordinates with pixel centres at +0.5; 3DDFA_V2's ``similar_transform`` keeps pixel
-indices, hence its ``x -= 1`` without the half pixel). Because the y flip happens after ``P``, ``R``
-is a rotation of our model space in our convention, and ``camera.rotation_to_euler(R)`` gives yaw,
-pitch and roll directly. 3DDFA_V2's ``matrix2angle`` returns ``yaw = asin(R[2, 0])``, the opposite
-sign of ours (positive yaw turns the nose to the image's right), and the same pitch and roll.
+(3DDFA_V2's z is the same scaled z minus its minimum). Note that this is not the exact inverse of
+the crop (``crop.crop_to_image``), which would sit ``0.5 * roi / 120 - 0.5`` px right of and below
+it; the parameters mean what the official mapping says. Because the y flip happens after ``P``,
+``R`` is a rotation of our model space in our convention, and ``camera.rotation_to_euler(R)`` gives
+yaw, pitch and roll directly. 3DDFA_V2's ``matrix2angle`` returns ``yaw = asin(R[2, 0])``, the
+opposite sign of ours (positive yaw turns the nose to the image's right), and the same pitch and roll.
 
 The network is fed the crop in BGR order: 3DDFA_V2 read images with OpenCV and trained on them so.
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +30,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from foundation.checkpoints import CheckpointError, read_state_dict
+from foundation.checkpoints import CheckpointError, load_pickle, read_state_dict
 from facetex.face3d.camera import rotation_to_euler
 from facetex.face3d.crop import (
     CROP_SIZE,
     crop_image,
-    crop_scale,
     roi_box_from_bbox,
     roi_box_from_landmarks,
 )
@@ -155,13 +158,7 @@ def load_param_stats(path: str | Path) -> tuple[Tensor, Tensor]:
             f"parameter statistics {str(path)!r} not found; it is configs/param_mean_std_62d_120x120.pkl "
             "in github.com/cleardusk/3DDFA_V2"
         )
-    try:
-        with path.open("rb") as handle:
-            stats = pickle.load(handle)  # a pickle can run code: load only files you trust
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"cannot unpickle {str(path)!r} ({error}); expected 3DDFA_V2's param_mean_std pickle"
-        ) from error
+    stats = load_pickle(path, CheckpointError, "3DDFA_V2's param_mean_std pickle")
     if not isinstance(stats, dict) or not {"mean", "std"} <= set(stats):
         raise CheckpointError(
             f"{str(path)!r} is not a dict with 'mean' and 'std'; expected 3DDFA_V2's param_mean_std pickle"
@@ -176,10 +173,10 @@ def load_param_stats(path: str | Path) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class DecodedParams:
-    """The 62 parameters, de-normalised.
+    """3DMM parameters, de-normalised: ``[pose 12 | shape S | expression E]`` split.
 
-    ``pose (B, 3, 4)`` = ``[sR | t]`` (rotation times scale, then translation), ``shape (B, 40)``,
-    ``expression (B, 10)``.
+    ``pose (B, 3, 4)`` = ``[sR | t]`` (rotation times scale, then translation), ``shape (B, S)``,
+    ``expression (B, E)`` (3DDFA_V2: S = 40, E = 10).
     """
 
     pose: Tensor
@@ -187,16 +184,23 @@ class DecodedParams:
     expression: Tensor
 
 
-def decode_params(raw: Tensor, mean: Tensor, std: Tensor) -> DecodedParams:
-    """Network output ``(B, 62)`` -> :class:`DecodedParams` via ``raw * std + mean`` (in fp32)."""
-    if raw.dim() != 2 or raw.shape[1] != NUM_PARAMS:
-        raise ValueError(f"expected raw parameters of shape (B, {NUM_PARAMS}), got {tuple(raw.shape)}")
-    params = raw.float() * std.to(raw.device, torch.float32) + mean.to(raw.device, torch.float32)
+def split_params(params: Tensor, num_shape: int = NUM_SHAPE, num_expression: int = NUM_EXPRESSION) -> DecodedParams:
+    """De-normalised ``(B, 12 + S + E)`` parameters -> :class:`DecodedParams` (views, no copy, dtype kept)."""
+    if params.dim() != 2 or params.shape[1] != NUM_POSE + num_shape + num_expression:
+        raise ValueError(f"expected parameters of shape (B, {NUM_POSE + num_shape + num_expression}) = 12 pose + "
+                         f"{num_shape} shape + {num_expression} expression, got {tuple(params.shape)}")
     return DecodedParams(
         pose=params[:, :NUM_POSE].reshape(-1, 3, 4),
-        shape=params[:, NUM_POSE : NUM_POSE + NUM_SHAPE],
-        expression=params[:, NUM_POSE + NUM_SHAPE :],
+        shape=params[:, NUM_POSE : NUM_POSE + num_shape],
+        expression=params[:, NUM_POSE + num_shape :],
     )
+
+
+def decode_params(raw: Tensor, mean: Tensor, std: Tensor, num_shape: int = NUM_SHAPE,
+                  num_expression: int = NUM_EXPRESSION) -> DecodedParams:
+    """Network output ``(B, 12 + S + E)`` -> :class:`DecodedParams` via ``raw * std + mean`` (in fp32)."""
+    return split_params(raw.float() * std.to(raw.device, torch.float32) + mean.to(raw.device, torch.float32),
+                        num_shape, num_expression)
 
 
 def pose_to_scale_rotation(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -222,17 +226,17 @@ def pose_angles(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def crop_pose_to_image(pose: Tensor, roi_boxes: Tensor, size: int = CROP_SIZE) -> Tensor:
-    """Compose the crop pose with 3DDFA's crop axes and the crop-to-image map.
+    """3DDFA_V2's ``similar_transform`` composed with the crop pose, in the project's screen convention.
 
     Args:
         pose: ``(B, 3, 4)`` ``P`` from :func:`decode_params`.
-        roi_boxes: ``(B, 4)`` boxes the crops were cut from.
+        roi_boxes: ``(B, 4)`` boxes the crops were cut from, unrounded (as 3DDFA_V2 passes them).
     Returns:
-        ``(B, 3, 4)`` affine map from model space to screen space: ``screen = A @ [v; 1]`` gives
-        image ``(x, y)`` (pixel centres at +0.5) and a depth (smaller = nearer, in image pixels, no offset).
+        ``(B, 3, 4)`` affine map from model space to screen space: ``screen = A @ [v; 1]`` gives image
+        ``(x, y)`` (pixel centres at +0.5: 3DDFA_V2's ``recon_vers`` coordinates + 0.5) and a depth
+        (smaller = nearer, in image pixels, no offset).
     """
-    pixel_boxes = torch.round(roi_boxes.to(pose.device, torch.float64)).to(pose.dtype)  # as crop_image cuts them
-    start_x, start_y, end_x, end_y = pixel_boxes.unbind(-1)
+    start_x, start_y, end_x, end_y = roi_boxes.to(pose.device, pose.dtype).unbind(-1)
     scale_x, scale_y = (end_x - start_x) / size, (end_y - start_y) / size
     linear, offset = pose[:, :, :3], pose[:, :, 3]
     image_linear = torch.stack([
@@ -241,8 +245,8 @@ def crop_pose_to_image(pose: Tensor, roi_boxes: Tensor, size: int = CROP_SIZE) -
         -(scale_x + scale_y)[:, None] / 2 * linear[:, 2],
     ], dim=1)
     image_offset = torch.stack([
-        scale_x * (offset[:, 0] - 0.5) + start_x,
-        scale_y * (size + 0.5 - offset[:, 1]) + start_y,
+        scale_x * (offset[:, 0] - 1) + start_x + 0.5,
+        scale_y * (size - offset[:, 1]) + start_y + 0.5,
         torch.zeros_like(start_x),
     ], dim=1)
     return torch.cat([image_linear, image_offset[:, :, None]], dim=2)
@@ -337,7 +341,7 @@ class FaceRegression:
     depth smaller = nearer); ``roi_boxes (N, 4)`` the crops; ``image_pose (N, 3, 4)`` the exact affine
     map from BFM model space to screen space (use :func:`apply_pose` for dense vertices);
     ``rotation (N, 3, 3)``, ``scale (N,)``, ``translation (N, 2)`` the same pose as the weak-perspective
-    camera of ``camera.project`` (``P2sRt``'s rotation, the mean crop scale).
+    camera of ``camera.project`` (``P2sRt``'s rotation, the roi box's mean scale).
     """
 
     raw: Tensor
@@ -397,7 +401,7 @@ class FaceRegressor(nn.Module):
         roi_boxes = roi_boxes.to(device, torch.float32)
         image_pose = crop_pose_to_image(params.pose, roi_boxes)
         landmarks = apply_pose(image_pose, self.landmark_basis(params.shape, params.expression))
-        crop_scales = roi_boxes.new_tensor([crop_scale(box) for box in roi_boxes])
+        crop_scales = ((roi_boxes[:, 2] - roi_boxes[:, 0]) + (roi_boxes[:, 3] - roi_boxes[:, 1])) / (2 * CROP_SIZE)
         return FaceRegression(
             raw=raw, params=params, yaw=yaw, pitch=pitch, roll=roll, landmarks=landmarks, roi_boxes=roi_boxes,
             image_pose=image_pose, rotation=rotation, scale=scale * crop_scales, translation=image_pose[:, :2, 3],

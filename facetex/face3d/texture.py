@@ -14,11 +14,15 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
    and ramped down to zero over ``silhouette_margin`` next to the view's mesh silhouette.
 4. Sampling. The image is read bilinearly at the texel's screen position with ``grid_sample``;
    screen x maps to ``2 x / W - 1`` with ``align_corners=False``, which puts pixel ``j``'s centre at
-   ``x = j + 0.5`` as the rasteriser does.
+   ``x = j + 0.5`` as the rasteriser does. Only pixels the mesh covers in that view enter the
+   bilinear average (weights renormalised), so texels at the silhouette do not take background colour.
 5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
    normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
    and renormalised. The blend then changes smoothly across the border between two views instead of
    switching at a pixel, while a view never contributes where it is occluded.
+   The map is laid out as 3DDFA_V2's ``process_uv`` lays it (:func:`layout_uv`): a vertex with
+   texture coordinates ``(u, v)`` sits on texel column ``u (T - 1)``, row ``(1 - v)(T - 1)``, so a BFM
+   map is interchangeable with 3DDFA_V2's ``uv_tex`` (and 3D-GANTex's) without resampling.
 6. Symmetry. Each texel's mirror texel is found by interpolating the UVs of the mirror vertices
    (``symmetry``) of its triangle with its barycentrics. Texels no view saw take the mirror's colour;
    texels seen only obliquely (beyond ``mirror_angle``) whose mirror was seen more frontally blend
@@ -62,14 +66,15 @@ class TexelSource(IntEnum):
 class FusionConfig:
     """Knobs of :func:`fuse_texture`; the defaults suit 256-2048 texel maps of a face seen at 256-1024 px.
 
-    cos_power: exponent p of the view weight cos(theta)^p (higher = trust frontal views more).
-    grazing_cutoff: degrees; views seeing a texel at a larger angle give it weight 0.
-    depth_tolerance: screen-depth slack in pixels of the visibility test (plus the texel's own slope).
-    seam_sigma: Gaussian sigma in texels for blurring the normalised weight maps, as a fraction of T.
-    silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the image side.
-    mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
-        when that one is seen better (see :func:`mirror_blend`).
-    gutter: texels of inpainted padding around the chart.
+    Attributes:
+        cos_power: exponent p of the view weight cos(theta)^p (higher = trust frontal views more).
+        grazing_cutoff: degrees; views seeing a texel at a larger angle give it weight 0.
+        depth_tolerance: screen-depth slack in pixels of the visibility test (plus the texel's own slope).
+        seam_sigma: Gaussian sigma in texels for blurring the normalised weight maps, as a fraction of T.
+        silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the image side.
+        mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
+            when that one is seen better (see :func:`mirror_blend`).
+        gutter: texels of inpainted padding around the chart.
     """
 
     cos_power: float = 3.0
@@ -85,7 +90,7 @@ class FusionConfig:
 class FusedTexture:
     """Result of :func:`fuse_texture` for a ``T x T`` map seen in K views.
 
-    texture: ``(3, T, T)`` float in [0, 1], row 0 = v = 1.
+    texture: ``(3, T, T)`` float in [0, 1] in 3DDFA_V2's ``process_uv`` layout (:func:`layout_uv`; row 0 = v = 1).
     chart: ``(T, T)`` bool, texels inside the UV chart.
     coverage: ``(T, T)`` bool, texels seen by at least one view.
     view_weight: ``(K, T, T)`` each view's weight (cos^p, silhouette falloff; 0 where not visible).
@@ -124,8 +129,22 @@ class UVChart:
         return self.fragments.mask[0]
 
 
+def layout_uv(uv: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Texture coordinates ``(..., 2)`` (v up) -> where 3DDFA_V2's ``process_uv`` puts them in a map of ``size``.
+
+    ``process_uv`` scales u, v by ``S - 1`` and flips v, with texel centres on integers: ``(u, v)`` lands on
+    column ``u (W - 1)``, row ``(1 - v)(H - 1)``. Returned as OBJ/OpenGL-style coordinates (texel ``j``'s
+    centre at ``(j + 0.5) / W``), i.e. ``(u (W - 1) + 0.5) / W``, so every sampler and rasteriser of the
+    project (and any OBJ viewer given them as ``vt``) reads such a map where 3DDFA_V2 wrote it.
+    ``size`` is ``T`` for a square map or ``(H, W)``.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    scale = uv.new_tensor([(width - 1) / width, (height - 1) / height])
+    return uv * scale + uv.new_tensor([0.5 / width, 0.5 / height])
+
+
 def build_uv_chart(uv: Tensor, faces: Tensor, size: int, symmetry: Tensor | None = None) -> UVChart:
-    """Rasterise ``uv`` ``(V, 2)`` (v up) over ``faces`` ``(F, 3)`` at ``size x size`` texels.
+    """Rasterise ``uv`` ``(V, 2)`` (v up, OBJ-style, e.g. from :func:`layout_uv`) over ``faces`` ``(F, 3)`` at ``size x size`` texels.
 
     With ``symmetry`` ``(V,)`` (mirror vertex of each vertex), also finds every texel's mirror UV.
     """
@@ -185,7 +204,11 @@ def sample_view(
     weight = torch.where(visibility & (cosine > min_cosine), cosine.clamp_min(0.0) ** config.cos_power, 0.0)
     weight = weight * silhouette_falloff(torch.isfinite(zbuffer), texel_points[..., :2], config.silhouette_margin)
     grid = _screen_to_grid(texel_points[..., :2], height, width)[None]
-    colour = F.grid_sample(image.float()[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    # bilinear over the pixels the mesh covers only: at the silhouette the background does not bleed in
+    covered = torch.isfinite(zbuffer).float()[None]
+    stacked = torch.cat([image.float() * covered, covered])[None]
+    sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    colour = sampled[:-1] / sampled[-1:].clamp_min(1e-6)
     return colour, visibility, weight
 
 
@@ -306,8 +329,9 @@ def fuse_texture(
     """Fuse K views of one mesh into a ``T x T`` UV texture.
 
     images: ``(K, 3, H, W)`` float in [0, 1] (or uint8); screen_vertices: ``(K, V, 3)`` the mesh in each
-    view's screen space; faces: ``(F, 3)``; uv: ``(V, 2)`` in [0, 1], v up; texture_size: T in 256..2048;
-    symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling.
+    view's screen space; faces: ``(F, 3)``; uv: ``(V, 2)`` the model's texture coordinates in [0, 1], v up
+    (the map is laid out from them as 3DDFA_V2's ``process_uv`` does, :func:`layout_uv`); texture_size: T
+    in 256..2048; symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (K, 3, H, W), got {tuple(images.shape)}")
@@ -318,7 +342,7 @@ def fuse_texture(
             f"and per UV vertex, got {tuple(screen_vertices.shape)}"
         )
     images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    chart = build_uv_chart(uv, faces, texture_size, symmetry)
+    chart = build_uv_chart(layout_uv(uv.float(), texture_size), faces, texture_size, symmetry)
     samples = [sample_view(image, vertices, faces, chart, config) for image, vertices in zip(images, screen_vertices)]
     colours = torch.stack([s[0] for s in samples])
     visibility = torch.stack([s[1] for s in samples])
@@ -349,7 +373,7 @@ def fuse_texture(
 
 
 def texture_to_vertex_colors(texture: Tensor, uv: Tensor) -> Tensor:
-    """Per-vertex colours ``(V, 3)`` read bilinearly from ``texture`` ``(3, T, T)`` at ``uv`` ``(V, 2)`` (v up)."""
-    grid = _uv_to_grid(uv.to(texture.dtype))[None, :, None]  # (1, V, 1, 2)
+    """Per-vertex colours ``(V, 3)`` read bilinearly from ``texture`` ``(3, H, W)`` (``process_uv`` layout) at ``uv`` ``(V, 2)`` (v up)."""
+    grid = _uv_to_grid(layout_uv(uv.to(texture.dtype), tuple(texture.shape[-2:])))[None, :, None]  # (1, V, 1, 2)
     colours = F.grid_sample(texture[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
     return colours[0, :, :, 0].T

@@ -20,21 +20,28 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+import torch
 from torch import Tensor
 
 from foundation.files import atomic_paths
 
 from facetex.face3d.export import image_to_uint8
-from facetex.face3d.pipeline import SOURCE_COLOURS
 from facetex.face3d.texture import FusedTexture
 
 MAPS_INDEX = "maps.json"
+# display colours of TexelSource values (outside, view, symmetry, inpainted)
+SOURCE_COLOURS = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.7, 0.2], [0.2, 0.4, 0.9], [0.9, 0.3, 0.2]])
 
 
 def _grey(values: Tensor) -> np.ndarray:
     """``(T, T)`` tensor in [0, 1] (bool or float) -> ``(T, T)`` uint8."""
     array = values.detach().float().cpu().numpy()
     return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def texel_source_image(fused: FusedTexture) -> Tensor:
+    """``(3, T, T)`` image of where each texel came from, in ``SOURCE_COLOURS``."""
+    return SOURCE_COLOURS.to(fused.source.device)[fused.source.long()].permute(2, 0, 1)
 
 
 def texture_maps(fused: FusedTexture, view_indices: Sequence[int]) -> list[tuple[str, str, np.ndarray]]:
@@ -45,8 +52,8 @@ def texture_maps(fused: FusedTexture, view_indices: Sequence[int]) -> list[tuple
     if len(view_indices) != fused.view_weight.shape[0]:
         raise ValueError(f"view_indices names {len(view_indices)} views but the texture was fused from "
                          f"{fused.view_weight.shape[0]}; pass the index of every used view")
-    sources = SOURCE_COLOURS.to(fused.source.device)[fused.source.long()].permute(2, 0, 1)
-    maps = [("source.png", "texel source (green view, blue mirror, red inpainted)", image_to_uint8(sources))]
+    maps = [("source.png", "texel source (green view, blue mirror, red inpainted)",
+             image_to_uint8(texel_source_image(fused)))]
     for row, view in enumerate(view_indices):
         maps += [
             (f"view_{view:02d}_visibility.png", f"view {view}: visibility", _grey(fused.visibility[row])),

@@ -21,7 +21,7 @@ Why a small plain-WebGL viewer rather than three.js: it needs one textured mesh,
 orbit camera and two shaders (about 300 lines, nothing vendored, nothing to rebuild at release
 time); three.js ships ES modules only since r160, which ``file://`` pages cannot import, so it would
 need a bundling step and a ~700 kB vendored file for features the gallery does not use. The
-viewer also frames and turns the mesh exactly as ``face3d.pipeline.render_turntable`` does, which
+viewer also frames and turns the mesh exactly as ``face3d.render.render_turntable`` does, which
 lets the browser test compare its pixels with the project's own renders.
 
 Every file is written to a temporary name and renamed into place, so a reader never sees a

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facetex.gan.inversion import LatentGenerator
+from facetex.gan.latent_generator import LatentGenerator
 from facetex.gan.stylegan2 import EqualLinear
 
 Stage = tuple[int, int, int]

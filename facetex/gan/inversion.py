@@ -20,68 +20,52 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facetex.face3d.metrics import masked_psnr
+from facetex.gan.latent_generator import LatentGenerator, NoiseInputGenerator
 
 PerceptualLoss = Callable[[Tensor, Tensor], Tensor]
 """(image (B, 3, h, w), target (B, 3, h, w)) in [-1, 1] -> scalar distance, e.g. a wrapped LPIPS."""
 
 
-class LatentGenerator(Protocol):
-    """What inversion needs from a StyleGAN.
-
-    ``mapping(z (B, style_dim)) -> w (B, style_dim)`` or W+ ``(B, n_latent, style_dim)`` with equal
-    rows (only row 0 is used); ``synthesis(ws (B, n_latent, style_dim)) -> image (B, 3, H, W)`` in
-    [-1, 1], deterministic (StyleGAN2: its stored noise, ``noise_mode="const"``).
-    """
-
-    n_latent: int
-    style_dim: int
-
-    def mapping(self, z: Tensor) -> Tensor: ...
-
-    def synthesis(self, ws: Tensor) -> Tensor: ...
-
-
-@runtime_checkable
-class NoiseInputGenerator(Protocol):
-    """A :class:`LatentGenerator` with per-layer noise inputs (StyleGAN2), needed for ``optimize_noise``.
-
-    ``make_noise(batch) -> [(batch, 1, r, r)]`` and ``synthesis(ws, noise=[...])``.
-    """
-
-    n_latent: int
-    style_dim: int
-
-    def mapping(self, z: Tensor) -> Tensor: ...
-
-    def make_noise(self, batch: int = 1) -> list[Tensor]: ...
-
-    def synthesis(self, ws: Tensor, noise: Sequence[Tensor] | None = None) -> Tensor: ...
-
-
 @dataclass(frozen=True)
 class InversionConfig:
-    """Projector hyper-parameters; defaults are rosinality's ``projector.py`` (1000 steps, lr 0.1)."""
+    """Projector hyper-parameters; defaults are rosinality's ``projector.py`` (1000 steps, lr 0.1).
+
+    Attributes:
+        steps: optimisation steps (>= 1).
+        w_plus: one code per synthesis layer (W+) or one shared w (W).
+        lr: peak Adam learning rate.
+        lr_rampup: fraction of steps with a linear warm-up.
+        lr_rampdown: fraction of steps with a cosine decay to 0.
+        latent_noise: initial latent perturbation, in units of std(w).
+        noise_ramp: fraction of steps over which the perturbation decays to 0.
+        mse_weight: weight of the pixel MSE.
+        perceptual_weight: weight of the perceptual loss (used only when one is given).
+        perceptual_resolution: area-downsample larger images to this side before the perceptual loss (None: never).
+        optimize_noise: also fit the noise images (StyleGAN2 only).
+        noise_regularize: weight of the noise autocorrelation term; balances LPIPS at 256 px (with MSE alone on
+            small images ~1 fits).
+        n_mean_latent: mapped samples for w_avg and std(w) (PTI's locality codes use it too).
+    """
 
     steps: int = 1000
-    w_plus: bool = True  # one code per synthesis layer (W+) or one shared w (W)
+    w_plus: bool = True
     lr: float = 0.1
-    lr_rampup: float = 0.05  # fraction of steps with a linear warm-up
-    lr_rampdown: float = 0.25  # fraction of steps with a cosine decay to 0
-    latent_noise: float = 0.05  # initial latent perturbation, in units of std(w)
-    noise_ramp: float = 0.75  # fraction of steps over which the perturbation decays to 0
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    latent_noise: float = 0.05
+    noise_ramp: float = 0.75
     mse_weight: float = 1.0
-    perceptual_weight: float = 1.0  # used only when a perceptual loss is given
-    perceptual_resolution: int | None = 256  # area-downsample larger images before the perceptual loss
-    optimize_noise: bool = False  # also fit the noise images (StyleGAN2 only)
-    noise_regularize: float = 1e5  # balances LPIPS at 256 px; with MSE alone on small images ~1 fits
-    n_mean_latent: int = 10000  # samples for w_avg and std(w) (PTI's locality codes use it too)
+    perceptual_weight: float = 1.0
+    perceptual_resolution: int | None = 256
+    optimize_noise: bool = False
+    noise_regularize: float = 1e5
+    n_mean_latent: int = 10000
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or self.n_mean_latent < 2:
@@ -101,18 +85,32 @@ class InversionResult:
 
 @dataclass(frozen=True)
 class PTIConfig:
-    """Pivotal-tuning hyper-parameters; defaults are PTI's ``hyperparameters.py``."""
+    """Pivotal-tuning hyper-parameters; defaults are PTI's ``hyperparameters.py``.
+
+    Attributes:
+        steps: generator fine-tuning steps (>= 1).
+        lr: Adam learning rate of the tuned generator.
+        l2_weight: weight of the pixel MSE at the pivot.
+        perceptual_weight: weight of the perceptual loss at the pivot (used only when one is given).
+        locality_weight_l2: weight of the locality regulariser's MSE (0, with the perceptual one, disables it).
+        locality_weight_perceptual: weight of the locality regulariser's perceptual term.
+        locality_alpha: distance ``||w_r - w_p||`` of the regularisation codes.
+        locality_samples: regularisation codes per step.
+        locality_interval: apply the regulariser every this many steps.
+        locality_truncation: psi of the random latents w_z.
+        pivot: the inversion that finds the pivot when none is given (PTI: W, 450 steps, lr 5e-3).
+    """
 
     steps: int = 350
     lr: float = 3e-4
     l2_weight: float = 1.0
-    perceptual_weight: float = 1.0  # used only when a perceptual loss is given
-    locality_weight_l2: float = 0.1  # 0 disables the locality regulariser (with the perceptual one)
+    perceptual_weight: float = 1.0
+    locality_weight_l2: float = 0.1
     locality_weight_perceptual: float = 0.1
-    locality_alpha: float = 30.0  # distance ||w_r - w_p|| of the regularisation codes
+    locality_alpha: float = 30.0
     locality_samples: int = 1
-    locality_interval: int = 1  # apply the regulariser every this many steps
-    locality_truncation: float = 0.5  # psi of the random latents w_z
+    locality_interval: int = 1
+    locality_truncation: float = 0.5
     pivot: InversionConfig = field(default_factory=lambda: InversionConfig(steps=450, w_plus=False, lr=5e-3))
 
     def __post_init__(self) -> None:

@@ -2,7 +2,8 @@
 
 The stages and the module each comes from:
 
-1. ``face3d.pipeline.regress_landmarks``: FaceBoxes + 3DDFA_V2 find the photo's 68 landmarks
+1. ``face3d.pipeline.regress_landmarks``: FaceBoxes + 3DDFA_V2 find the photo's 68 landmarks, with the crop of
+   ``MultiViewConfig.crop_policy`` (the re-crop of FFHQ alignment by default)
    (a photo without a face raises ``NoFaceError``);
 2. ``gan.align.align_face``: the FFHQ crop at the generator's resolution, with its inverse transform;
 3. inversion into W+: the ReStyle encoder (``gan.encoder``) when the pipeline has one, then
@@ -44,19 +45,13 @@ from torch import Tensor, nn
 from facetex.face3d.camera import euler_to_rotation
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.fitting import LandmarkFit
-from facetex.face3d.metrics import masked_psnr, masked_ssim
 from facetex.face3d.morphable_model import MorphableModel
-from facetex.face3d.pipeline import (
-    FaceReconstruction,
-    fit_views,
-    regress_landmarks,
-    render_turntable,
-    texture_views,
-)
+from facetex.face3d.pipeline import CropPolicy, regress_landmarks
 from facetex.face3d.rasterizer import active_backend
-from facetex.face3d.synthetic import render_textured
+from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
+from facetex.face3d.render import Rerender, render_turntable, rerender
 from facetex.face3d.texture import FusionConfig, TexelSource
-from facetex.gan.align import AlignedFace, align_face, apply_transform
+from facetex.gan.align import ALIGNMENT_CROP_POLICY, AlignedFace, align_face, apply_transform
 from facetex.gan.encoder import ReStyleEncoder, as_w_plus
 from facetex.gan.inversion import InversionConfig, PTIConfig, invert, pivotal_tuning
 from facetex.gan.inversion import psnr as reconstruction_psnr
@@ -83,18 +78,23 @@ def generator_resolution(generator: nn.Module) -> int:
 class MultiViewConfig:
     """What the pipeline does; see the module docstring for the two view and two geometry paths.
 
-    yaws: the asked yaw of each view, degrees (targets when calibrated, labels when ``strengths`` is given).
-    strengths: raw walk strengths, one per yaw, or None to calibrate.
-    calibration_strengths: strengths measured to fit ``yaw = a f + b`` on the inverted code.
-    refine_steps: secant corrections of ``Calibration.views_at``.
-    landmarks_source: ``"views"`` or ``"photo"``.
-    texture_size: side of the UV texture in texels.
-    turntable_size: side of the renders of the mesh alone at the view yaws.
-    encoder_steps: ReStyle iterations when the pipeline has an encoder.
-    inversion: the optimisation settings; None skips optimisation (the encoder's code is used as it is,
-        so the pipeline needs an encoder).
-    pti: the pivotal-tuning settings; None skips pivotal tuning.
-    fusion: texture fusion knobs.
+    Attributes:
+        yaws: the asked yaw of each view, degrees (targets when calibrated, labels when ``strengths`` is given).
+        strengths: raw walk strengths, one per yaw (3D-GANTex: -3..4), or None to calibrate the walk to ``yaws``.
+        calibration_strengths: strengths measured to fit ``yaw = a f + b`` on the inverted code.
+        refine_steps: secant corrections of ``Calibration.views_at``.
+        landmarks_source: ``"views"`` (fit the views' landmarks) or ``"photo"`` (turn the photo's fit).
+        crop_policy: 3DDFA_V2 crop of every landmark and yaw measurement (photo and views): ``"landmark"``
+            re-crops around the first landmarks (``align.ALIGNMENT_CROP_POLICY``, nearer FFHQ's own square, so the
+            photo is aligned like the FFHQ data the generator learnt), ``"box"`` is the official single crop.
+        texture_size: side of the UV texture in texels.
+        turntable_size: side of the renders of the mesh alone at the view yaws.
+        encoder_steps: ReStyle iterations when the pipeline has an encoder.
+        inversion: the optimisation settings; None skips optimisation (the encoder's code is used as it is,
+            so the pipeline needs an encoder).
+        pti: the pivotal-tuning settings, or None to skip pivotal tuning; the pivot is the inverted code, so of
+            ``pti.pivot`` only ``n_mean_latent`` (samples of the locality codes' w_avg) is used.
+        fusion: texture fusion knobs.
     """
 
     yaws: tuple[float, ...] = (-40.0, -30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0, 40.0)
@@ -102,6 +102,7 @@ class MultiViewConfig:
     calibration_strengths: tuple[float, ...] = (-2.0, 0.0, 2.0)
     refine_steps: int = 1
     landmarks_source: LandmarksSource = "views"
+    crop_policy: CropPolicy = ALIGNMENT_CROP_POLICY
     texture_size: int = 1024
     turntable_size: int = 256
     encoder_steps: int = 3
@@ -117,6 +118,8 @@ class MultiViewConfig:
                              "each strength's yaw is its nominal label")
         if self.landmarks_source not in ("views", "photo"):
             raise ValueError(f"landmarks_source must be 'views' or 'photo', got {self.landmarks_source!r}")
+        if self.crop_policy not in ("box", "landmark"):
+            raise ValueError(f"crop_policy must be 'box' or 'landmark', got {self.crop_policy!r}")
         if self.encoder_steps < 1:
             raise ValueError(f"encoder_steps must be >= 1 (ReStyle iterations), got {self.encoder_steps}")
 
@@ -258,12 +261,12 @@ class MultiViewPipeline(nn.Module):
     def estimate_yaw(self, images: Tensor) -> Tensor:
         """3DDFA_V2 yaw ``(B,)`` degrees of images ``(B, 3, H, W)`` in [-1, 1]; raises ``NoFaceError`` if one has no face."""
         pixels = ((images + 1) / 2).clamp(0, 1)
-        return torch.stack([regress_landmarks(image, self.detector, self.regressor).yaw[0] for image in pixels])
+        return torch.stack([regress_landmarks(image, self.detector, self.regressor, self.config.crop_policy).yaw[0] for image in pixels])
 
     def forward(self, photo: Tensor, rng: torch.Generator | None = None) -> MultiViewResult:
         """Run the pipeline on ``photo`` ``(3, H, W)`` (uint8 or [0, 1]); raises ``NoFaceError`` if it has no face."""
         config = self.config
-        regression = regress_landmarks(photo, self.detector, self.regressor)
+        regression = regress_landmarks(photo, self.detector, self.regressor, config.crop_policy)
         photo_landmarks = regression.landmarks[0, :, :2].float()
         aligned = align_face(photo.to(self.boundary.device), photo_landmarks, self.resolution)
         target = aligned.image[None].to(self.boundary) * 2 - 1
@@ -364,7 +367,7 @@ class MultiViewPipeline(nn.Module):
         skipped: dict[int, str] = {}
         for k, view in enumerate(views):
             try:
-                regression = regress_landmarks(view, self.detector, self.regressor)
+                regression = regress_landmarks(view, self.detector, self.regressor, self.config.crop_policy)
             except NoFaceError as error:
                 skipped[k] = f"no face detected: {error}"
                 log.warning("view %d: no face detected, its yaw is not measured (%s)", k, error)
@@ -372,17 +375,9 @@ class MultiViewPipeline(nn.Module):
             yaws[k], landmarks[k] = regression.yaw[0], regression.landmarks[0, :, :2]
         return yaws, landmarks, skipped
 
-    def _rerender(self, images: Tensor, reconstruction: FaceReconstruction) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _rerender(self, images: Tensor, reconstruction: FaceReconstruction) -> Rerender:
         """Render the textured mesh into each used view; PSNR/SSIM ``(K',)`` inside its mask, NaN if empty."""
-        renders, masks = render_textured(reconstruction.screen_vertices, self.model.triangles, self.model.uv,
-                                         reconstruction.fused.texture[None], tuple(images.shape[-2:]))
-        psnr = torch.full((images.shape[0],), float("nan"), device=images.device)
-        ssim = psnr.clone()
-        covered = masks.flatten(1).sum(1) > 0
-        if covered.any():
-            psnr[covered] = masked_psnr(renders[covered], images[covered], masks[covered])
-            ssim[covered] = masked_ssim(renders[covered], images[covered], masks[covered])
-        return renders, masks, psnr, ssim
+        return rerender(images, reconstruction, self.model)
 
 
 def _check_encoder(generator: nn.Module, config: MultiViewConfig, encoder: ReStyleEncoder | None,

@@ -21,32 +21,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+from facetex.gan.latent_generator import LatentGenerator
 from foundation.checkpoints import load_checkpoint
 from foundation.errors import InputError
 
 YawEstimator = Callable[[Tensor], Tensor]
 BoundaryMethod = Literal["regression", "logistic"]
-
-
-class StyleGenerator(Protocol):
-    """What the pose walk needs from a StyleGAN: its W+ layout, a mapping and a synthesis network.
-
-    ``mapping(z (B, style_dim)) -> ws (B, n_latent, style_dim)`` (or ``(B, style_dim)``, one
-    w for every row) and ``synthesis(ws (B, n_latent, style_dim)) -> images (B, 3, H, W)``
-    in [-1, 1].
-    """
-
-    n_latent: int
-    style_dim: int
-
-    def mapping(self, z: Tensor) -> Tensor: ...
-
-    def synthesis(self, ws: Tensor) -> Tensor: ...
 
 
 class BoundaryFileError(InputError, ValueError):
@@ -129,7 +114,7 @@ def apply_walk(ws: Tensor, boundary: Tensor, strength: Tensor) -> Tensor:
     return ws[:, None] + strength[:, :, None, None] * boundary.to(ws)[None, None]
 
 
-def _sample_ws(generator: StyleGenerator, num_samples: int, rng: torch.Generator | None,
+def _sample_ws(generator: LatentGenerator, num_samples: int, rng: torch.Generator | None,
                device: torch.device | str | None) -> Tensor:
     """``num_samples`` codes ``(N, n_latent, d)`` from the mapping network (z ~ N(0, I), drawn on ``rng``'s
     device and moved to ``device``, the generator's)."""
@@ -144,7 +129,7 @@ def _sample_ws(generator: StyleGenerator, num_samples: int, rng: torch.Generator
     return ws
 
 
-def measure_yaw(generator: StyleGenerator, yaw_estimator: YawEstimator, ws: Tensor, batch_size: int = 16) -> Tensor:
+def measure_yaw(generator: LatentGenerator, yaw_estimator: YawEstimator, ws: Tensor, batch_size: int = 16) -> Tensor:
     """Render ``ws (N, n_latent, d)`` and estimate each image's yaw: ``(N,)`` degrees, in chunks of ``batch_size``."""
     yaws = []
     with torch.no_grad():
@@ -234,7 +219,7 @@ def fit_boundary(latents: Tensor, yaw: Tensor, method: BoundaryMethod = "regress
     return boundary, report
 
 
-def learn_boundary(generator: StyleGenerator, yaw_estimator: YawEstimator, num_samples: int,
+def learn_boundary(generator: LatentGenerator, yaw_estimator: YawEstimator, num_samples: int,
                    method: BoundaryMethod = "regression", batch_size: int = 16, rng: torch.Generator | None = None,
                    device: torch.device | str | None = None, **fit_options: float) -> tuple[Tensor, BoundaryReport]:
     """Learn the pose boundary of ``generator``: sample codes, render, estimate yaw, fit a direction.
@@ -269,7 +254,7 @@ class Calibration:
     intercept: Tensor
     rmse: Tensor
     pooled_slope: float
-    generator: StyleGenerator = field(repr=False)
+    generator: LatentGenerator = field(repr=False)
     yaw_estimator: YawEstimator = field(repr=False)
     batch_size: int = 16
 
@@ -312,7 +297,7 @@ class Calibration:
         return best_views, best_yaw
 
 
-def calibrate(generator: StyleGenerator, boundary: Tensor, yaw_estimator: YawEstimator, ws: Tensor,
+def calibrate(generator: LatentGenerator, boundary: Tensor, yaw_estimator: YawEstimator, ws: Tensor,
               strengths: Tensor | list[float], batch_size: int = 16) -> Calibration:
     """Measure yaw along the walk for ``ws (B, n_latent, d)`` at ``strengths (K,)`` and fit ``yaw = a f + b``.
 

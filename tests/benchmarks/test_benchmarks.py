@@ -47,13 +47,21 @@ def test_abkd_scaling_quick_reports_every_size_method_and_model(tmp_path: Path, 
         assert pair["teacher"]["parameters"] > pair["student"]["parameters"]
 
 
-def test_rasterizer_quick_writes_four_rows(tmp_path: Path) -> None:
+def test_rasterizer_quick_writes_its_rows(tmp_path: Path) -> None:
     out = tmp_path / "raster.json"
     rasterizer.main(["--quick", "--out", str(out)])
     report = json.loads(out.read_text())
-    assert [row["case"][:3] for row in report["rows"]] == ["(a)", "(b)", "(c)", "(c)"]
-    assert all(positive_finite(row["wall_ms"]) and row["cpu_ms"] >= 0 for row in report["rows"])
-    assert positive_finite(report["reference_over_torch_wall"])
+    assert [row["case"][:3] for row in report["rows"]] == ["(a)", "(a)", "(b)", "(c)"]
+    for row in report["rows"]:
+        assert row["sim3dr"] is None  # no --sim3dr given
+        for backend in ("ours", "torch"):
+            assert positive_finite(row[backend]["wall_ms"]) and row[backend]["cpu_ms"] >= 0
+    assert positive_finite(report["reference_over_default_wall"])
+
+
+def test_rasterizer_sim3dr_option_names_a_missing_build(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no built Sim3DR_Cython extension"):
+        rasterizer.main(["--quick", "--sim3dr", str(tmp_path)])
 
 
 def test_stage_clock_counts_nested_calls_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,16 +14,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from datamodules.ffhq import (
-    DatasetFormatError,
-    FFHQDataModule,
-    ImageDecodeError,
-    open_image_source,
-)
+from datamodules.ffhq import DatasetFormatError, FFHQDataModule, open_image_source
 from facetex.face3d.detector import FaceDetector
-from facetex.face3d.pipeline import regress_landmarks
+from facetex.face3d.image_io import ImageDecodeError
 from facetex.face3d.regressor import FaceRegressor
-from facetex.gan.align import ffhq_quad
+from facetex.gan.align import ffhq_landmarks, ffhq_quad
 
 NUM_IMAGES, SIZE = 10, 32
 
@@ -174,7 +169,7 @@ def test_alignment_of_real_photos_skips_photos_without_a_face(shared_assets, tmp
     regressor = FaceRegressor.from_files(v2 / "mb05_120x120.pth", v2 / "param_mean_std_62d_120x120.pkl",
                                          shared_assets / "bfm" / "bfm_noneck_mean.npz")
     for crop in batch:
-        landmarks = regress_landmarks((crop * 255).round().to(torch.uint8), detector, regressor).landmarks[0, :, :2]
+        landmarks = ffhq_landmarks((crop * 255).round().to(torch.uint8), detector, regressor)
         quad = ffhq_quad(landmarks)
         # measured: centre within 1.1 px, side 252.5-256.4 px
         assert (quad.mean(0) - 128.0).norm() < 4.0

@@ -45,10 +45,10 @@ def test_generated_folder_loads_through_ogb(mag_root):
 def test_hetero_datamodule_schema(mag_root):
     dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), hetero=True)
     info = dm.graph_info
-    assert info["hetero"]["target"] == "paper" and dm.num_classes == TINY_MAG.num_classes
+    assert info.hetero.target == "paper" and dm.num_classes == TINY_MAG.num_classes
     assert dm.num_features == TINY_MAG.feature_dim
-    assert len(info["hetero"]["edge_types"]) == 7  # cites made undirected + 3 relations and their reverses
-    assert set(info["hetero"]["featureless_num_nodes"]) == {"author", "institution", "field_of_study"}
+    assert len(info.hetero.edge_types) == 7  # cites made undirected + 3 relations and their reverses
+    assert set(info.hetero.featureless_num_nodes) == {"author", "institution", "field_of_study"}
     paper = dm.graph["paper"]
     assert int(paper.train_mask.sum() + paper.val_mask.sum() + paper.test_mask.sum()) == TINY_MAG.num_papers
 
@@ -56,7 +56,7 @@ def test_hetero_datamodule_schema(mag_root):
 def test_homogeneous_paper_subgraph(mag_root):
     dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), hetero=False)
     data = dm.graph
-    assert dm.graph_info["hetero"] is None and data.num_nodes == TINY_MAG.num_papers
+    assert dm.graph_info.hetero is None and data.num_nodes == TINY_MAG.num_papers
     cites = torch.from_numpy(generate(TINY_MAG)["edges"][TRIPLETS[2]])
     assert data.edge_index.shape[1] == torch.unique(torch.cat([cites, cites.flip(0)], 1), dim=1).shape[1]
 
@@ -102,7 +102,7 @@ def test_arxiv_layout_loads_undirected_with_masks(tmp_path):
     written = write_homogeneous_ogb(tmp_path, "ogbn-arxiv")
     dm = OGBNodeDataModule("ogbn-arxiv", root=str(tmp_path))
     data = dm.graph
-    assert dm.num_classes == 40 and dm.graph_info["task"] == "multiclass" and dm.num_features == 8
+    assert dm.num_classes == 40 and dm.graph_info.task == "multiclass" and dm.num_features == 8
     assert torch.equal(data.y, torch.from_numpy(written["labels"]).view(-1))
     edges = torch.from_numpy(written["edges"]).T
     assert torch.equal(data.edge_index, to_undirected(edges, num_nodes=data.num_nodes))
@@ -113,7 +113,7 @@ def test_proteins_layout_is_multilabel_with_edge_feature_means(tmp_path):
     written = write_homogeneous_ogb(tmp_path, "ogbn-proteins")
     dm = OGBNodeDataModule("ogbn-proteins", root=str(tmp_path))
     data = dm.graph
-    assert dm.graph_info["task"] == "multilabel" and dm.num_classes == 112
+    assert dm.graph_info.task == "multilabel" and dm.num_classes == 112
     assert data.y.dtype == torch.float32 and torch.equal(data.y, torch.from_numpy(written["labels"]).float())
     assert dm.num_features == 8 and (data.x >= 0).all() and (data.x <= 1).all()  # means of features in [0, 1)
     module = NodeClassifier(dm.num_features, dm.num_classes, dm.graph_info, arch="sage", hidden_channels=8)

@@ -50,8 +50,8 @@ def parts(source, tmp_path_factory):
 
 
 def node_groups(source) -> list[str | None]:
-    hetero = source.graph_info["hetero"]
-    return hetero["node_types"] if hetero else [None]
+    hetero = source.graph_info.hetero
+    return list(hetero.node_types) if hetero else [None]
 
 
 def stored_ids(partition, group: str | None) -> torch.Tensor:
@@ -75,7 +75,7 @@ def test_every_node_in_exactly_one_partition(source, parts):
 def test_features_and_labels_match_the_source_by_global_id(source, parts):
     _, _, loaded = parts
     target = source.target_store
-    group = source.graph_info["hetero"]["target"] if source.graph_info["hetero"] else None
+    group = source.graph_info.hetero.target if source.graph_info.hetero else None
     for partition in loaded:
         ids = stored_ids(partition, group)
         x = partition.feature_store.get_tensor(group, "x") if group else partition.feature_store.get_tensor(None, "x")
@@ -89,7 +89,7 @@ def test_edges_are_kept_with_their_destination(source, parts):
     out, _, loaded = parts
     owner = owners_of(out, source.graph_info)
     graph = source.graph
-    originals = graph.edge_index_dict if source.graph_info["hetero"] else {None: graph.edge_index}
+    originals = graph.edge_index_dict if source.graph_info.hetero else {None: graph.edge_index}
     for edge_type, edge_index in originals.items():
         held = []
         for partition in loaded:

@@ -41,7 +41,9 @@ def test_obj_round_trip_with_linked_texture(tmp_path: Path) -> None:
     loaded = trimesh.load(obj, process=False, force="mesh")
     np.testing.assert_allclose(loaded.vertices, vertices, atol=1e-6)
     np.testing.assert_array_equal(loaded.faces, faces)
-    np.testing.assert_allclose(loaded.visual.uv, uv, atol=1e-6)
+    # vt: the process_uv texel positions of the UVs in a 16 x 16 map, (uv * 15 + 0.5) / 16
+    np.testing.assert_allclose(loaded.visual.uv, (uv * 15 + 0.5) / 16, atol=1e-6)
+    assert "process_uv layout" in mtl.read_text()
     image = np.asarray(loaded.visual.material.image.convert("RGB"))
     assert image.shape == (16, 16, 3)
     # row 0 of the tensor is the top of the PNG (v = 1): red there, black at the bottom

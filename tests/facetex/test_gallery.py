@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from facetex.face3d.export import write_obj
-from facetex.face3d.texture import fuse_texture
+from facetex.face3d.texture import TexelSource, fuse_texture, layout_uv
 from facetex.gallery import GalleryError, build_gallery, write_photo, write_texture_maps
 from facetex.gallery import pages
 from facetex.gallery.maps import texture_maps
@@ -165,6 +165,7 @@ def test_mesh_script_round_trips_the_obj_and_is_rebuilt_only_when_stale(run: Pat
     mesh = json.loads(text[text.index("=") + 1:].strip().rstrip(";"))
     vertices, uv, triangles, texture = read_obj(folder / "face.obj")
     expected_vertices, expected_triangles, expected_uv = sheet()
+    expected_uv = layout_uv(expected_uv, 256)  # write_obj's vt: process_uv positions in the 256 map
     for key, dtype, truth in (("positions", "<f4", expected_vertices), ("uvs", "<f4", expected_uv),
                               ("indices", "<u4", expected_triangles)):
         decoded = np.frombuffer(base64.b64decode(mesh[key]), dtype=dtype).reshape(truth.shape)
@@ -200,7 +201,8 @@ def test_texture_maps_hold_the_fused_maps(tmp_path: Path) -> None:
             np.testing.assert_allclose(written, truth.numpy(), atol=0.5 / 255 + 1e-6)
     assert not np.asarray(Image.open(tmp_path / "view_05_visibility.png")).all()  # shifted view misses a part
     source = np.asarray(Image.open(tmp_path / "source.png"))
-    assert source.shape == (256, 256, 3) and (source[~fused.chart.numpy()] == 0).all()
+    outside = (fused.source == TexelSource.OUTSIDE).numpy()  # the chart's gutter is inpainted, not outside
+    assert source.shape == (256, 256, 3) and (source[outside] == 0).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([e["file"] for e in entries] + ["maps.json"])
     with pytest.raises(ValueError, match="names 1 views but the texture was fused from 2"):
         texture_maps(fused, [0])

@@ -30,7 +30,7 @@ from PIL import Image
 
 from facetex.face3d.export import write_obj
 from facetex.face3d.morphable_model import MorphableModel
-from facetex.face3d.pipeline import render_turntable
+from facetex.face3d.render import render_turntable
 from facetex.gallery import build_gallery
 from facetex.gallery.pages import VIEWER_BACKGROUND
 

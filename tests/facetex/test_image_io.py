@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facetex.face3d.image_io import ImageDecodeError, load_image
+from facetex.face3d.image_io import IMAGE_SUFFIXES, ImageDecodeError, decode_image, load_image
 
 _ORIENTATION_TAG = 0x0112
 
@@ -83,3 +83,17 @@ def test_truncated_jpeg_raises_decode_error(tmp_path: Path) -> None:
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageDecodeError, match="cut.jpg"):
         load_image(tmp_path / "cut.jpg")
+
+
+@pytest.mark.parametrize("suffix", IMAGE_SUFFIXES)
+def test_every_listed_file_type_decodes_from_disk_and_from_bytes(tmp_path: Path, suffix: str) -> None:
+    """Both ways in (a photo on disk, a member of a dataset archive) give the same pixels for every listed type."""
+    y, x = np.mgrid[0:16, 0:16]
+    array = np.stack([16 * x, 16 * y, 255 - 8 * (x + y)], axis=-1).astype(np.uint8)  # smooth: JPEG keeps it close
+    lossless = suffix in (".png", ".bmp", ".tif", ".tiff", ".webp")
+    options = {".webp": {"lossless": True}, ".jpg": {"quality": 95}, ".jpeg": {"quality": 95}}.get(suffix, {})
+    Image.fromarray(array).save(tmp_path / f"face{suffix}", **options)
+    image = load_image(tmp_path / f"face{suffix}")
+    assert torch.equal(decode_image((tmp_path / f"face{suffix}").read_bytes(), f"face{suffix}"), image)
+    difference = np.abs(image.permute(1, 2, 0).numpy().astype(int) - array.astype(int))
+    assert difference.max() == 0 if lossless else difference.mean() < 3

@@ -69,6 +69,13 @@ def test_bfm_tri_path_replaces_the_pickles_triangles(tmp_path: Path) -> None:
     assert torch.equal(model.triangles[:, 0], torch.from_numpy(reversed_tri[0].astype(np.int64)))
 
 
+def test_damaged_tri_pickle_is_a_model_file_error(tmp_path: Path) -> None:
+    data, _ = tiny_bfm_dict(np.random.default_rng(1))
+    (tmp_path / "tri.pkl").write_bytes(b"\x80\x04truncated")
+    with pytest.raises(ModelFileError, match=r"tri\.pkl.*not a readable pickle"):
+        MorphableModel.from_bfm(write_pickle(tmp_path / "bfm.pkl", data), tri_path=tmp_path / "tri.pkl")
+
+
 def test_missing_keys_and_files_raise_clear_errors(tmp_path: Path) -> None:
     data, _ = tiny_bfm_dict(np.random.default_rng(2))
     del data["w_exp"]

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,12 +15,17 @@ import trimesh
 from PIL import Image
 
 from facetex.face3d.camera import euler_to_rotation, project
-from facetex.face3d.detector import NoFaceError
+from facetex.face3d.crop import roi_box_from_bbox, roi_box_from_landmarks
+from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.fitting import to_ibug68
-from facetex.face3d.image_io import ImageDecodeError
-from facetex.face3d.pipeline import AssetPaths, fit_views, load_face_model, photo_to_mesh, texture_views
+from facetex.face3d.image_io import ImageDecodeError, load_image
+from app.photo_to_mesh import OutputFolderError, photo_to_mesh
+from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmarks
+from facetex.face3d.regressor import FaceRegressor
+from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
+from facetex.face3d.render import rerender
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
-from facetex.face3d.texture import TexelSource
+from facetex.face3d.texture import TexelSource, layout_uv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +80,7 @@ def test_views_of_a_known_face_recover_its_texture(assets: AssetPaths) -> None:
     rotation = euler_to_rotation(yaws, torch.zeros(3), torch.zeros(3))
     screen = project(vertices.expand(3, -1, -1), rotation, torch.full((3,), 1.6), torch.full((3, 2), 192.0))
     truth = checkerboard_texture(256)
-    images, _ = render_textured(screen, model.triangles, model.uv, truth[None], 384)
+    images, _ = render_textured(screen, model.triangles, layout_uv(model.uv, 256), truth[None], 384)  # process_uv map
     landmarks, visible = to_ibug68(model.landmarks(screen)[..., :2], model.landmark_ids)
 
     fit = fit_views(model, landmarks, visible)
@@ -100,6 +106,44 @@ def test_unreadable_image_and_no_face_raise_and_write_nothing(assets: AssetPaths
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png", "corrupt.png"]
 
 
+def test_rerender_scores_each_view_inside_its_mask_and_nan_where_the_mesh_is_off_screen(assets: AssetPaths) -> None:
+    """The one re-render-and-score: views rendered from the known texture score exactly (PSNR at its 200 dB
+    ceiling, SSIM 1); a view whose mesh lies off the image has an empty mask and NaN scores instead of an error."""
+    model = load_face_model(assets, "sfm")
+    yaws = torch.tensor([-20.0, 20.0, 0.0])
+    rotation = euler_to_rotation(yaws, torch.zeros(3), torch.zeros(3))
+    screen = project(model.mean.expand(3, -1, -1), rotation, torch.full((3,), 1.2),
+                     torch.tensor([[96.0, 96.0], [96.0, 96.0], [-5000.0, 96.0]]))
+    truth = checkerboard_texture(128)
+    images, _ = render_textured(screen, model.triangles, layout_uv(model.uv, 128), truth[None], 192)  # process_uv map
+    reconstruction = FaceReconstruction(fit=None, vertices=model.mean.expand(3, -1, -1), screen_vertices=screen,
+                                        fused=SimpleNamespace(texture=truth))
+    scored = rerender(images, reconstruction, model)
+    assert scored.renders.shape == (3, 3, 192, 192) and scored.masks.shape == (3, 1, 192, 192)
+    torch.testing.assert_close(scored.renders[:2], images[:2])
+    assert scored.psnr[:2].tolist() == pytest.approx([200.0, 200.0]) and scored.ssim[:2].tolist() == pytest.approx([1.0, 1.0])
+    assert scored.masks[2].sum() == 0 and scored.psnr[2].isnan() and scored.ssim[2].isnan()
+
+
+def test_photo_to_mesh_refuses_an_out_folder_it_would_replace_and_lose(assets: AssetPaths, tmp_path: Path) -> None:
+    """The out folder is replaced whole: a folder holding other files, or a file, is refused before any work;
+    an earlier run's folder (it has metrics.json) is not."""
+    other = tmp_path / "holiday"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    (tmp_path / "face.txt").write_text("a file")
+    for out in (other, tmp_path / "face.txt"):
+        with pytest.raises(OutputFolderError, match="pass a new or empty folder"):
+            photo_to_mesh(tmp_path / "none.png", out, assets, texture_size=256, progress=False)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "metrics.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="none.png"):  # past the check, the photo is missing
+        photo_to_mesh(tmp_path / "none.png", earlier, assets, texture_size=256, progress=False)
+    assert (other / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "earlier", "face.txt", "holiday"]
+
+
 def test_script_reports_a_missing_image_clearly(shared_assets: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "photo_to_mesh.py"), "--image", str(tmp_path / "none.png"),
@@ -110,3 +154,17 @@ def test_script_reports_a_missing_image_clearly(shared_assets: Path, tmp_path: P
     assert "rasteriser backend: " in result.stdout
     assert "error:" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_crop_policy_box_is_the_official_single_crop_and_landmark_recrops(assets: AssetPaths, shared_assets: Path) -> None:
+    detector = FaceDetector.from_checkpoint(assets.detector)
+    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases)
+    photo = load_image(shared_assets / "faces" / "jianzhu_guo.jpg")
+    box = detector.detect_faces(photo)[:1]
+    single = regress_landmarks(photo, detector, regressor)
+    torch.testing.assert_close(single.roi_boxes, roi_box_from_bbox(box[:, :4]))
+    recropped = regress_landmarks(photo, detector, regressor, crop_policy="landmark")
+    torch.testing.assert_close(recropped.roi_boxes, roi_box_from_landmarks(single.landmarks))
+    assert not torch.equal(recropped.params.pose, single.params.pose)
+    with pytest.raises(ValueError, match="'box' or 'landmark'"):
+        regress_landmarks(photo, detector, regressor, crop_policy="tracking")  # type: ignore[arg-type]

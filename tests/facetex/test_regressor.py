@@ -48,7 +48,8 @@ def test_roi_box_from_bbox_known_answer() -> None:
 def test_roi_box_from_landmarks_known_answer() -> None:
     points = torch.tensor([[0.0, 0.0, 5.0], [60.0, 10.0, 5.0], [20.0, 80.0, 5.0]])
     half = 80 * math.sqrt(2.0) / 2  # bounding square side 80, centre (30, 40); the box side is its diagonal
-    expected = torch.tensor([30 - half, 40 - half, 30 + half, 40 + half])
+    # 3DDFA_V2 builds the box from its pixel coordinates, ours - 0.5: centre (29.5, 39.5)
+    expected = torch.tensor([29.5 - half, 39.5 - half, 29.5 + half, 39.5 + half])
     torch.testing.assert_close(roi_box_from_landmarks(points), expected)
 
 
@@ -208,11 +209,12 @@ def test_crop_pose_to_image_known_answer_and_camera_agreement() -> None:
     pose = _pose(30.0, 5.0, -8.0, 0.5, [60.0, 62.0, 10.0])
     points = torch.randn(1, 20, 3) * 50
     crop_points = points[0] @ pose[0, :, :3].T + pose[0, :, 3]
-    # crop box of 240 px at (100, 40): 2 image pixels per crop pixel; 3DDFA's crop is 1-based with y up
+    # crop box of 240 px at (100, 40): 2 image pixels per crop pixel; 3DDFA_V2's similar_transform
+    # (x - 1, 120 - y, scaled, plus the box corner) in its pixel coordinates, ours - 0.5
     image_pose = crop_pose_to_image(pose, torch.tensor([[100.0, 40.0, 340.0, 280.0]]))
     screen = apply_pose(image_pose, points)[0]
-    torch.testing.assert_close(screen[:, 0], 100 + 2 * (crop_points[:, 0] - 0.5))
-    torch.testing.assert_close(screen[:, 1], 40 + 2 * (120.5 - crop_points[:, 1]))
+    torch.testing.assert_close(screen[:, 0], 100 + 2 * (crop_points[:, 0] - 1) + 0.5)
+    torch.testing.assert_close(screen[:, 1], 40 + 2 * (120 - crop_points[:, 1]) + 0.5)
     torch.testing.assert_close(screen[:, 2], -2 * (crop_points[:, 2] - 10.0))
     # the same map as camera.project's weak-perspective camera
     expected = project(points, euler_to_rotation(30.0, 5.0, -8.0)[None], torch.tensor([1.0]), image_pose[:, :2, 3])

@@ -1,7 +1,9 @@
 """Texture fusion: occlusion, mirror filling and push-pull on exact toy meshes; recovery of a known
-texture of the real Surrey Face Model from its renders (the ground-truth proof)."""
+texture of the real Surrey Face Model from its renders, and of the real BFM mean face rendered in
+3DDFA_V2's conventions from 62-parameter poses (the ground-truth proofs)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,12 +11,14 @@ import torch
 
 from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.morphable_model import MorphableModel, mirror_vertices
+from facetex.face3d.regressor import apply_pose, crop_pose_to_image
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
 from facetex.face3d.texture import (
     FusionConfig,
     TexelSource,
     build_uv_chart,
     fuse_texture,
+    layout_uv,
     mirror_blend,
     push_pull,
     sample_at_mirror,
@@ -143,6 +147,37 @@ def test_vertex_colours_read_the_texture_at_their_uv() -> None:
     torch.testing.assert_close(colours, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
 
 
+def test_layout_uv_is_3ddfa_v2_process_uv() -> None:
+    # process_uv: (u, v) -> column u (S - 1), row S - v (S - 1) - 1, texel centres on integers
+    uv = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.3, 0.8]])
+    laid = layout_uv(uv, 256)
+    column, row = laid[:, 0] * 256 - 0.5, (1 - laid[:, 1]) * 256 - 0.5  # OBJ-style -> texel index coordinates
+    torch.testing.assert_close(column, uv[:, 0] * 255)
+    torch.testing.assert_close(row, 256 - uv[:, 1] * 255 - 1)
+    torch.testing.assert_close(layout_uv(uv, (128, 256))[:, 1], (uv[:, 1] * 127 + 0.5) / 128)
+
+
+def test_a_known_vertex_lands_on_the_texel_process_uv_gives_it() -> None:
+    """A vertex at uv (100/255, 55/255) must be texel (row 200, col 100) of a 256 map, as 3DDFA_V2 lays it."""
+    size, (column, row) = 256, (100, 200)
+    centre = torch.tensor([column / (size - 1), 1 - row / (size - 1)])
+    ring = torch.tensor([[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 1.0],
+                         [-1.0, 0.0]])
+    uv = torch.cat([centre[None], centre + 0.04 * ring])
+    vertices = torch.cat([torch.zeros(1, 2), ring], dim=0)
+    vertices = torch.cat([vertices, torch.zeros(9, 1)], dim=1)
+    faces = torch.tensor([[0, 1 + i, 1 + (i + 1) % 8] for i in range(8)])  # a fan around the centre vertex, CCW
+    screen = _frontal(vertices, size=128, scale=40.0)
+    ys, xs = torch.meshgrid(torch.arange(128.0) + 0.5, torch.arange(128.0) + 0.5, indexing="ij")
+    image = torch.stack([xs / 128, ys / 128, torch.zeros_like(xs)])  # a linear ramp: bilinear reads are exact
+    fused = fuse_texture(image[None], screen[None], faces, uv, size, config=FusionConfig(silhouette_margin=0.0))
+    expected = torch.tensor([screen[0, 0] / 128, screen[0, 1] / 128, 0.0])
+    torch.testing.assert_close(fused.texture[:, row, column], expected, atol=1e-5, rtol=0)
+    # one texel over is a different colour: the centre vertex is not a texel off
+    assert (fused.texture[:, row, column + 1] - expected).abs().max() > 1e-3
+    torch.testing.assert_close(texture_to_vertex_colors(fused.texture, uv[:1])[0], expected, atol=1e-5, rtol=0)
+
+
 def test_bad_inputs_raise_clear_errors() -> None:
     vertices, faces, uv = _two_quads()
     with pytest.raises(ValueError, match=r"\[256, 2048\]"):
@@ -173,7 +208,9 @@ def _render_sfm_mean(
     centre = (model.mean.amax(dim=0) + model.mean.amin(dim=0)) / 2
     screen = project((model.mean - centre)[None].expand(count, -1, -1), rotation, scale,
                      torch.full((count, 2), IMAGE_SIZE / 2))
-    images, _ = render_textured(screen, model.triangles, model.uv, texture[None], IMAGE_SIZE)
+    # the truth is a map in process_uv layout, as fusion makes them
+    uv = layout_uv(model.uv, tuple(texture.shape[-2:]))
+    images, _ = render_textured(screen, model.triangles, uv, texture[None], IMAGE_SIZE)
     return images, screen
 
 
@@ -199,9 +236,9 @@ def test_recovers_a_known_texture_from_five_views(sfm: MorphableModel) -> None:
 
 
 def _texel_of(model: MorphableModel, vertex: int) -> torch.Tensor:
-    """(row, col) of the texel under a vertex's UV."""
+    """(row, col) of the texel nearest a vertex in process_uv layout."""
     u, v = model.uv[vertex]
-    return torch.tensor([int((1 - v) * TEXTURE_SIZE), int(u * TEXTURE_SIZE)]).clamp(0, TEXTURE_SIZE - 1)
+    return torch.tensor([round(float((1 - v) * (TEXTURE_SIZE - 1))), round(float(u * (TEXTURE_SIZE - 1)))])
 
 
 def test_one_view_fills_the_hidden_side_by_symmetry(sfm: MorphableModel) -> None:
@@ -243,3 +280,60 @@ def test_silhouette_falloff_is_the_box_filtered_mask_ramp_at_pixel_centres() -> 
                             for i in range(40)])
     torch.testing.assert_close(silhouette_falloff(mask, points, 0.06), ((expected - 0.5) * 2).clamp(0, 1),
                                atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- known texture on the real BFM mean face
+
+BFM_IMAGE, BFM_TEXTURE = 448, 256
+# (yaw, pitch) in the project's convention (3DDFA_V2's yaw is the negative), the frontal view first
+BFM_VIEWS = ((0.0, 0.0), (-60.0, 0.0), (-45.0, 10.0), (-30.0, -10.0), (-15.0, 5.0), (15.0, -5.0), (30.0, 10.0),
+             (45.0, -10.0), (60.0, 0.0))
+
+
+def _smooth_skin(size: int) -> torch.Tensor:
+    """A known ``(3, size, size)`` map in process_uv layout: skin-like colours and a 6 x 6 sinusoidal pattern."""
+    index = torch.arange(size, dtype=torch.float64) / (size - 1)
+    v, u = (1 - index[:, None]).expand(size, size), index[None, :].expand(size, size)
+    pattern = 0.5 + 0.5 * torch.sin(2 * math.pi * 6 * u) * torch.sin(2 * math.pi * 6 * v)
+    return torch.stack([0.55 + 0.3 * u * pattern, 0.35 + 0.3 * v * (1 - pattern), 0.25 + 0.35 * pattern * (1 - u)]).float()
+
+
+def _official_image_points(poses: torch.Tensor, roi: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """3DDFA_V2's recon_vers + similar_transform written out, + 0.5 for our pixel centres; depth = -scaled z."""
+    crop = points @ poses[:, :, :3].transpose(1, 2) + poses[:, None, :, 3]
+    sx, sy, ex, ey = roi
+    return torch.stack([(crop[..., 0] - 1) * (ex - sx) / 120 + sx + 0.5, (120 - crop[..., 1]) * (ey - sy) / 120 + sy + 0.5,
+                        -crop[..., 2] * ((ex - sx) + (ey - sy)) / 240], dim=-1)
+
+
+@pytest.mark.slow
+def test_known_texture_on_the_bfm_mean_face_from_official_poses(shared_assets: Path) -> None:
+    bfm = shared_assets / "bfm"
+    model = MorphableModel.from_bfm_mean(bfm / "bfm_noneck_mean.npz", bfm / "BFM_UV.mat", bfm / "indices.npy")
+    mean = model.mean.double()
+    centre = (mean.amax(dim=0) + mean.amin(dim=0)) / 2
+    scale = 0.75 * 120 / float(mean[:, 1].amax() - mean[:, 1].amin())
+    poses = []  # the 12 pose parameters of 3DDFA_V2, [s R | t], putting the face in the middle of the crop
+    for yaw, pitch in BFM_VIEWS:
+        rotation = euler_to_rotation(yaw, pitch, 0.0).double()
+        offset = torch.tensor([61.0, 58.0, 40.0], dtype=torch.float64) - scale * rotation @ centre
+        poses.append(torch.cat([scale * rotation, offset[:, None]], dim=1))
+    poses = torch.stack(poses)
+    roi = torch.tensor([49.3, 35.6, 399.3, 385.6], dtype=torch.float64)  # a 350 px roi box, unrounded
+    truth = _smooth_skin(BFM_TEXTURE)
+    screen = _official_image_points(poses, roi, mean)
+    uv = (model.uv.double() * (BFM_TEXTURE - 1) + 0.5) / BFM_TEXTURE  # process_uv positions, OBJ-style
+    images, _ = render_textured(screen.float(), model.triangles, uv.float(), truth[None], BFM_IMAGE)
+
+    # recovered through the public API from the images, the 62-parameter poses and the roi boxes
+    recovered = apply_pose(crop_pose_to_image(poses, roi.expand(len(BFM_VIEWS), 4)), mean)
+    torch.testing.assert_close(recovered[..., :2], screen[..., :2], atol=1e-9, rtol=0)
+    fused = fuse_texture(images, recovered.float(), model.triangles, model.uv, BFM_TEXTURE, model.symmetry)
+    seen = fused.visibility.any(dim=0) & fused.chart
+    frontal = fuse_texture(images[:1], recovered[:1].float(), model.triangles, model.uv, BFM_TEXTURE, model.symmetry)
+    frontal_seen = frontal.visibility[0] & frontal.chart
+    psnr, frontal_psnr = _psnr(fused.texture, truth, seen), _psnr(frontal.texture, truth, frontal_seen)
+    print(f"\nBFM mean face, {len(BFM_VIEWS)} views: PSNR {psnr:.2f} dB on texels any view sees "
+          f"({_psnr(fused.texture, truth, fused.coverage):.2f} dB where weighted); frontal alone {frontal_psnr:.2f} dB "
+          f"on the texels it sees ({_psnr(frontal.texture, truth, frontal.coverage):.2f} dB where weighted)")
+    assert psnr >= 40.0 and frontal_psnr >= 30.0

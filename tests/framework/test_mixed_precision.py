@@ -72,7 +72,7 @@ def test_gan_encoder_trains_under_bf16_and_validates_like_fp32():
     from tests.lightning_modules.test_gan_encoder import TINY
 
     L.seed_everything(0)
-    module = GANEncoderModule(**TINY, lr=1e-3)
+    module = GANEncoderModule(**TINY, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
 
     def data() -> GeneratorSamplesDataModule:
         return GeneratorSamplesDataModule(batch_size=4, train_batches=3, val_batches=2, truncation=0.7)

@@ -39,7 +39,8 @@ SINGLE_NODE = REPO_ROOT / "scripts" / "slurm" / "single_node.sbatch"
 MAX_EPOCHS = 5
 KILL_EPOCH = 3  # killed inside this epoch (0-based); last.ckpt then holds the end of epoch KILL_EPOCH - 1
 TEACHER = {"class_path": "lightning_modules.node_classifier.NodeClassifier",
-           "init_args": {"arch": "rgcn", "hidden_channels": 16, "num_layers": 2, "dropout": 0.5, "lr": 0.01}}
+           "init_args": {"arch": "rgcn", "hidden_channels": 16, "num_layers": 2, "dropout": 0.5,
+                         "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01, "weight_decay": 5e-4}}}}
 
 
 class PauseMidEpoch(L.Callback):

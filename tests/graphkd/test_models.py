@@ -1,20 +1,23 @@
 """Every architecture exposes its layers; parameter counts match the G-CRD MAG setting."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from graphkd.graph_info import HeteroSchema
 from graphkd.models import RGCN, build_gnn, count_parameters, feature_dropout
 
-MAG_SCHEMA = {
-    "node_types": ["author", "field_of_study", "institution", "paper"],
-    "edge_types": [["author", "affiliated_with", "institution"], ["author", "writes", "paper"],
-                   ["paper", "cites", "paper"], ["paper", "has_topic", "field_of_study"],
-                   ["institution", "rev_affiliated_with", "author"], ["paper", "rev_writes", "author"],
-                   ["field_of_study", "rev_has_topic", "paper"]],
-    "featureless_num_nodes": {"author": 1134649, "field_of_study": 59965, "institution": 8740},
-    "target": "paper",
-}
+MAG_SCHEMA = HeteroSchema(
+    node_types=("author", "field_of_study", "institution", "paper"),
+    edge_types=(("author", "affiliated_with", "institution"), ("author", "writes", "paper"),
+                ("paper", "cites", "paper"), ("paper", "has_topic", "field_of_study"),
+                ("institution", "rev_affiliated_with", "author"), ("paper", "rev_writes", "author"),
+                ("field_of_study", "rev_has_topic", "paper")),
+    featureless_num_nodes={"author": 1134649, "field_of_study": 59965, "institution": 8740},
+    target="paper",
+)
 
 
 @pytest.mark.parametrize("arch", ["gcn", "sage", "gat", "mlp"])
@@ -39,7 +42,7 @@ def test_mlp_ignores_edges_and_gcn_does_not():
 
 def test_rgcn_compression_ratio_of_the_gcrd_mag_setting():
     """Teacher 3 x 512, student 2 x 32 on ogbn-mag's schema: ~5.58M vs ~169k parameters (embeddings excluded)."""
-    small = {**MAG_SCHEMA, "featureless_num_nodes": {"author": 5, "field_of_study": 5, "institution": 5}}
+    small = replace(MAG_SCHEMA, featureless_num_nodes={"author": 5, "field_of_study": 5, "institution": 5})
     teacher = build_gnn("rgcn", 128, 512, 349, 3, hetero=small)
     student = build_gnn("rgcn", 128, 32, 349, 2, hetero=small)
     assert count_parameters(teacher) == 5_575_540
@@ -48,8 +51,8 @@ def test_rgcn_compression_ratio_of_the_gcrd_mag_setting():
 
 
 def test_rgcn_full_batch_equals_sampled_ids():
-    schema = {**MAG_SCHEMA, "featureless_num_nodes": {"author": 4, "field_of_study": 3, "institution": 2}}
-    model = RGCN(5, 8, 3, 2, schema["node_types"], schema["edge_types"], schema["featureless_num_nodes"], "paper", 0.0)
+    schema = replace(MAG_SCHEMA, featureless_num_nodes={"author": 4, "field_of_study": 3, "institution": 2})
+    model = RGCN(5, 8, 3, 2, list(schema.node_types), list(schema.edge_types), schema.featureless_num_nodes, "paper", 0.0)
     x_dict = {"paper": torch.randn(6, 5)}
     edges = {("author", "writes", "paper"): torch.tensor([[0, 1, 3], [0, 2, 5]])}
     num_nodes = {"paper": 6, "author": 4, "field_of_study": 3, "institution": 2}

@@ -35,7 +35,7 @@ def test_rgcn_beats_chance_and_a_feature_only_mlp(tmp_path):
     paper = graph["paper"]
     num_nodes = {t: graph[t].num_nodes for t in graph.node_types}
     torch.manual_seed(0)
-    rgcn = build_gnn("rgcn", config.feature_dim, 32, config.num_classes, 2, 0.5, hetero=info["hetero"])
+    rgcn = build_gnn("rgcn", config.feature_dim, 32, config.num_classes, 2, 0.5, hetero=info.hetero)
     gnn = best_test_accuracy(rgcn, lambda: rgcn(graph.x_dict, graph.edge_index_dict, num_nodes=num_nodes), paper)
     mlp = build_gnn("mlp", config.feature_dim, 64, config.num_classes, 2, 0.5)
     features = best_test_accuracy(mlp, lambda: mlp(paper.x, torch.empty(2, 0, dtype=torch.long)), paper)

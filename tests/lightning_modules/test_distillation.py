@@ -102,3 +102,18 @@ def test_minibatch_hetero_distillation_matches_schema(tmp_path_factory, tmp_path
     t2 = trainer(tmp_path, epochs=1)
     t2.fit(student, dm)
     assert {"train/loss_kd_align", "val/acc", "params/compression_ratio"} <= set(t2.callback_metrics)
+
+
+def test_injected_optimizer_trains_the_student_and_the_kd_parameters(datamodule, teacher_ckpt):
+    """The student's optimizer argument is NodeClassifier's; ABKD's attention and projections are optimised too."""
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), distiller=ABKD,
+                                arch="gcn", hidden_channels=8, num_layers=2,
+                                optimizer=lambda params: torch.optim.SGD(params, lr=0.5))
+    optimizer = module.configure_optimizers()
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.5
+    assert {id(p) for p in [*module.model.parameters(), *module.distiller.parameters()]} <= optimised
+    assert not optimised & {id(p) for p in module.teacher.parameters()}  # the frozen teacher is not
+    default = NodeClassifier(**facts(datamodule)).configure_optimizers()
+    assert isinstance(default, torch.optim.Adam)
+    assert (default.defaults["lr"], default.defaults["weight_decay"]) == (0.01, 5e-4)

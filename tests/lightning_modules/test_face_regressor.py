@@ -165,8 +165,8 @@ def test_validation_logs_a_landmark_grid_to_tensorboard(tiny_face: Path, tmp_pat
 def test_short_training_cuts_the_validation_yaw_error(tiny_face: Path, tmp_path: Path) -> None:
     L.seed_everything(0, workers=True)
     data = datamodule(tiny_face, batch_size=32, train_batches=30, val_batches=4)
-    module = FaceRegressorModule(model_path=str(tiny_face), widen_factor=0.25, learning_rate=1e-2,
-                                 statistics_batches=4)
+    module = FaceRegressorModule(model_path=str(tiny_face), widen_factor=0.25, statistics_batches=4,
+                                 optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-4))
     quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                  enable_checkpointing=False, default_root_dir=tmp_path)
     evaluator = L.Trainer(**quiet)
@@ -177,3 +177,10 @@ def test_short_training_cuts_the_validation_yaw_error(tiny_face: Path, tmp_path:
     assert before["val/yaw_error"] > 20.0
     assert after["val/yaw_error"] < 0.5 * before["val/yaw_error"]
     assert after["val/nme"] < 0.8 * before["val/nme"]
+
+
+def test_default_optimizer_is_adamw_lr_1e_3_weight_decay_1e_4(tiny_face: Path) -> None:
+    module = FaceRegressorModule(model_path=str(tiny_face), widen_factor=0.25)
+    optimizer = module.optimizer(module.parameters())
+    assert type(optimizer) is torch.optim.AdamW
+    assert (optimizer.defaults["lr"], optimizer.defaults["weight_decay"]) == (1e-3, 1e-4)

@@ -39,7 +39,7 @@ def quiet_trainer(**options) -> L.Trainer:
 
 def test_training_on_generator_samples_lowers_the_reconstruction_error() -> None:
     L.seed_everything(0)
-    module = GANEncoderModule(**TINY, lr=1e-3)
+    module = GANEncoderModule(**TINY, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
     data = GeneratorSamplesDataModule(batch_size=8, train_batches=100, val_batches=2, truncation=0.7)
     trainer = quiet_trainer(max_epochs=3)
     before = trainer.validate(module, data, verbose=False)[0]
@@ -135,7 +135,8 @@ def test_cli_fit_logs_losses_terms_and_grid_and_checkpoint_restores(tmp_path: Pa
                                          "enable_version_counter": False}}],
         },
         "model": {"class_path": "lightning_modules.gan_encoder.GANEncoderModule",
-                  "init_args": {**TINY, "encoder_stages": [list(s) for s in TINY["encoder_stages"]], "lr": 1e-3,
+                  "init_args": {**TINY, "encoder_stages": [list(s) for s in TINY["encoder_stages"]],
+                                "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}},
                                 "latent_weight": 0.5, "num_logged_images": 2}},
         "data": {"class_path": "datamodules.generator_samples.GeneratorSamplesDataModule",
                  "init_args": {"batch_size": 4, "train_batches": 3, "val_batches": 1}},
@@ -158,3 +159,10 @@ def test_cli_fit_logs_losses_terms_and_grid_and_checkpoint_restores(tmp_path: Pa
     expected = cli.model.eval().encoder.invert(cli.model.generator, images, 2, latent_avg=cli.model.latent_avg)
     actual = restored.encoder.invert(restored.generator, images, 2, latent_avg=restored.latent_avg)
     torch.testing.assert_close(actual[-1], expected[-1])
+
+
+def test_default_optimizer_is_adam_at_1e_4_over_the_encoder_only() -> None:
+    module = GANEncoderModule(**TINY)
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-4
+    assert [p for group in optimizer.param_groups for p in group["params"]] == list(module.encoder.parameters())

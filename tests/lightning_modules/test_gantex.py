@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,8 @@ import main
 from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
 from datamodules.generator_samples import GeneratorSamplesDataModule
 from lightning_modules.gan_encoder import GANEncoderModule
-from lightning_modules.gantex import EncoderCheckpointError, GANTex, load_encoder
+from facetex.gan.multiview import MultiViewConfig
+from lightning_modules.gantex import EncoderCheckpointError, GANTex, RandomGenerator, load_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_VIEWS = 8  # the demo config's strengths -3..4
@@ -32,7 +34,7 @@ def tiny_config(tmp_path: Path, shared_assets: Path) -> Path:
     config["trainer"]["enable_progress_bar"] = False
     model = config["model"]["init_args"]
     model["assets"] = str(shared_assets)
-    model["inversion"]["steps"] = 30
+    model["multiview"]["inversion"]["steps"] = 30
     path = tmp_path / "gantex_tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -132,7 +134,7 @@ def test_module_needs_exactly_one_generator_and_one_boundary() -> None:
     with pytest.raises(ValueError, match="exactly one of generator_path"):
         GANTex(assets="unused", random_boundary=True)
     with pytest.raises(ValueError, match="exactly one of boundary_path"):
-        GANTex(assets="unused", random_generator={"size": 8}, boundary_path="b.npy", random_boundary=True)
+        GANTex(assets="unused", random_generator=RandomGenerator(size=8), boundary_path="b.npy", random_boundary=True)
 
 
 DEMO_MODEL = yaml.safe_load((REPO_ROOT / "configs" / "gantex_demo.yaml").read_text())["model"]["init_args"]
@@ -169,9 +171,9 @@ def encoder_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_predict_with_the_restyle_encoder(tmp_path: Path, shared_assets: Path, encoder_checkpoint: Path,
                                           inversion_steps: int) -> None:
     config = tiny_config(tmp_path, shared_assets)
+    inversion = {"steps": inversion_steps, "lr": 0.01, "n_mean_latent": 500} if inversion_steps else None
     cli = main.main(["predict", "--config", str(config), "--model.init_args.encoder_checkpoint", str(encoder_checkpoint),
-                     "--model.init_args.encoder_steps", "2", "--model.init_args.inversion",
-                     json.dumps({"steps": inversion_steps, "lr": 0.01, "n_mean_latent": 500})])
+                     "--model.init_args.multiview", json.dumps({"encoder_steps": 2, "inversion": inversion})])
     trained = GANEncoderModule.load_from_checkpoint(encoder_checkpoint)  # the round trip of the loader
     pipeline = cli.model.pipeline
     for name, value in trained.encoder.state_dict().items():
@@ -212,9 +214,11 @@ def test_encoder_checkpoints_of_other_generators_are_refused(tmp_path: Path, sha
     with pytest.raises(FileNotFoundError, match="gan_encoder_ffhq.yaml"):
         load_encoder(str(tmp_path / "absent.ckpt"), demo_generator)
 
-    demo = {key: DEMO_MODEL[key] for key in ("random_generator", "random_boundary", "seed", "landmarks_source",
-                                             "strengths", "yaws")}
+    views = {key: tuple(DEMO_MODEL["multiview"][key]) for key in ("strengths", "yaws")}
+    demo = {"random_generator": RandomGenerator(**DEMO_MODEL["random_generator"]),
+            "random_boundary": DEMO_MODEL["random_boundary"], "seed": DEMO_MODEL["seed"]}
+    multiview = MultiViewConfig(landmarks_source=DEMO_MODEL["multiview"]["landmarks_source"], **views)
     with pytest.raises(EncoderCheckpointError, match="other weights"):  # the module refuses it before predicting
-        GANTex(assets=str(shared_assets), **demo, encoder_checkpoint=str(tmp_path / "2.ckpt"))
+        GANTex(assets=str(shared_assets), **demo, multiview=multiview, encoder_checkpoint=str(tmp_path / "2.ckpt"))
     with pytest.raises(ValueError, match="inversion=None skips optimisation"):
-        GANTex(assets=str(shared_assets), **demo, inversion={"steps": 0})
+        GANTex(assets=str(shared_assets), **demo, multiview=replace(multiview, inversion=None))

@@ -26,8 +26,8 @@ def restyle_config(tmp_path: Path, shared_assets: Path, restyle: Path) -> Path:
     config["trainer"]["enable_progress_bar"] = False
     model = config["model"]["init_args"]
     model.pop("random_generator")
-    model.update(assets=str(shared_assets), generator_path=str(restyle), encoder_checkpoint=str(restyle),
-                 inversion={"steps": 0})
+    model.update(assets=str(shared_assets), generator_path=str(restyle), encoder_checkpoint=str(restyle))
+    model["multiview"]["inversion"] = None  # the encoder's code as it is
     config["data"]["init_args"]["path"] = str(shared_assets / "faces" / "ffhq_00009.png")
     path = tmp_path / "gantex_restyle.yaml"
     path.write_text(yaml.safe_dump(config))

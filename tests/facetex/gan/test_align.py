@@ -15,6 +15,7 @@ from facetex.gan.align import (
     align_face,
     align_photo,
     apply_transform,
+    ffhq_landmarks,
     ffhq_quad,
     paste_back,
     quad_to_transform,
@@ -130,8 +131,14 @@ def test_bad_landmarks_raise_clear_errors():
 @pytest.mark.parametrize("name", ["ffhq_00009.png", "ffhq_00012.png"])
 def test_real_ffhq_image_is_already_aligned(shared_assets, name):
     """FFHQ images were aligned from dlib's landmarks; 3DDFA_V2's landmarks (another definition of the
-    eye and mouth points) give nearly the same square. Measured: centre within 17 px, side 996-1054 px,
-    angle within 0.3 degrees, corners within 42 px of the 1024 frame. Tolerances: 25 px, 6%, 1 degree, 50 px."""
+    eye and mouth points) give nearly the same square. Measured with align_photo's re-crop
+    (ffhq_00009 / ffhq_00012): centre 27.0 / 1.4 px off, side 1042.1 / 999.9 px, angle -0.54 / 0.23
+    degrees, corners within 39.1 / 18.5 px of the 1024 frame. Tolerances: 30 px, 6%, 1 degree, 50 px.
+    The centre bound was 25 px ("within 17 px") when the crop was not yet the official one: the official
+    code's own landmarks (3ddfa_v2/official_outputs.json, single crop, its correct point 44) put
+    ffhq_00009's square 32.4 px off (side 1044.0 px, corners 46.9 px); ours with the same crop 31.2 px.
+    The single crop's square is the farther one on both photos (corners 47.0 / 27.2 px), which is why
+    alignment re-crops; 30 px keeps that choice tested."""
     v2 = shared_assets / "3ddfa_v2"
     detector = FaceDetector.from_checkpoint(v2 / "FaceBoxesProd.pth")
     regressor = FaceRegressor.from_files(v2 / "mb05_120x120.pth", v2 / "param_mean_std_62d_120x120.pkl",
@@ -140,11 +147,13 @@ def test_real_ffhq_image_is_already_aligned(shared_assets, name):
     aligned = align_photo(image, detector, regressor, output_size=256)
     quad = aligned.quad
     side = quad[3] - quad[0]
-    assert (quad.mean(0) - 512.0).norm() < 25.0
+    assert (quad.mean(0) - 512.0).norm() < 30.0
     assert side.norm() == pytest.approx(1024.0, rel=0.06)
     assert abs(math.degrees(math.atan2(side[1], side[0]))) < 1.0
     frame = torch.tensor([[0.0, 0.0], [0.0, 1024.0], [1024.0, 1024.0], [1024.0, 0.0]])
     assert (quad - frame).norm(dim=-1).max() < 50.0
+    single_crop = ffhq_quad(ffhq_landmarks(image, detector, regressor, crop_policy="box"))
+    assert (quad - frame).norm(dim=-1).max() < (single_crop - frame).norm(dim=-1).max()
     expected = F.interpolate(image[None].float() / 255, size=(256, 256), mode="bilinear", antialias=True,
                              align_corners=False)[0]
     assert (aligned.image - expected).abs().mean() < 0.1

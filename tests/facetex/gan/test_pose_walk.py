@@ -35,7 +35,7 @@ def uv_colour_texture(size: int = 256) -> Tensor:
 
 
 class RenderedHeadGenerator(nn.Module):
-    """A StyleGenerator whose 'image' is the 3DMM turned by yaw a * (w - w_avg) . n and pitch along m."""
+    """A LatentGenerator whose 'image' is the 3DMM turned by yaw a * (w - w_avg) . n and pitch along m."""
 
     def __init__(self, model: MorphableModel, seed: int = 0) -> None:
         super().__init__()

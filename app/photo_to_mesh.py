@@ -1,0 +1,138 @@
+"""The photo -> face folder job: one photo in, a textured mesh, a grid and its scores out, with a progress bar.
+
+The stages, each a core function: ``image_io.load_image`` -> ``pipeline.regress_landmarks`` (FaceBoxes +
+3DDFA_V2) -> ``reconstruction.fit_views`` -> ``reconstruction.texture_views`` -> ``render.rerender``
+and ``render.render_turntable`` -> ``app.face_outputs.write_face_folder`` (``face.obj/.mtl/.png``,
+``face.ply``, ``grid.png``, ``metrics.json``), optionally ``app.face_tensorboard.log_photo``.
+:func:`add_to_gallery` then copies the photo beside them and rebuilds the gallery of the folder above.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from app.face_outputs import photo_folder, write_face_folder
+from app.face_tensorboard import log_photo
+from facetex.face3d.detector import FaceDetector
+from facetex.face3d.image_io import load_image
+from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_face_model, regress_landmarks
+from facetex.face3d.rasterizer import active_backend
+from facetex.face3d.reconstruction import fit_views, texture_views
+from facetex.face3d.regressor import FaceRegressor
+from facetex.face3d.render import render_turntable, rerender
+from facetex.face3d.texture import TexelSource
+from facetex.gallery import build_gallery, write_photo
+from foundation.errors import InputError
+
+DEFAULT_YAWS = (-45.0, -20.0, 0.0, 20.0, 45.0)
+STAGES = ("load image", "detect + 3DDFA landmarks", "fit face model", "fuse texture", "re-render + score",
+          "write files")
+
+
+class OutputFolderError(InputError, FileExistsError):
+    """The output folder is a file, or a folder holding files that are not an earlier face folder."""
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` the job would destroy: it is replaced whole, so it must be new, empty or a face folder."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "metrics.json").is_file()):
+        raise OutputFolderError(
+            f"{str(out_dir)!r} exists and is not the folder of an earlier photo -> mesh run (it has no metrics.json); "
+            "it would be replaced whole: pass a new or empty folder for the outputs"
+        )
+
+
+def photo_to_mesh(
+    image_path: str | Path,
+    out_dir: str | Path,
+    assets: AssetPaths,
+    face_model: FaceModelName = "sfm",
+    texture_size: int = 1024,
+    yaws: Sequence[float] = DEFAULT_YAWS,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    tensorboard_dir: str | Path | None = None,
+    crop_policy: CropPolicy = "box",
+) -> dict[str, Any]:
+    """Run photo -> textured mesh and write ``face.obj/.mtl/.png``, ``face.ply``, ``grid.png`` and ``metrics.json``.
+
+    Everything runs on ``device``. ``crop_policy`` is 3DDFA_V2's (``pipeline.regress_landmarks``): the
+    official single crop from the detector box, or ``"landmark"`` for a second crop around its landmarks. ``out_dir`` appears with all its files or not at all (an earlier face
+    folder there is replaced). Returns the metrics written to ``metrics.json`` (scores, pose, fit error,
+    texel sources, rasteriser backend, seconds per stage). Raises ``ImageDecodeError`` or
+    ``FileNotFoundError`` for an unreadable image, ``NoFaceError`` when the detector finds no face and
+    :class:`OutputFolderError` for an ``out_dir`` that holds something else.
+    """
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    timings: dict[str, float] = {}
+    bar = tqdm(STAGES, desc="photo_to_mesh", disable=not progress)
+
+    def stage(name: str) -> None:
+        if timings:
+            bar.update()
+        timings[name] = time.perf_counter()
+        bar.set_postfix_str(name)
+
+    def seconds(metrics: dict[str, Any]) -> None:
+        starts = [*timings.values(), time.perf_counter()]
+        metrics["seconds"] = {name: round(end - start, 3) for name, start, end in zip(timings, starts, starts[1:])}
+
+    stage("load image")
+    photo = load_image(image_path).to(device)
+    image = photo.float()[None] / 255.0
+    detector = FaceDetector.from_checkpoint(assets.detector).to(device)
+    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases).to(device)
+    model = load_face_model(assets, face_model).to(device)
+    stage("detect + 3DDFA landmarks")
+    regression = regress_landmarks(photo, detector, regressor, crop_policy)
+    stage("fit face model")
+    fit = fit_views(model, regression.landmarks[:, :, :2])
+    stage("fuse texture")
+    reconstruction = texture_views(model, image, fit, texture_size)
+    stage("re-render + score")
+    scored = rerender(image, reconstruction, model)
+    turntable = render_turntable(reconstruction.vertices[0], model, reconstruction.fused.texture, yaws, 256)
+    stage("write files")
+    fused = reconstruction.fused
+    metrics = {
+        "image": str(image_path),
+        "face_model": face_model,
+        "rasterizer_backend": active_backend(),
+        "texture_size": texture_size,
+        "crop_policy": crop_policy,
+        "rerender": {"psnr": float(scored.psnr.mean()), "ssim": float(scored.ssim.mean()),
+                     "mask_fraction": float(scored.masks.mean())},
+        "pose_degrees": {"yaw": float(fit.yaw[0, 0]), "pitch": float(fit.pitch[0, 0]), "roll": float(fit.roll[0, 0])},
+        "regressor_pose_degrees": {"yaw": float(regression.yaw[0]), "pitch": float(regression.pitch[0]),
+                                   "roll": float(regression.roll[0])},
+        "landmark_rmse_px": float(fit.rmse[0, 0]),
+        "texel_sources": {
+            source.name.lower(): fused.fraction(source) for source in TexelSource if source != TexelSource.OUTSIDE
+        },
+        "num_vertices": model.num_vertices,
+        "num_triangles": int(model.triangles.shape[0]),
+    }
+    folder = photo_folder(model, reconstruction, image[0], scored.renders[0], scored.masks[0], turntable, yaws,
+                          metrics)
+    write_face_folder(out_dir, folder, stamp=seconds)
+    if tensorboard_dir is not None:
+        log_photo(tensorboard_dir, Path(image_path).stem, out_dir, model, reconstruction, metrics)
+    bar.update()
+    bar.close()
+    return metrics
+
+
+def add_to_gallery(photo: str | Path, out_dir: Path) -> Path:
+    """Copy ``photo`` into the face folder ``out_dir`` as ``photo.jpg`` and rebuild the gallery of its parent folder.
+
+    Returns the gallery's ``index.html``; raises ``GalleryError`` or ``OSError`` when it cannot be built.
+    """
+    write_photo(photo, out_dir)
+    return build_gallery(out_dir.resolve().parent)

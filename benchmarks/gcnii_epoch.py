@@ -1,0 +1,124 @@
+"""Time of one full-batch GCNII training epoch on real Cora; prints a Markdown table, ``--out`` writes JSON.
+
+    python -m benchmarks.gcnii_epoch --out outputs/gcnii_epoch.json       # about a minute on one thread
+    python -m benchmarks.gcnii_epoch --runs 1 --warmup 0                   # seconds (a smoke test)
+
+One epoch is what ``configs/gcnii_*.yaml`` do per epoch on a full-batch graph: a training step (dropout
+on, forward, cross-entropy on the training rows, backward, Adam step with GCNII's weight-decay groups)
+and one evaluation forward (eval mode, no grad) that scores validation and test. Cases: GCNII at the
+published Cora (64 x 64), CiteSeer-shaped (32 x 256) and PubMed-shaped (16 x 256) sizes, all on Cora's
+features, against the peer of the same process, a GCN 2 x 64 (Kipf & Welling's Cora model), as the
+ratio (of wall-clock times; the process CPU time is printed too, since on a shared machine it is
+less disturbed by other processes than the wall clock). Cases are timed in turn, round after round, so load from other processes falls on all alike;
+each number is the median over rounds after warm-up rounds. Cora: the ``ind.cora.*`` files of
+``../shared/assets/graphs/planetoid`` (or ``--planetoid``), loaded from a temporary copy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import Data
+
+from benchmarks.machine import ASSETS, machine, machine_line, write_json
+from datamodules.pyg_dataset import PyGDataModule
+from graphkd.models import build_gnn, count_parameters
+from graphkd.parameter_groups import optimizer_groups
+
+# name -> (arch, layers, hidden, dropout, arch options)
+CASES: dict[str, tuple[str, int, int, float, dict[str, Any]]] = {
+    "GCN 2 x 64 (peer)": ("gcn", 2, 64, 0.5, {}),
+    "GCNII 64 x 64 (Cora)": ("gcnii", 64, 64, 0.6, {"alpha": 0.1, "lamda": 0.5, "conv_weight_decay": 0.01}),
+    "GCNII 32 x 256 (CiteSeer shape)": ("gcnii", 32, 256, 0.7, {"alpha": 0.1, "lamda": 0.6, "conv_weight_decay": 0.01}),
+    "GCNII 16 x 256 (PubMed shape)": ("gcnii", 16, 256, 0.5, {"alpha": 0.1, "lamda": 0.4, "conv_weight_decay": 5e-4}),
+}
+PEER = "GCN 2 x 64 (peer)"
+
+
+def load_cora(planetoid: Path, workdir: Path) -> Data:
+    """Cora with row-normalised features and the public split, from a copy of the raw files."""
+    raw = workdir / "Cora" / "raw"
+    raw.mkdir(parents=True)
+    for file in planetoid.glob("ind.cora.*"):
+        shutil.copy(file, raw)
+    return PyGDataModule("Planetoid", {"name": "Cora"}, root=str(workdir), normalize_features=True).graph
+
+
+def epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one training step plus one evaluation forward."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    model.train()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(data.x, data.edge_index).logits[data.train_mask], data.y[data.train_mask])
+    loss.backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model(data.x, data.edge_index)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def measure(data: Data, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+    torch.manual_seed(0)
+    num_classes = int(data.y.max()) + 1
+    setups = {}
+    for name, (arch, layers, hidden, dropout, options) in CASES.items():
+        model = build_gnn(arch, data.num_features, hidden, num_classes, layers, dropout, arch_options=options)
+        setups[name] = (model, torch.optim.Adam(optimizer_groups(model), lr=0.01, weight_decay=5e-4))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in CASES}
+    for round_ in range(warmup + runs):
+        for name, (model, optimizer) in setups.items():
+            seconds = epoch(model, optimizer, data)
+            if round_ >= warmup:
+                times[name].append(seconds)
+    wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+    return {name: {"parameters": count_parameters(setups[name][0]), "epoch_s": wall[name],
+                   "epoch_cpu_s": statistics.median(c for _, c in t), "ratio_to_peer": wall[name] / wall[PEER]}
+            for name, t in times.items()}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [machine_line(report["machine"]), "",
+             f"One full-batch epoch on Cora (train step + eval forward), median of {report['runs']} rounds "
+             f"(1-min load average at the start: {report['load_average_1min']:.1f}):", "",
+             "| model | parameters | epoch (s) | epoch CPU (s) | x peer |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, row in report["cases"].items():
+        lines.append(f"| {name} | {row['parameters']:,} | {row['epoch_s']:.3f} | {row['epoch_cpu_s']:.3f} "
+                     f"| {row['ratio_to_peer']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10, help="timed rounds")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--planetoid", type=Path, default=ASSETS / "graphs" / "planetoid",
+                        help="folder with the ind.cora.* files")
+    parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (args.planetoid / "ind.cora.graph").is_file():
+        parser.error(f"no ind.cora.* files in {args.planetoid}; pass --planetoid")
+    with tempfile.TemporaryDirectory() as workdir:
+        data = load_cora(args.planetoid, Path(workdir))
+    report = {"machine": machine(), "load_average_1min": os.getloadavg()[0], "runs": args.runs,
+              "cases": measure(data, args.runs, args.warmup)}
+    print(markdown(report))
+    if args.out:
+        write_json(args.out, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
