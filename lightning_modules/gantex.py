@@ -15,7 +15,7 @@ any difference from the pipeline's is an error.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,11 @@ from torch import Tensor, nn
 from facetex.face3d.detector import FaceDetector, NoFaceError
 from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
-from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, load_generator, seeded_stylegan2
 from facetex.gan.encoder import ReStyleEncoder
 from facetex.gan.multiview import MultiViewConfig, MultiViewPipeline, MultiViewResult
 from facetex.gan.pose_walk import load_boundary
+from facetex.gan.restyle_checkpoint import is_encoder_checkpoint, restyle_encoder_from_checkpoint
 from facetex.gan.stylegan2 import DEFAULT_BLUR_KERNEL
 from foundation.checkpoints import load_checkpoint
 from foundation.errors import InputError
@@ -79,7 +80,10 @@ def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tenso
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"encoder checkpoint {path!r} not found; {TRAIN_ENCODER_HINT}")
-    checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
+    with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):  # official ReStyle files' opts hold paths
+        checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
+    if is_encoder_checkpoint(checkpoint):  # an official ReStyle release (restyle_e4e_ffhq.pt, ...)
+        return restyle_encoder_from_checkpoint(checkpoint, path, generator)
     checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
     state, hparams = checkpoint.get("state_dict") or {}, checkpoint.get("hyper_parameters") or {}
     encoder_state, generator_state = _entries(state, "encoder."), _entries(state, "generator.")
@@ -141,8 +145,9 @@ class GANTex(L.LightningModule):
         face_model: ``"sfm"`` or ``"bfm"`` (BFM mean face, pose only).
         multiview: the views, inversion (``inversion: null``: no optimisation, needs an encoder), pivotal tuning
             (``pti: null`` skips it), geometry and texture settings of the pipeline.
-        encoder_checkpoint: a ``GANEncoderModule`` checkpoint whose ReStyle encoder (trained against this
-            generator) inverts the photo first; empty for optimisation alone.
+        encoder_checkpoint: a ``GANEncoderModule`` checkpoint, or an official ReStyle .pt (also given as the
+            generator; its n_iters_per_batch replaces the default ``multiview.encoder_steps``), whose ReStyle
+            encoder (trained against this generator) inverts the photo first; empty for optimisation alone.
         seed: seeds the random generator/boundary and the inversion's noise.
         skip_photos_without_face: log and skip such photos (True) or raise ``NoFaceError`` (False).
     """
@@ -174,6 +179,8 @@ class GANTex(L.LightningModule):
         else:
             generator = load_generator(generator_path)[0]
         encoder, latent_avg = load_encoder(encoder_checkpoint, generator) if encoder_checkpoint else (None, None)
+        if getattr(encoder, "iterations", None) and multiview.encoder_steps == MultiViewConfig().encoder_steps:
+            multiview = replace(multiview, encoder_steps=encoder.iterations)  # an official file's n_iters_per_batch
         if random_boundary:
             boundary = torch.nn.functional.normalize(torch.randn(1, generator.style_dim, generator=seeded), dim=1)
         else:

@@ -4,11 +4,14 @@ Such a file is a ``torch.save``d dict: ``{"g_ema", "latent_avg"}`` from ``conver
 converted official FFHQ models), or ``{"g", "d", "g_ema", "g_optim", "d_optim", "args",
 "ada_aug_p"}`` from ``train.py`` (no ``latent_avg``). The generator's size, style width, mapping
 depth and channel layout are read off the state dict's keys and shapes, so no config file is needed;
-the weights are then loaded strictly. (NVlabs pickles are read by ``facetex.gan.nvlabs_pickle``.)
+the weights are then loaded strictly; keys saved through ``DataParallel`` (``module.`` prefix) load too.
+(NVlabs pickles are read by ``facetex.gan.nvlabs_pickle``, pSp/e4e/ReStyle files by
+``facetex.gan.restyle_checkpoint``; :func:`load_generator` picks by content.)
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import pickle
 import re
 import zipfile
@@ -19,26 +22,36 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from facetex.gan.stylegan2 import Generator
+from foundation.checkpoints import MissingFileError
 from foundation.errors import InputError
 
 ROSINALITY_CHANNEL_BASE = 16384  # channels(res) = min(channel_max, 16384 * channel_multiplier / res)
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+SAFE_OPTION_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
+                       pathlib.PureWindowsPath]
+"""Besides tensors: rosinality train.py's ``args``, and pSp/e4e/ReStyle ``opts`` (stylegan3-editing's hold paths)."""
 
 
 class CheckpointFormatError(InputError, ValueError):
     """A file is not a readable rosinality StyleGAN2 checkpoint (truncated, other layout, other net)."""
 
 
+class UnknownFormatError(InputError, ValueError):
+    """A generator file whose suffix names no format this project reads."""
+
+
 def _read_checkpoint(path: Path, map_location: str | torch.device, weights_only: bool) -> dict[str, Any]:
     """``torch.load`` with every failure turned into one :class:`CheckpointFormatError`."""
     if not path.is_file():
         raise FileNotFoundError(f"no StyleGAN2 checkpoint at {path}: pass the path of a rosinality .pt file")
-    try:  # train.py stores its argparse.Namespace under "args"; allow exactly that class besides tensors
+    try:  # train.py stores its argparse.Namespace under "args"; allow exactly the option classes besides tensors
         if hasattr(torch.serialization, "safe_globals"):
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):
                 checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
         else:  # torch 2.4 (the conda environment): allow-list process-wide
-            torch.serialization.add_safe_globals([argparse.Namespace])
+            torch.serialization.add_safe_globals(SAFE_OPTION_GLOBALS)
             checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as error:
         raise CheckpointFormatError(
@@ -127,7 +140,15 @@ def load_rosinality(
         case use ``generator.mean_latent(n)``.
     """
     path = Path(path)
-    checkpoint = _read_checkpoint(path, map_location, weights_only)
+    return rosinality_from_checkpoint(_read_checkpoint(path, map_location, weights_only), path, size, key, lr_mlp,
+                                      map_location)
+
+
+def rosinality_from_checkpoint(
+    checkpoint: dict[str, Any], path: Path, size: int | None = None, key: str = "g_ema", lr_mlp: float = 0.01,
+    map_location: str | torch.device = "cpu",
+) -> tuple[Generator, Tensor | None]:
+    """:func:`load_rosinality` on an already loaded checkpoint dict (``path`` names it in messages)."""
     if key not in checkpoint:
         raise CheckpointFormatError(
             f"{path} has no {key!r} entry (found {sorted(map(str, checkpoint))}); expected a rosinality "
@@ -136,16 +157,20 @@ def load_rosinality(
     state_dict = checkpoint[key]
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):
         raise CheckpointFormatError(f"{path}[{key!r}] is not a state dict of tensors")
+    state_dict = {str(name).removeprefix("module."): value for name, value in state_dict.items()}
     config = infer_generator_config(state_dict)
     if size is not None and size != config["size"]:
         raise CheckpointFormatError(f"{path} holds a {config['size']} px generator, but size={size} was asked")
-    generator = Generator(**config, lr_mlp=lr_mlp)  # type: ignore[arg-type]
+    generator = NVlabsStyleGAN2(**config, lr_mlp=lr_mlp)  # type: ignore[arg-type]
     try:
         generator.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise CheckpointFormatError(f"{path}[{key!r}] does not match a StyleGAN2 of config {config}: {error}") from error
+    latent_avg = _latent_avg(checkpoint.get("latent_avg"), config["style_dim"], path)
+    if latent_avg is not None:
+        generator.set_w_avg(latent_avg)
     generator.to(map_location).eval()
-    return generator, _latent_avg(checkpoint.get("latent_avg"), config["style_dim"], path)
+    return generator, latent_avg
 
 
 def _latent_avg(latent_avg: Any, style_dim: int, path: Path) -> Tensor | None:
@@ -161,21 +186,28 @@ def _latent_avg(latent_avg: Any, style_dim: int, path: Path) -> Tensor | None:
 def load_generator(path: str | Path) -> tuple[nn.Module, Tensor | None]:
     """A pretrained generator in eval mode and its stored average latent ``(1, style_dim)`` (or None).
 
-    By file type: an NVlabs StyleGAN2/StyleGAN3 ``.pkl`` (its mapping network's ``w_avg``) or a
-    rosinality StyleGAN2 ``.pt`` (its ``latent_avg``, absent in ``train.py`` checkpoints).
+    By file type: an NVlabs StyleGAN2/StyleGAN3 ``.pkl`` (its mapping network's ``w_avg``; a TensorFlow-era
+    StyleGAN2 pickle is converted on the way), a rosinality StyleGAN2 ``.pt``/``.pth``/``.ckpt`` (its
+    ``latent_avg``, absent in ``train.py`` checkpoints), or a pSp / e4e / ReStyle checkpoint (its decoder and
+    ``latent_avg``).
     """
     from facetex.gan.nvlabs_pickle import load_nvlabs_pickle_with_w_avg  # imports this module's siblings only
+    from facetex.gan.restyle_checkpoint import decoder_from_checkpoint, is_encoder_checkpoint
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint {str(path)!r} not found; download e.g. "
-                                "stylegan3-r-ffhq-1024x1024.pkl from NVlabs or a rosinality .pt")
+        raise MissingFileError(f"generator checkpoint {str(path)!r} not found; download e.g. "
+                               "stylegan3-r-ffhq-1024x1024.pkl from NVlabs or a rosinality .pt")
     suffix = path.suffix.lower()
     if suffix == ".pkl":
         return load_nvlabs_pickle_with_w_avg(path)
-    if suffix in (".pt", ".pth"):
-        return load_rosinality(path)
-    raise ValueError(f"{str(path)!r}: unknown generator format {suffix!r}; use an NVlabs .pkl or a rosinality .pt")
+    if suffix in TORCH_SUFFIXES:
+        checkpoint = _read_checkpoint(path, "cpu", True)
+        if is_encoder_checkpoint(checkpoint):
+            return decoder_from_checkpoint(checkpoint, path)
+        return rosinality_from_checkpoint(checkpoint, path)
+    raise UnknownFormatError(f"{str(path)!r}: unknown generator format {suffix!r}; use an NVlabs .pkl, a rosinality "
+                             ".pt/.pth/.ckpt or a pSp/e4e/ReStyle .pt")
 
 
 def seeded_stylegan2(config: Mapping[str, Any], seed: int) -> Generator:

@@ -24,9 +24,9 @@ kernel, so no weight is flipped either. Name map, with ``k = log2(res) - 3`` for
 ``resample_filter`` buffer is checked against the taps of the init kwargs; ``mapping.w_avg`` has no
 rosinality counterpart and is left to the caller.
 
-Known difference: NVlabs clamps every layer output to ``±conv_clamp`` (256 in the official configs,
-a guard for fp16 training). The rosinality generator does not clamp, so the two agree while every
-activation stays within the clamp and differ only where one exceeds it.
+NVlabs clamps every layer output (after bias, activation and gain; the ToRGB output after its bias) to
+``±conv_clamp`` (256 in the official configs, a guard for fp16 training); the pickle's ``conv_clamp`` is
+passed on to our ``Generator``, which clamps at the same points.
 """
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ class StyleGAN2ConversionError(InputError, ValueError):
 
 _GENERATOR_KWARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs",
                      "synthesis_kwargs"}
-# Ignored: options of speed, memory or training only, and conv_clamp (see the module docstring).
-_SYNTHESIS_IGNORED = {"num_fp16_res", "fp16_channels_last", "fused_modconv_default", "conv_clamp"}
-_SYNTHESIS_KWARGS = {"channel_base", "channel_max", "architecture", "resample_filter", "kernel_size",
+# Ignored: options of speed, memory or training only.
+_SYNTHESIS_IGNORED = {"num_fp16_res", "fp16_channels_last", "fused_modconv_default"}
+_SYNTHESIS_KWARGS = {"conv_clamp", "channel_base", "channel_max", "architecture", "resample_filter", "kernel_size",
                      "use_noise", "activation"} | _SYNTHESIS_IGNORED
 _MAPPING_KWARGS = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier",
                    "w_avg_beta", "freeze_layers", "freeze_embed"}
@@ -116,6 +116,7 @@ def generator_kwargs_from_nvlabs(init_kwargs: Mapping[str, Any]) -> dict[str, An
         "lr_mlp": float(mapping.get("lr_multiplier", 0.01)),
         "channel_max": int(synthesis.get("channel_max", 512)),
         "channel_base": channel_base // multiplier,
+        "conv_clamp": None if synthesis.get("conv_clamp") is None else float(synthesis["conv_clamp"]),
     }
 
 

@@ -12,10 +12,11 @@ resolution at every stage, and one ``GradualStyleBlock`` per W+ row that reduces
 map to a vector with stride-2 convolutions and an equalised linear layer. ``backbone="ir_se50"``
 builds the official layout (stages 64-128-256-512 channels with 3-4-14-3 units, input 256 px, a
 16x16 final map) under ReStyle's module names (``input_layer``, ``body.{i}.res_layer``,
-``styles.{j}.convs``/``linear``), so the ``encoder.``-prefixed tensors of a ReStyle pSp checkpoint
-have matching names and shapes; no such checkpoint is available here, so loading one is untested and
-no loader is provided. ``backbone="small"`` keeps the same structure with narrow stages and one unit
-each, small enough to train on a CPU in tests.
+``styles.{j}.convs``/``linear``), so the ``encoder.``-prefixed tensors of an official ReStyle checkpoint
+load strictly (``facetex.gan.restyle_checkpoint``). ``progressive=True`` is ReStyle-e4e's
+``ProgressiveBackboneEncoder``: row 0's head gives a base code repeated on every row, and each other
+head adds its row's offset. ``backbone="small"`` keeps the same structure with narrow stages and one
+unit each, small enough to train on a CPU in tests.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ Stage = tuple[int, int, int]
 IR_SE50_STAGES: tuple[Stage, ...] = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
 SMALL_STAGES: tuple[Stage, ...] = ((16, 16, 1), (16, 32, 1), (32, 64, 1), (64, 64, 1))
 Backbone = Literal["small", "ir_se50"]
+Resize = Literal["bilinear", "area"]
 
 
 class SEModule(nn.Module):
@@ -128,17 +130,26 @@ class ReStyleEncoder(nn.Module):
         backbone: ``"ir_se50"`` (ReStyle's network, input 256 px) or ``"small"`` (narrow, for tests).
         input_size: side the image and reconstruction are resized to; the final map is input_size / 16.
         stages: body stages overriding the backbone preset, each ``(in, out, units)``.
+        progressive: ReStyle-e4e's head layout (``w_j = head_0(f) + head_j(f)`` for j > 0) instead of pSp's
+            (``w_j = head_j(f)``).
+        reconstruction_resize: how the reconstruction is brought to ``input_size``: ``"area"`` is ReStyle's
+            ``face_pool`` (adaptive average pooling), ``"bilinear"`` the antialiased resize of the image.
     """
 
     def __init__(self, n_latent: int, style_dim: int, backbone: Backbone = "small", input_size: int | None = None,
-                 stages: Sequence[Stage] | None = None) -> None:
+                 stages: Sequence[Stage] | None = None, progressive: bool = False,
+                 reconstruction_resize: Resize = "bilinear") -> None:
         super().__init__()
         presets = {"small": (SMALL_STAGES, 64), "ir_se50": (IR_SE50_STAGES, 256)}
         if backbone not in presets:
             raise ValueError(f"backbone must be one of {sorted(presets)}, got {backbone!r}")
         preset_stages, preset_size = presets[backbone]
         stages = tuple(tuple(stage) for stage in (stages or preset_stages))  # type: ignore[misc]
+        if reconstruction_resize not in ("bilinear", "area"):
+            raise ValueError(f"reconstruction_resize must be 'bilinear' or 'area', got {reconstruction_resize!r}")
         self.n_latent, self.style_dim = n_latent, style_dim
+        self.progressive, self.reconstruction_resize = progressive, reconstruction_resize
+        self.iterations: int | None = None  # refinement steps of an official release (its opts), when known
         self.input_size = input_size or preset_size
         spatial = self.input_size // 2 ** len(stages)
         if spatial * 2 ** len(stages) != self.input_size:
@@ -153,12 +164,17 @@ class ReStyleEncoder(nn.Module):
         resized = [x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", antialias=True,
                                                                   align_corners=False)
                    for x in (images, reconstruction)]
+        if self.reconstruction_resize == "area" and reconstruction.shape[-2:] != size:
+            resized[1] = F.adaptive_avg_pool2d(reconstruction, size)
         return torch.cat(resized, dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 6, input_size, input_size) -> W+ residual (B, n_latent, style_dim)."""
         features = self.body(self.input_layer(x))
-        return torch.stack([head(features) for head in self.styles], dim=1)
+        rows = torch.stack([head(features) for head in self.styles], dim=1)
+        if self.progressive:  # e4e: the first head's code on every row, plus the other heads' offsets
+            return rows[:, :1] + torch.cat([torch.zeros_like(rows[:, :1]), rows[:, 1:]], dim=1)
+        return rows
 
     def refinement_steps(self, generator: LatentGenerator, images: Tensor, steps: int,
                          latent_avg: Tensor) -> Iterator[tuple[Tensor, Tensor]]:

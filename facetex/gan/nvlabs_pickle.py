@@ -14,6 +14,11 @@ state. The generator is then rebuilt by architecture:
 * StyleGAN2 (``synthesis.b4``, stylegan2-ada-pytorch or the stylegan3 repo's ``networks_stylegan2``):
   our rosinality-layout ``facetex.gan.stylegan2.Generator``, through
   :func:`facetex.gan.convert_stylegan2.nvlabs_to_rosinality`.
+
+A TensorFlow-era pickle (NVlabs/stylegan2's tuple ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network``) is read
+by the same unpickler, each ``Network`` kept as a ``facetex.gan.tf_pickle.TFNetwork``; it is offered as
+``{'G', 'D', 'G_ema'}`` (``Gs`` is the averaged generator) and its generators are converted by
+:func:`facetex.gan.tf_pickle.tf_generator_state` into the PyTorch StyleGAN2 layout first.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from torch import Tensor
 
 from facetex.gan import stylegan2, stylegan3
 from facetex.gan.convert_stylegan2 import nvlabs_to_rosinality
+from facetex.gan.nvlabs_api import NVlabsStyleGAN2
+from facetex.gan.tf_pickle import TFNetwork, TFPickleError, tf_generator_state
 from foundation.errors import InputError
 
 NVlabsGenerator = stylegan3.Generator | stylegan2.Generator
@@ -104,6 +111,8 @@ class _NVlabsUnpickler(pickle.Unpickler):
             return _EasyDict
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return _load_storage_from_bytes
+        if (module, name) == ("dnnlib.tflib.network", "Network"):
+            return TFNetwork
         if module.split(".")[0] in _NVLABS_PACKAGES:
             return _OpaqueObject
         if (module, name) in _TORCH_GLOBALS:
@@ -136,8 +145,11 @@ def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError) as error:
         raise NVlabsPickleError(f"{path} is not a complete NVlabs StyleGAN pickle (truncated or another "
                                 f"format?): {type(error).__name__}: {error}") from error
+    if isinstance(data, tuple) and len(data) == 3 and all(isinstance(net, TFNetwork) for net in data):
+        return dict(zip(("G", "D", "G_ema"), data))  # a TensorFlow-era (G, D, Gs) pickle
     if not isinstance(data, dict):
-        raise NVlabsPickleError(f"{path} holds a {type(data).__name__}, not the NVlabs dict with 'G_ema'")
+        raise NVlabsPickleError(f"{path} holds a {type(data).__name__}, not the NVlabs dict with 'G_ema' (nor the "
+                                "TensorFlow StyleGAN2 tuple (G, D, Gs)); convert it with NVlabs' legacy.py")
     return data
 
 
@@ -197,14 +209,14 @@ def _architecture(record: PersistentRecord) -> str:
                             "StyleGAN3 SynthesisInput: unknown architecture")
 
 
-def _generator_record(path: str | Path, key: str) -> PersistentRecord:
+def _generator_record(path: str | Path, key: str) -> PersistentRecord | TFNetwork:
     """The pickled network stored under ``key``."""
     data = read_nvlabs_pickle(path)
     if key not in data:
         raise NVlabsPickleError(f"{path} has no {key!r} entry (found {sorted(map(str, data))}); "
                                 "pass key='G' or key='G_ema'")
     record = data[key]
-    if not isinstance(record, PersistentRecord):
+    if not isinstance(record, PersistentRecord | TFNetwork):
         raise NVlabsPickleError(f"{path}[{key!r}] is a {type(record).__name__}, not a pickled NVlabs network")
     return record
 
@@ -231,22 +243,36 @@ def _build_stylegan3(record: PersistentRecord, where: str) -> stylegan3.Generato
     return generator
 
 
-def _build_stylegan2(record: PersistentRecord, where: str) -> stylegan2.Generator:
-    """Our rosinality-layout StyleGAN2 with the pickled tensors converted and loaded strictly."""
+def _nvlabs_stylegan2_state(record: PersistentRecord | TFNetwork, where: str) -> tuple[dict[str, Tensor], dict]:
+    """The PyTorch NVlabs StyleGAN2 state dict and init kwargs of a pickled generator (TF ones converted)."""
+    if isinstance(record, PersistentRecord):
+        return flatten_state(record), _init_kwargs(record)
     try:
-        state, kwargs = nvlabs_to_rosinality(flatten_state(record), _init_kwargs(record))
-        generator = stylegan2.Generator(**kwargs)
+        return tf_generator_state(record)
+    except TFPickleError as error:
+        raise NVlabsPickleError(f"{where} is a TensorFlow StyleGAN2 generator that cannot be converted: {error}") from error
+
+
+def _build_stylegan2(record: PersistentRecord | TFNetwork, where: str) -> NVlabsStyleGAN2:
+    """Our rosinality-layout StyleGAN2 (answering NVlabs' calls, ``w_avg`` set) with the pickled tensors converted
+    and loaded strictly."""
+    nvlabs_state, init_kwargs = _nvlabs_stylegan2_state(record, where)
+    try:
+        state, kwargs = nvlabs_to_rosinality(nvlabs_state, init_kwargs)
+        generator = NVlabsStyleGAN2(**kwargs)
     except ValueError as error:  # StyleGAN2ConversionError, or the Generator's own size check
         raise NVlabsPickleError(f"{where} is a StyleGAN2 that cannot be rebuilt: {error}") from error
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise NVlabsPickleError(f"{where} does not match a StyleGAN2 of its own config {kwargs}: {error}") from error
-    return generator
+    return generator.set_w_avg(nvlabs_state["mapping.w_avg"])
 
 
-def _w_avg(record: PersistentRecord, where: str) -> Tensor:
+def _w_avg(record: PersistentRecord | TFNetwork, where: str) -> Tensor:
     """The mapping network's tracked average w, (1, w_dim)."""
+    if isinstance(record, TFNetwork):
+        return _nvlabs_stylegan2_state(record, where)[0]["mapping.w_avg"].reshape(1, -1).clone()
     mapping = record.children().get("mapping")
     w_avg = (mapping.state.get("_buffers") or {}).get("w_avg") if mapping is not None else None
     if not isinstance(w_avg, Tensor) or w_avg.ndim != 1:
@@ -255,9 +281,9 @@ def _w_avg(record: PersistentRecord, where: str) -> Tensor:
     return w_avg.detach().reshape(1, -1).float().clone()
 
 
-def _build_generator(record: PersistentRecord, where: str) -> NVlabsGenerator:
+def _build_generator(record: PersistentRecord | TFNetwork, where: str) -> NVlabsGenerator:
     """Our generator of the record's architecture, in eval mode with gradients off."""
-    if _architecture(record) == "stylegan2":
+    if isinstance(record, TFNetwork) or _architecture(record) == "stylegan2":
         generator: NVlabsGenerator = _build_stylegan2(record, where)
     else:
         generator = _build_stylegan3(record, where)
@@ -272,8 +298,8 @@ def load_nvlabs_pickle(path: str | Path, key: str = "G_ema") -> NVlabsGenerator:
 def load_nvlabs_pickle_with_w_avg(path: str | Path, key: str = "G_ema") -> tuple[NVlabsGenerator, Tensor]:
     """:func:`load_nvlabs_pickle` plus the mapping network's tracked ``w_avg`` (1, w_dim).
 
-    The StyleGAN3 generator also keeps it as ``mapping.w_avg``; the rosinality-layout StyleGAN2 has no
-    such buffer, so its truncation centre (``truncation_latent``) is this returned ``w_avg``.
+    The StyleGAN3 generator also keeps it as ``mapping.w_avg``; the rosinality-layout StyleGAN2 keeps it as
+    ``w_avg`` (not in its state dict) for NVlabs-style truncation, and takes it as ``truncation_latent``.
     """
     record, where = _generator_record(path, key), f"{path}[{key!r}]"
     return _build_generator(record, where), _w_avg(record, where)

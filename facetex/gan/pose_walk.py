@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from facetex.gan.latent_generator import LatentGenerator
+from foundation.checkpoints import load_checkpoint
 from foundation.errors import InputError
 
 YawEstimator = Callable[[Tensor], Tensor]
@@ -52,10 +53,12 @@ def _unit_rows(direction: Tensor, source: str) -> Tensor:
 def load_boundary(path: str | Path) -> Tensor:
     """Read a pose boundary as a ``(1, style_dim)`` or ``(n_latent, style_dim)`` unit-norm float32 tensor.
 
-    Accepts InterFaceGAN's ``.npy`` (``(1, 512)`` float32, e.g. ``stylegan_ffhq_pose_w_boundary.npy``
+    Accepts InterFaceGAN's ``.npy`` (``(1, 512)`` float64 or float32, e.g. ``stylegan_ffhq_pose_w_boundary.npy``
     or 3D-GANTex's ``pose_boundary.npy``; a flat ``(512,)`` is read as one row) and e4e's
-    ``.pt`` (a ``(18, 512)`` tensor, one direction per W+ row). Each non-zero row is scaled
-    to unit norm so that a strength means the same distance for every row.
+    ``.pt``/``.pth`` tensors (``editings/interfacegan_directions/pose.pt`` is ``(1, 18, 512)``, one direction
+    per W+ row, saved on CUDA; ``age.pt``/``smile.pt`` are ``(1, 512)``; ``(18, 512)`` too), read onto the CPU
+    whatever device they were saved from. Each non-zero row is scaled to unit norm so that a strength
+    means the same distance for every row.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,7 +69,7 @@ def load_boundary(path: str | Path) -> Tensor:
         if suffix == ".npy":
             direction = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
         elif suffix in (".pt", ".pth"):
-            direction = torch.load(path, map_location="cpu", weights_only=True)
+            direction = load_checkpoint(path, BoundaryFileError, "e4e direction tensor (.pt)")
         else:
             raise BoundaryFileError(f"{str(path)!r}: unknown boundary format {suffix!r}; use .npy (InterFaceGAN) "
                                     "or .pt (e4e)")
@@ -77,11 +80,14 @@ def load_boundary(path: str | Path) -> Tensor:
                                 "the file is damaged or not a saved array/tensor") from error
     if not isinstance(direction, Tensor):
         raise BoundaryFileError(f"{str(path)!r} holds a {type(direction).__name__}, not a tensor of shape (rows, dim)")
+    shape = tuple(direction.shape)
+    while direction.dim() > 2 and direction.shape[0] == 1:  # e4e's (1, n_latent, style_dim)
+        direction = direction[0]
     if direction.dim() == 1:
         direction = direction[None]
     if direction.dim() != 2 or direction.shape[1] < 2:
-        raise BoundaryFileError(f"{str(path)!r} has shape {tuple(direction.shape)}; expected (1, style_dim) or "
-                                "(n_latent, style_dim), e.g. (1, 512) or (18, 512)")
+        raise BoundaryFileError(f"{str(path)!r} has shape {shape}; expected (1, style_dim), (n_latent, style_dim) "
+                                "or (1, n_latent, style_dim), e.g. (1, 512), (18, 512) or (1, 18, 512)")
     return _unit_rows(direction, repr(str(path)))
 
 

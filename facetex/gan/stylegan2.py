@@ -58,15 +58,21 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
-class FusedLeakyReLU(nn.Module):
-    """Learned per-channel bias, leaky ReLU (0.2) and gain sqrt(2)."""
+def clamp_activation(x: Tensor, conv_clamp: float | None) -> Tensor:
+    """NVlabs' ``bias_act(..., clamp=conv_clamp)``: the layer output clipped to ``[-conv_clamp, conv_clamp]``."""
+    return x if conv_clamp is None else x.clamp(-conv_clamp, conv_clamp)
 
-    def __init__(self, channels: int) -> None:
+
+class FusedLeakyReLU(nn.Module):
+    """Learned per-channel bias, leaky ReLU (0.2) and gain sqrt(2), then NVlabs' optional clamp."""
+
+    def __init__(self, channels: int, conv_clamp: float | None = None) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: Tensor) -> Tensor:
-        return fused_leaky_relu(x, self.bias)
+        return clamp_activation(fused_leaky_relu(x, self.bias), self.conv_clamp)
 
 
 class Blur(nn.Module):
@@ -166,30 +172,33 @@ class StyledConv(nn.Module):
         style_dim: int,
         upsample: bool = False,
         blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(out_channels)
+        self.activate = FusedLeakyReLU(out_channels, conv_clamp)
 
     def forward(self, x: Tensor, w: Tensor, noise: Tensor | None = None) -> Tensor:
         return self.activate(self.noise(self.conv(x, w), noise))
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv to RGB (no demodulation) added to the upsampled previous RGB (skip)."""
+    """1x1 modulated conv to RGB (no demodulation, clamped as NVlabs' ToRGB) added to the upsampled previous RGB."""
 
     def __init__(
-        self, in_channels: int, style_dim: int, upsample: bool = True, blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL
+        self, in_channels: int, style_dim: int, upsample: bool = True, blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
+        self.conv_clamp = conv_clamp
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: Tensor, w: Tensor, skip: Tensor | None = None) -> Tensor:
-        rgb = self.conv(x, w) + self.bias
+        rgb = clamp_activation(self.conv(x, w) + self.bias, self.conv_clamp)
         return rgb if skip is None else rgb + self.upsample(skip)
 
 
@@ -215,6 +224,8 @@ class Generator(nn.Module):
         blur_kernel: FIR taps of every resampling filter.
         lr_mlp: learning-rate multiplier of the mapping network.
         channel_max, channel_base: see :func:`stylegan2_channels`.
+        conv_clamp: NVlabs' clamp of every layer output (256 in its released configs; None: no clamp, as
+            rosinality). Read from an NVlabs pickle's ``synthesis_kwargs``.
     """
 
     def __init__(
@@ -227,6 +238,7 @@ class Generator(nn.Module):
         lr_mlp: float = 0.01,
         channel_max: int = 512,
         channel_base: int = 16384,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
         if size < 8 or size & (size - 1):
@@ -236,6 +248,7 @@ class Generator(nn.Module):
         self.size = size
         self.style_dim = style_dim
         self.n_mlp = n_mlp
+        self.conv_clamp = conv_clamp
         self.channel_multiplier = channel_multiplier
         self.log_size = int(math.log2(size))
         self.num_layers = 2 * (self.log_size - 2) + 1
@@ -249,16 +262,19 @@ class Generator(nn.Module):
             PixelNorm(), *(EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp))
         )
         self.input = ConstantInput(self.channels[4])
-        self.conv1 = StyledConv(self.channels[4], self.channels[4], style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False, blur_kernel=blur_kernel)
+        self.conv1 = StyledConv(self.channels[4], self.channels[4], style_dim, blur_kernel=blur_kernel,
+                                conv_clamp=conv_clamp)
+        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False, blur_kernel=blur_kernel, conv_clamp=conv_clamp)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_channels = self.channels[4]
         for res in range(3, self.log_size + 1):
             out_channels = self.channels[2**res]
-            self.convs.append(StyledConv(in_channels, out_channels, style_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_channels, out_channels, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_channels, style_dim, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(in_channels, out_channels, style_dim, upsample=True, blur_kernel=blur_kernel,
+                                         conv_clamp=conv_clamp))
+            self.convs.append(StyledConv(out_channels, out_channels, style_dim, blur_kernel=blur_kernel,
+                                         conv_clamp=conv_clamp))
+            self.to_rgbs.append(ToRGB(out_channels, style_dim, blur_kernel=blur_kernel, conv_clamp=conv_clamp))
             in_channels = out_channels
         self.noises = nn.Module()
         for layer_idx, shape in enumerate(self.noise_shapes()):

@@ -193,8 +193,13 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None) -> torch.Tensor:
-        """W+ rows; rows before ``truncation_cutoff`` (all by default) are pulled towards ``w_avg``."""
+                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        """W+ rows; rows before ``truncation_cutoff`` (all by default) are pulled towards ``w_avg``.
+
+        ``update_emas`` (NVlabs' training-time tracking of ``w_avg``) must stay False: this port is for inference.
+        """
+        if update_emas:
+            raise ValueError("update_emas=True tracks w_avg during training; this StyleGAN3 is for inference")
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be (B, {self.z_dim}), got {tuple(z.shape)}")
         x = _normalize_2nd_moment(z.to(torch.float32))
@@ -357,7 +362,12 @@ class SynthesisNetwork(nn.Module):
             self.add_module(name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True,
+                update_emas: bool = False) -> torch.Tensor:
+        """W+ -> image. NVlabs' keywords are accepted: StyleGAN3 has no noise inputs and runs in float32 here."""
+        if noise_mode not in ("random", "const", "none") or update_emas:
+            raise ValueError(f"noise_mode must be 'random', 'const' or 'none' and update_emas False, got "
+                             f"{noise_mode!r}, {update_emas!r}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         rows = ws.to(torch.float32).unbind(dim=1)
@@ -420,9 +430,11 @@ class Generator(nn.Module):
         self.synthesis.input.transform.copy_(matrix)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None) -> torch.Tensor:
-        """z ``(B, z_dim)`` -> image ``(B, img_channels, R, R)``."""
-        return self.synthesis(self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff))
+                truncation_cutoff: int | None = None, update_emas: bool = False, **synthesis_kwargs: Any) -> torch.Tensor:
+        """z ``(B, z_dim)`` -> image ``(B, img_channels, R, R)``, NVlabs' call (``noise_mode``, ``force_fp32``)."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, **synthesis_kwargs)
 
 
 def stylegan3_config(config: str) -> dict[str, Any]:

@@ -369,24 +369,25 @@ def nvlabs_modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, demodulate:
     return out.reshape(batch, out_channels, *out.shape[2:])
 
 
-def nvlabs_synthesis_layer(state: dict[str, Tensor], name: str, x: Tensor, w: Tensor, up: int) -> Tensor:
+def nvlabs_synthesis_layer(state: dict[str, Tensor], name: str, x: Tensor, w: Tensor, up: int,
+                           clamp: float = SG2_CONV_CLAMP) -> Tensor:
     """SynthesisLayer with noise_mode='const': modconv, + noise_const * strength, bias, lrelu, clamp."""
     styles = nvlabs_fc(state, f"{name}.affine", w)
     x = nvlabs_modulated_conv(x, state[f"{name}.weight"], styles, True, up, state[f"{name}.resample_filter"])
     x = x + state[f"{name}.noise_const"] * state[f"{name}.noise_strength"]
     x = F.leaky_relu(x + state[f"{name}.bias"][None, :, None, None], 0.2) * math.sqrt(2)
-    return x.clamp(-SG2_CONV_CLAMP, SG2_CONV_CLAMP)
+    return x.clamp(-clamp, clamp)
 
 
-def nvlabs_torgb(state: dict[str, Tensor], name: str, x: Tensor, w: Tensor) -> Tensor:
+def nvlabs_torgb(state: dict[str, Tensor], name: str, x: Tensor, w: Tensor, clamp: float = SG2_CONV_CLAMP) -> Tensor:
     """ToRGBLayer: styles * 1/sqrt(in), modconv without demodulation, bias, clamp."""
     weight = state[f"{name}.weight"]
     styles = nvlabs_fc(state, f"{name}.affine", w) / math.sqrt(weight.shape[1])
     x = nvlabs_modulated_conv(x, weight, styles, False, 1, None) + state[f"{name}.bias"][None, :, None, None]
-    return x.clamp(-SG2_CONV_CLAMP, SG2_CONV_CLAMP)
+    return x.clamp(-clamp, clamp)
 
 
-def nvlabs_synthesis(state: dict[str, Tensor], ws: Tensor) -> Tensor:
+def nvlabs_synthesis(state: dict[str, Tensor], ws: Tensor, clamp: float = SG2_CONV_CLAMP) -> Tensor:
     """SynthesisNetwork, skip architecture: ws (B, num_ws, D) -> img (B, 3, 16, 16)."""
     x = img = None
     w_idx = 0
@@ -394,15 +395,15 @@ def nvlabs_synthesis(state: dict[str, Tensor], ws: Tensor) -> Tensor:
         block = f"synthesis.b{res}"
         if res == 4:
             x = state[f"{block}.const"][None].repeat(ws.shape[0], 1, 1, 1)
-            x = nvlabs_synthesis_layer(state, f"{block}.conv1", x, ws[:, w_idx], up=1)
+            x = nvlabs_synthesis_layer(state, f"{block}.conv1", x, ws[:, w_idx], up=1, clamp=clamp)
             num_conv = 1
         else:
-            x = nvlabs_synthesis_layer(state, f"{block}.conv0", x, ws[:, w_idx], up=2)
-            x = nvlabs_synthesis_layer(state, f"{block}.conv1", x, ws[:, w_idx + 1], up=1)
+            x = nvlabs_synthesis_layer(state, f"{block}.conv0", x, ws[:, w_idx], up=2, clamp=clamp)
+            x = nvlabs_synthesis_layer(state, f"{block}.conv1", x, ws[:, w_idx + 1], up=1, clamp=clamp)
             num_conv = 2
         if img is not None:  # upfirdn2d.upsample2d: pads (f + up - 1) // 2 and (f - up) // 2, gain up^2
             img = upfirdn2d(img, state[f"{block}.resample_filter"] * 4, up=2, pad=(2, 1, 2, 1))
-        rgb = nvlabs_torgb(state, f"{block}.torgb", x, ws[:, w_idx + num_conv])
+        rgb = nvlabs_torgb(state, f"{block}.torgb", x, ws[:, w_idx + num_conv], clamp)
         img = rgb if img is None else img + rgb
         w_idx += num_conv
     return img
@@ -472,11 +473,26 @@ def test_stylegan2_pickle_reproduces_the_nvlabs_forward(tmp_path: Path, layout: 
                            loaded.input.input)  # key="G" is the other network
 
 
+@pytest.mark.parametrize("layout", ["stylegan3", "ada"])
+def test_conv_clamp_of_the_pickle_is_applied_where_activations_reach_it(tmp_path: Path, layout: str) -> None:
+    state = nvlabs_stylegan2_state(seed=5)
+    clamp = 0.4  # well inside the activations' range, so most layers clip
+    loaded = load_nvlabs_pickle(write_stylegan2_pickle(tmp_path, state, layout, conv_clamp=clamp))
+    ws = torch.randn(2, 6, SG2_W_DIM, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        image = loaded.synthesis(ws, noise_mode="const")
+        unclamped = nvlabs_synthesis(state, ws, clamp=math.inf)
+    assert (image - unclamped).abs().max() > 0.5  # the clamp changes the image ...
+    torch.testing.assert_close(image, nvlabs_synthesis(state, ws, clamp=clamp), atol=1e-5, rtol=1e-5)  # ... as NVlabs
+    assert image.abs().max() <= 3 * clamp + 1e-6  # a sum of 3 clamped RGB outputs (upsampled by a positive filter)
+
+
 def test_conversion_maps_every_nvlabs_tensor_onto_the_rosinality_layout() -> None:
     state = nvlabs_stylegan2_state(seed=2)
     converted, kwargs = nvlabs_to_rosinality(state, sg2_init_kwargs())
     assert kwargs == {"size": 16, "style_dim": 16, "n_mlp": 2, "channel_multiplier": 1,
-                      "blur_kernel": SG2_FILTER_TAPS, "lr_mlp": 0.01, "channel_max": 16, "channel_base": 128}
+                      "blur_kernel": SG2_FILTER_TAPS, "lr_mlp": 0.01, "channel_max": 16, "channel_base": 128,
+                      "conv_clamp": SG2_CONV_CLAMP}
     assert set(converted) == set(stylegan2.Generator(**kwargs).state_dict())
     assert torch.equal(converted["style.2.weight"], state["mapping.fc1.weight"])
     assert torch.equal(converted["convs.2.conv.weight"][0], state["synthesis.b16.conv0.weight"])

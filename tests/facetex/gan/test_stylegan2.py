@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 from pathlib import Path
 
 import pytest
@@ -192,7 +193,7 @@ def test_bad_checkpoints_raise_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointFormatError, match="latent_avg"):
         load_rosinality(tmp_path / "bad_avg.pt")
 
-    torch.save({"g_ema": g_ema.state_dict(), "extra": Path("x")}, tmp_path / "objects.pt")
+    torch.save({"g_ema": g_ema.state_dict(), "extra": datetime.date(2020, 1, 1)}, tmp_path / "objects.pt")
     with pytest.raises(CheckpointFormatError, match="weights_only=False"):
         load_rosinality(tmp_path / "objects.pt")
 

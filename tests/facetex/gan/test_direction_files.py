@@ -1,0 +1,64 @@
+"""Direction files in the shapes, dtypes and devices the official repositories publish them."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facetex.gan.pose_walk import BoundaryFileError, load_boundary
+
+
+@contextmanager
+def saved_as_cuda() -> Iterator[None]:
+    """``torch.save`` tags every storage ``cuda:0``, as on the GPU machine e4e's directions were saved on."""
+    entry = (0, lambda storage: "cuda:0", lambda storage, location: None)
+    torch.serialization._package_registry.insert(0, entry)
+    try:
+        yield
+    finally:
+        torch.serialization._package_registry.remove(entry)
+
+
+def test_interfacegan_float64_boundary_reads_as_a_unit_float32_row(tmp_path: Path) -> None:
+    direction = np.random.default_rng(0).normal(size=(1, 512))  # float64, as InterFaceGAN's train_boundary saves
+    np.save(tmp_path / "stylegan_ffhq_pose_w_boundary.npy", direction)
+    loaded = load_boundary(tmp_path / "stylegan_ffhq_pose_w_boundary.npy")
+    assert loaded.shape == (1, 512) and loaded.dtype == torch.float32
+    np.testing.assert_allclose(loaded.numpy(), direction / np.linalg.norm(direction), atol=1e-7)
+
+
+def test_e4e_pose_direction_of_shape_1_18_512_saved_on_cuda(tmp_path: Path) -> None:
+    row = torch.nn.functional.normalize(torch.randn(512, generator=torch.Generator().manual_seed(1)), dim=0)
+    path = tmp_path / "pose.pt"
+    with saved_as_cuda():
+        torch.save(row.expand(1, 18, 512).clone(), path)
+    with pytest.raises(RuntimeError, match="CUDA"):  # the file really names a CUDA device
+        torch.load(path, weights_only=True)
+    loaded = load_boundary(path)
+    assert loaded.shape == (18, 512) and loaded.device.type == "cpu"
+    torch.testing.assert_close(loaded, row.expand(18, 512))
+
+
+@pytest.mark.parametrize("shape", [(1, 512), (18, 512), (512,)])
+def test_e4e_age_smile_and_per_row_directions(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    direction = torch.randn(shape, generator=torch.Generator().manual_seed(2)) * 3
+    torch.save(direction, tmp_path / "age.pt")
+    loaded = load_boundary(tmp_path / "age.pt")
+    rows = direction.reshape(-1, 512)
+    torch.testing.assert_close(loaded, rows / rows.norm(dim=1, keepdim=True))
+
+
+def test_other_shapes_and_contents_are_refused_naming_the_accepted_shapes(tmp_path: Path) -> None:
+    torch.save(torch.ones(2, 18, 512), tmp_path / "batch.pt")
+    with pytest.raises(BoundaryFileError, match=r"\(2, 18, 512\); expected .*\(1, 18, 512\)"):
+        load_boundary(tmp_path / "batch.pt")
+    torch.save({"direction": torch.ones(512)}, tmp_path / "dict.pt")
+    with pytest.raises(BoundaryFileError, match="holds a dict, not a tensor"):
+        load_boundary(tmp_path / "dict.pt")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(BoundaryFileError, match="cannot read .*e4e direction"):
+        load_boundary(tmp_path / "cut.pt")
