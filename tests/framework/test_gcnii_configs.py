@@ -32,7 +32,7 @@ def test_mlp_student_config_parses(capsys):
     with pytest.raises(SystemExit):
         main.main(["fit", "--config", str(CONFIGS / "gcnii_cora_abkd_mlp.yaml"), "--print_config"])
     model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
-    assert (model["arch"], model["teacher_checkpoint"]) == ("mlp", "checkpoints/gcnii_cora/best.ckpt")
+    assert (model["arch"], model["teacher_checkpoint"]) == ("mlp", "checkpoints/gcnii_cora")
 
 
 def test_cora_teacher_config_runs_one_step_through_main(shared_assets, tmp_path):
