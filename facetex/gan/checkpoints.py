@@ -14,7 +14,6 @@ import argparse
 import pathlib
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from facetex.gan.stylegan2 import Generator
-from foundation.checkpoints import MissingFileError
+from foundation.checkpoints import UNREADABLE, MissingFileError
 from foundation.errors import InputError
 
 ROSINALITY_CHANNEL_BASE = 16384  # channels(res) = min(channel_max, 16384 * channel_multiplier / res)
@@ -58,7 +57,7 @@ def _read_checkpoint(path: Path, map_location: str | torch.device, weights_only:
             f"{path} holds Python objects that a weights-only load refuses ({error}); if you trust the "
             "file, pass weights_only=False"
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except UNREADABLE as error:
         raise CheckpointFormatError(
             f"{path} is not a complete torch checkpoint (truncated or corrupt download?): {error}"
         ) from error
