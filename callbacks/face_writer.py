@@ -42,12 +42,12 @@ class FaceWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
-        if prediction is None:  # the module skipped a photo without a face (and logged why)
+        if prediction is None:  # the module skipped a photo without a face or unreadable (and logged why)
             return
         root = self.root(trainer)
         out_dir = root / prediction["name"]
         result = prediction["result"]
-        folder = multiview_folder(prediction["name"], prediction["path"], result)
+        folder = multiview_folder(prediction["name"], prediction["path"], result, prediction.get("metrics"))
         write_face_folder(out_dir, folder)
         if trainer.world_size == 1:  # under DDP other ranks are still moving folders in: see on_predict_epoch_end
             build_gallery(root)
