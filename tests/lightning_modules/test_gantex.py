@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import main
 from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
 from datamodules.generator_samples import GeneratorSamplesDataModule
+from facetex.face3d.detector import ScoreThresholdError
 from facetex.gan.multiview import MultiViewConfig
 from lightning_modules.gan_encoder import GANEncoderModule
 from lightning_modules.gantex import EncoderCheckpointError, GANTex, RandomGenerator, load_encoder
@@ -159,6 +160,8 @@ def test_module_needs_exactly_one_generator_and_one_boundary() -> None:
         GANTex(assets="unused", random_boundary=True)
     with pytest.raises(ValueError, match="exactly one of boundary_path"):
         GANTex(assets="unused", random_generator=RandomGenerator(size=8), boundary_path="b.npy", random_boundary=True)
+    with pytest.raises(ScoreThresholdError, match=r"must be in \[0, 1\).*got 1.0"):  # before any file is read
+        GANTex(assets="unused", random_generator=RandomGenerator(size=8), random_boundary=True, score_threshold=1.0)
 
 
 DEMO_MODEL = yaml.safe_load((REPO_ROOT / "configs" / "gantex_demo.yaml").read_text())["model"]["init_args"]
