@@ -17,6 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main
+from callbacks.face_writer import FaceWriter
 from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
 from datamodules.generator_samples import GeneratorSamplesDataModule
 from facetex.face3d.detector import ScoreThresholdError
@@ -130,6 +131,9 @@ def test_folder_with_a_broken_photo_writes_the_good_one_and_reports_the_other(
     assert any("two_faces" in m and "2 faces found" in m for m in messages)
     assert "expected" in metrics["views_note"] and "random_generator" in metrics["views_note"]
     assert any("two_faces" in m and "expected, the generator is the seeded random one" in m for m in messages)
+    writer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, FaceWriter))
+    assert writer.summary(faces) == (f"wrote 1 photo folder(s) to {faces.resolve()}; skipped 1 photo(s), see the "
+                                     f"warnings above; gallery: {(faces / 'index.html').resolve().as_uri()}")
 
 
 def test_photo_list_names_and_errors(tmp_path: Path) -> None:
