@@ -6,8 +6,10 @@
 Detects the face (FaceBoxes), regresses 68 landmarks (3DDFA_V2), fits a morphable model to them,
 fuses the photo into a UV texture (visibility, view weights, mirror filling, inpainting), writes the
 files into --out (replacing an earlier run's folder there; any other non-empty folder is refused) and
-prints the re-render PSNR/SSIM inside the face mask. The job itself is ``app.photo_to_mesh``; this file
-is its command line.
+prints the re-render PSNR/SSIM inside the face mask. With several faces in the photo, the most confident
+is used and a ``note:`` line (and ``faces`` in metrics.json) says which, with its box and score. Bad input
+(unreadable photo, no face, an --out it cannot write, before any computation) ends in one ``error:`` line
+and exit code 2, as with ``main.py``. The job itself is ``app.photo_to_mesh``; this file is its command line.
 
 It also copies the photo (photo.jpg) and rebuilds the HTML gallery of the folder holding --out
 (``facetex.gallery``): run it on several photos with ``--out outputs/NAME`` and
@@ -51,8 +53,6 @@ def main() -> int:
                         help="face detector score a face must exceed, in [0, 1); lower it when a small, dark or "
                              "turned face is not found (more false detections)")
     args = parser.parse_args()
-    if not 0.0 <= args.score_threshold < 1.0:
-        parser.error(f"--score-threshold must be in [0, 1), got {args.score_threshold}")
     if not MIN_TEXTURE_SIZE <= args.uv_size <= MAX_TEXTURE_SIZE:
         parser.error(f"--uv-size must be in [{MIN_TEXTURE_SIZE}, {MAX_TEXTURE_SIZE}], got {args.uv_size}")
 

@@ -35,16 +35,16 @@ SCORE_THRESHOLD_OPTIONS = ("scripts/photo_to_mesh.py --score-threshold, "
                            "main.py predict --model.init_args.score_threshold")
 
 
+class ScoreThresholdError(InputError, ValueError):
+    """A detector score threshold outside [0, 1)."""
+
+
 def check_score_threshold(value: float) -> float:
     """``value`` if it is a usable detector score threshold (in [0, 1)), else ``ScoreThresholdError``."""
     if not 0.0 <= value < 1.0:
         raise ScoreThresholdError(f"the face detector's score threshold must be in [0, 1) (default 0.5; lower finds "
                                   f"fainter faces and more false ones), got {value}")
     return value
-
-
-class ScoreThresholdError(InputError, ValueError):
-    """A detector score threshold outside [0, 1)."""
 
 
 class NoFaceError(InputError, RuntimeError):
