@@ -129,9 +129,13 @@ def view_file_name(index: int, asked: float, measured: float | None) -> str:
     return f"view_{index:02d}_asked{_yaw_tag(asked)}_measured{measured_tag}.png"
 
 
-def multiview_folder(name: str, photo_path: str, result: MultiViewResult) -> FaceFolder:
-    """The folder of one photo through the 3D-GANTex pipeline; its metrics name each view's file."""
-    metrics = {"name": name, "image": photo_path, **result.metrics()}
+def multiview_folder(name: str, photo_path: str, result: MultiViewResult,
+                     extra_metrics: dict[str, Any] | None = None) -> FaceFolder:
+    """The folder of one photo through the 3D-GANTex pipeline; its metrics name each view's file.
+
+    ``extra_metrics`` (e.g. which face was used, a note on the views) are added to ``metrics.json``.
+    """
+    metrics = {"name": name, "image": photo_path, **result.metrics(), **(extra_metrics or {})}
     images: dict[str, Tensor] = {}
     for view, entry in zip(result.views, metrics["views"]):
         entry["file"] = f"views/{view_file_name(entry['view'], entry['asked_yaw'], entry['measured_yaw'])}"

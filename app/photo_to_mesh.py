@@ -8,6 +8,7 @@ and ``render.render_turntable`` -> ``app.face_outputs.write_face_folder`` (``fac
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,9 @@ from tqdm.auto import tqdm
 
 from app.face_outputs import photo_folder, write_face_folder
 from app.face_tensorboard import log_photo
-from facetex.face3d.detector import FaceDetector
+from facetex.face3d.detector import FaceDetector, check_score_threshold
 from facetex.face3d.image_io import load_image
-from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_face_model, regress_landmarks
+from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_face_model, regress_face
 from facetex.face3d.rasterizer import active_backend
 from facetex.face3d.reconstruction import fit_views, texture_views
 from facetex.face3d.regressor import FaceRegressor
@@ -38,15 +39,34 @@ class OutputFolderError(InputError, FileExistsError):
     """The output folder is a file, or a folder holding files that are not an earlier face folder."""
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` for a relative path with none)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
 def check_out_dir(out_dir: Path) -> None:
-    """Refuse an ``out_dir`` the job would destroy: it is replaced whole, so it must be new, empty or a face folder."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "metrics.json").is_file()):
+    """Refuse an ``out_dir`` the job could not write or would destroy, before any computation.
+
+    It is replaced whole (staged beside it, then moved in), so it must be new, empty or a face folder, and the
+    folder that will hold it must be a writable folder. Writability is ``os.access``: as root it is always
+    granted, so a read-only folder is only caught when the run is not root.
+    """
+    if out_dir.exists() and (not out_dir.is_dir()
+                             or (any(out_dir.iterdir()) and not (out_dir / "metrics.json").is_file())):
         raise OutputFolderError(
             f"{str(out_dir)!r} exists and is not the folder of an earlier photo -> mesh run (it has no metrics.json); "
             "it would be replaced whole: pass a new or empty folder for the outputs"
         )
+    holder = _nearest_existing(out_dir.absolute().parent)
+    if not holder.is_dir():
+        raise OutputFolderError(f"cannot create the output folder {str(out_dir)!r}: {str(holder)!r} is a file, not a "
+                                "folder; pass an --out inside a folder")
+    if not os.access(holder, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"cannot write the output folder {str(out_dir)!r}: {str(holder)!r} is not writable; "
+                                "pass an --out inside a folder you can write")
 
 
 def photo_to_mesh(
@@ -60,18 +80,21 @@ def photo_to_mesh(
     device: str | torch.device = "cpu",
     tensorboard_dir: str | Path | None = None,
     crop_policy: CropPolicy = "box",
+    score_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Run photo -> textured mesh and write ``face.obj/.mtl/.png``, ``face.ply``, ``grid.png`` and ``metrics.json``.
 
     Everything runs on ``device``. ``crop_policy`` is 3DDFA_V2's (``pipeline.regress_landmarks``): the
     official single crop from the detector box, or ``"landmark"`` for a second crop around its landmarks. ``out_dir`` appears with all its files or not at all (an earlier face
-    folder there is replaced). Returns the metrics written to ``metrics.json`` (scores, pose, fit error,
-    texel sources, rasteriser backend, seconds per stage). Raises ``ImageDecodeError`` or
+    folder there is replaced). ``score_threshold``: the face detector's, in [0, 1). Returns the metrics
+    written to ``metrics.json`` (scores, pose, fit error, texel sources, rasteriser backend, which face was
+    used and how many were found (``faces``), seconds per stage). Raises ``ImageDecodeError`` or
     ``FileNotFoundError`` for an unreadable image, ``NoFaceError`` when the detector finds no face and
     :class:`OutputFolderError` for an ``out_dir`` that holds something else.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
+    check_score_threshold(score_threshold)
     timings: dict[str, float] = {}
     bar = tqdm(STAGES, desc="photo_to_mesh", disable=not progress)
 
@@ -88,11 +111,11 @@ def photo_to_mesh(
     stage("load image")
     photo = load_image(image_path).to(device)
     image = photo.float()[None] / 255.0
-    detector = FaceDetector.from_checkpoint(assets.detector).to(device)
+    detector = FaceDetector.from_checkpoint(assets.detector, score_threshold=score_threshold).to(device)
     regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases).to(device)
     model = load_face_model(assets, face_model).to(device)
     stage("detect + 3DDFA landmarks")
-    regression = regress_landmarks(photo, detector, regressor, crop_policy)
+    regression, face = regress_face(photo, detector, regressor, crop_policy)
     stage("fit face model")
     fit = fit_views(model, regression.landmarks[:, :, :2])
     stage("fuse texture")
@@ -108,6 +131,7 @@ def photo_to_mesh(
         "rasterizer_backend": active_backend(),
         "texture_size": texture_size,
         "crop_policy": crop_policy,
+        "faces": {**face.metrics(), "score_threshold": score_threshold},
         "rerender": {"psnr": float(scored.psnr.mean()), "ssim": float(scored.ssim.mean()),
                      "mask_fraction": float(scored.masks.mean())},
         "pose_degrees": {"yaw": float(fit.yaw[0, 0]), "pitch": float(fit.pitch[0, 0]), "roll": float(fit.roll[0, 0])},

@@ -4,7 +4,9 @@ Each item is ``{"image": (3, H, W) uint8 RGB, "name": str}``; photos differ in s
 one photo (the dict itself, not a stacked batch). Names are the file stems, or for a folder the
 path below it with ``/`` replaced by ``__``; two photos with the same name are refused, since their
 outputs would overwrite each other. Images are decoded by ``facetex.face3d.image_io.load_image``
-(EXIF orientation, any mode to RGB); an unreadable file raises ``ImageDecodeError`` naming it.
+(EXIF orientation, any mode to RGB) when the photo is loaded; a file that cannot be decoded yields
+``{"image": None, "unreadable": "<why>", ...}`` instead, which ``GANTex.predict_step`` skips and reports
+like a photo without a face (so one corrupt photo does not end a folder run).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from facetex.face3d.image_io import IMAGE_SUFFIXES, load_image
+from facetex.face3d.image_io import IMAGE_SUFFIXES, ImageDecodeError, load_image
 from foundation.errors import InputError
 
 
@@ -55,7 +57,10 @@ def list_photos(path: str | Path | list[str | Path]) -> list[tuple[Path, str]]:
 
 
 class PhotoDataset(Dataset):
-    """Photos decoded on access: ``{"image": (3, H, W) uint8, "name": str, "path": str}``."""
+    """Photos decoded on access: ``{"image": (3, H, W) uint8, "name": str, "path": str}``.
+
+    An undecodable (or since vanished) file gives ``"image": None`` and ``"unreadable"``: the error's message.
+    """
 
     def __init__(self, entries: list[tuple[Path, str]]) -> None:
         self.entries = entries
@@ -65,7 +70,11 @@ class PhotoDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, name = self.entries[index]
-        return {"image": load_image(path), "name": name, "path": str(path)}
+        try:
+            image = load_image(path)
+        except (ImageDecodeError, OSError) as error:
+            return {"image": None, "unreadable": str(error), "name": name, "path": str(path)}
+        return {"image": image, "name": name, "path": str(path)}
 
 
 def single_photo(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,7 +4,12 @@ No training happens here; ``predict_step`` runs the plain-torch pipeline (invers
 latent, so gradients are switched back on inside it) and hands the result to the
 ``callbacks.face_writer.FaceWriter``. A photo in which the detector finds no face is skipped with
 a logged warning and yields ``None`` (the writer writes nothing for it), so a folder run goes on
-past it; set ``skip_photos_without_face: false`` to make it an error instead.
+past it; set ``skip_photos_without_face: false`` to make it an error instead. A photo that cannot be
+decoded (the datamodule's ``"image": None``) is skipped and logged the same way; when every photo of the
+run is unreadable, the run ends in :class:`UnreadablePhotosError`. When a photo holds several faces,
+the most confident is used and a warning says so; its box, score and the count go to ``metrics.json``
+(``faces``). With ``random_generator`` the views are not faces, so "no face detected" on them is
+expected, and the log and ``metrics.json`` (``views_note``) say so.
 
 With ``encoder_checkpoint`` (a ``lightning_modules.gan_encoder.GANEncoderModule`` checkpoint) the photo
 is first inverted by that ReStyle encoder, then refined by optimisation from its code (``multiview:
@@ -23,8 +28,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from facetex.face3d.detector import FaceDetector, NoFaceError
-from facetex.face3d.pipeline import AssetPaths, FaceModelName, load_face_model
+from facetex.face3d.detector import FaceDetector, NoFaceError, check_score_threshold
+from facetex.face3d.pipeline import AssetPaths, FaceChoice, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, load_generator, seeded_stylegan2
 from facetex.gan.encoder import ReStyleEncoder
@@ -36,7 +41,13 @@ from foundation.checkpoints import load_checkpoint
 from foundation.errors import InputError
 
 log = logging.getLogger(__name__)
+RANDOM_VIEWS_NOTE = ("no face detected in views {views}: expected, the generator is the seeded random one "
+                     "(random_generator), whose images are not faces; use generator_path for real views")
 TRAIN_ENCODER_HINT = "train one with `python main.py fit --config configs/gan_encoder_ffhq.yaml` against this generator"
+
+
+class UnreadablePhotosError(InputError, ValueError):
+    """Not one photo of the run could be decoded."""
 
 
 class EncoderCheckpointError(InputError, ValueError):
@@ -150,6 +161,8 @@ class GANTex(L.LightningModule):
             encoder (trained against this generator) inverts the photo first; empty for optimisation alone.
         seed: seeds the random generator/boundary and the inversion's noise.
         skip_photos_without_face: log and skip such photos (True) or raise ``NoFaceError`` (False).
+        score_threshold: the face detector's (FaceBoxes) score a face must exceed, in [0, 1); lower it when a
+            small, dark or turned face is not found (more false detections).
     """
 
     def __init__(
@@ -164,6 +177,7 @@ class GANTex(L.LightningModule):
         encoder_checkpoint: str = "",
         seed: int = 0,
         skip_photos_without_face: bool = True,
+        score_threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -172,6 +186,7 @@ class GANTex(L.LightningModule):
                              "(a random StyleGAN2, for demos)")
         if (boundary_path is None) == (not random_boundary):
             raise ValueError("give exactly one of boundary_path (a pose boundary .npy/.pt) and random_boundary: true")
+        check_score_threshold(score_threshold)
         paths = AssetPaths.from_folder(assets)
         seeded = torch.Generator().manual_seed(seed)
         if random_generator is not None:
@@ -186,27 +201,54 @@ class GANTex(L.LightningModule):
         else:
             boundary = load_boundary(boundary_path)
         self.pipeline = MultiViewPipeline(
-            generator, boundary, FaceDetector.from_checkpoint(paths.detector),
+            generator, boundary, FaceDetector.from_checkpoint(paths.detector, score_threshold=score_threshold),
             FaceRegressor.from_files(paths.regressor, paths.param_stats, paths.landmark_bases),
             load_face_model(paths, face_model), multiview, encoder, latent_avg,
         )
         self.seed = seed
         self.skip_photos_without_face = skip_photos_without_face
+        self.random_generator = random_generator is not None
+        self.unreadable: list[str] = []  # "name: why" of this predict run's undecodable photos
+        self.photos_seen = 0
+
+    def on_predict_epoch_start(self) -> None:
+        self.unreadable, self.photos_seen = [], 0
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        """``batch``: one photo ``{"image": (3, H, W) uint8, "name", "path"}`` -> ``{"name", "path", "result"}``.
+        """``batch``: one photo ``{"image": (3, H, W) uint8, "name", "path"}`` -> ``{"name", "path", "result",
+        "metrics"}`` (``metrics``: extra ``metrics.json`` entries, see the module docstring).
 
-        Only a photo without a face is skipped; views without faces where the configured path needs them
-        raise ``ViewsWithoutFaceError`` (a configuration problem, see ``MultiViewConfig``).
+        A photo without a face or that could not be decoded is skipped (``None``); views without faces where
+        the configured path needs them raise ``ViewsWithoutFaceError`` (a configuration problem, see
+        ``MultiViewConfig``).
         """
+        self.photos_seen += 1
+        if batch["image"] is None:
+            log.warning("skipping %s (%s): %s", batch["name"], batch["path"], batch["unreadable"])
+            self.unreadable.append(f"{batch['path']}: {batch['unreadable']}")
+            return None
         rng = torch.Generator(self.device).manual_seed(self.seed + batch_idx)
         with torch.inference_mode(False):  # the inversion needs autograd; Lightning predicts in inference mode
             photo = batch["image"].clone()
-            try:
+            try:  # the pipeline detects again on the same photo: this is only the report of the choice
+                face = FaceChoice.from_boxes(self.pipeline.detector.detect_faces(photo))
                 result: MultiViewResult = self.pipeline(photo, rng)
             except NoFaceError as error:
                 if not self.skip_photos_without_face:
                     raise
                 log.warning("skipping %s (%s): %s", batch["name"], batch["path"], error)
                 return None
-        return {"name": batch["name"], "path": batch["path"], "result": result}
+        if face.note():
+            log.warning("%s (%s): %s", batch["name"], batch["path"], face.note())
+        metrics: dict[str, Any] = {"faces": face.metrics()}
+        if self.random_generator and result.skipped:
+            metrics["views_note"] = RANDOM_VIEWS_NOTE.format(views=sorted(result.skipped))
+            log.warning("%s: %s", batch["name"], metrics["views_note"])
+        return {"name": batch["name"], "path": batch["path"], "result": result, "metrics": metrics}
+
+    def on_predict_epoch_end(self) -> None:
+        """Raise :class:`UnreadablePhotosError` when not one photo of the run could be decoded."""
+        if self.photos_seen and len(self.unreadable) == self.photos_seen:
+            listed = "; ".join(self.unreadable[:3]) + ("; ..." if len(self.unreadable) > 3 else "")
+            raise UnreadablePhotosError(f"none of the {self.photos_seen} photo(s) could be read ({listed}); pass "
+                                        "image files Pillow can open (PNG, JPEG, ...)")

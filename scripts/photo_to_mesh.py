@@ -6,8 +6,10 @@
 Detects the face (FaceBoxes), regresses 68 landmarks (3DDFA_V2), fits a morphable model to them,
 fuses the photo into a UV texture (visibility, view weights, mirror filling, inpainting), writes the
 files into --out (replacing an earlier run's folder there; any other non-empty folder is refused) and
-prints the re-render PSNR/SSIM inside the face mask. The job itself is ``app.photo_to_mesh``; this file
-is its command line.
+prints the re-render PSNR/SSIM inside the face mask. With several faces in the photo, the most confident
+is used and a ``note:`` line (and ``faces`` in metrics.json) says which, with its box and score. Bad input
+(unreadable photo, no face, an --out it cannot write, before any computation) ends in one ``error:`` line
+and exit code 2, as with ``main.py``. The job itself is ``app.photo_to_mesh``; this file is its command line.
 
 It also copies the photo (photo.jpg) and rebuilds the HTML gallery of the folder holding --out
 (``facetex.gallery``): run it on several photos with ``--out outputs/NAME`` and
@@ -34,7 +36,8 @@ from foundation.errors import InputError  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image", required=True, type=Path, help="photo with one face (PNG, JPEG, ...)")
+    parser.add_argument("--image", required=True, type=Path,
+                        help="photo with a face (PNG, JPEG, ...); with several, the most confident one is used")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--uv-size", type=int, default=1024, help="texture side in texels, 256..2048")
     parser.add_argument("--model", choices=("sfm", "bfm"), default="sfm",
@@ -46,6 +49,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--tensorboard", type=Path, default=None,
                         help="also log the grid, texture, mesh and scores to this TensorBoard log dir")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="face detector score a face must exceed, in [0, 1); lower it when a small, dark or "
+                             "turned face is not found (more false detections)")
     args = parser.parse_args()
     if not MIN_TEXTURE_SIZE <= args.uv_size <= MAX_TEXTURE_SIZE:
         parser.error(f"--uv-size must be in [{MIN_TEXTURE_SIZE}, {MAX_TEXTURE_SIZE}], got {args.uv_size}")
@@ -53,11 +59,15 @@ def main() -> int:
     print(f"rasteriser backend: {active_backend()}")
     try:
         metrics = photo_to_mesh(args.image, args.out, AssetPaths.from_folder(args.assets), args.model,
-                                args.uv_size, args.yaws, device=args.device, tensorboard_dir=args.tensorboard)
+                                args.uv_size, args.yaws, device=args.device, tensorboard_dir=args.tensorboard,
+                                score_threshold=args.score_threshold)
     except (InputError, FileNotFoundError, IsADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps({key: metrics[key] for key in ("rerender", "pose_degrees", "landmark_rmse_px", "texel_sources")},
+        return 2
+    if metrics["faces"]["note"]:
+        print(f"note: {args.image}: {metrics['faces']['note']}")
+    print(json.dumps({key: metrics[key] for key in ("rerender", "pose_degrees", "landmark_rmse_px", "texel_sources",
+                                                 "faces")},
                      indent=2))
     print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json")
     try:  # the mesh is done: a gallery that cannot be built (e.g. a broken sibling folder) is a warning

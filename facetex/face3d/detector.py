@@ -31,6 +31,22 @@ _DENSITY = {32: 4, 64: 2}  # anchors per cell side for the small, densified anch
 MAX_HEIGHT, MAX_WIDTH = 720, 1080
 
 
+SCORE_THRESHOLD_OPTIONS = ("scripts/photo_to_mesh.py --score-threshold, "
+                           "main.py predict --model.init_args.score_threshold")
+
+
+class ScoreThresholdError(InputError, ValueError):
+    """A detector score threshold outside [0, 1)."""
+
+
+def check_score_threshold(value: float) -> float:
+    """``value`` if it is a usable detector score threshold (in [0, 1)), else ``ScoreThresholdError``."""
+    if not 0.0 <= value < 1.0:
+        raise ScoreThresholdError(f"the face detector's score threshold must be in [0, 1) (default 0.5; lower finds "
+                                  f"fainter faces and more false ones), got {value}")
+    return value
+
+
 class NoFaceError(InputError, RuntimeError):
     """The detector found no face scoring above its threshold."""
 
@@ -269,7 +285,7 @@ class FaceDetector(nn.Module):
             raise NoFaceError(
                 f"no face found in the {width}x{height} image (best score {best:.3f} <= threshold "
                 f"{self.score_threshold}); use a photo with a visible face at least ~20 px wide, "
-                "or lower score_threshold"
+                f"or lower the detector's score threshold ({SCORE_THRESHOLD_OPTIONS})"
             )
         clipped = torch.stack([
             boxes[kept, 0].clamp(0, width), boxes[kept, 1].clamp(0, height),

@@ -14,7 +14,9 @@ from facetex.face3d.detector import (
     FaceBoxesNet,
     FaceDetector,
     NoFaceError,
+    ScoreThresholdError,
     box_iou,
+    check_score_threshold,
     decode_boxes,
     detection_scale,
     nms,
@@ -136,5 +138,15 @@ def test_noise_and_gradient_have_no_face(detector: FaceDetector) -> None:
     noise = torch.randint(0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     gradient = torch.linspace(0.0, 1.0, 640).expand(3, 480, 640)  # float image in [0, 1]
     for image in (noise, gradient):
-        with pytest.raises(NoFaceError, match="no face found in the 640x480 image"):
+        with pytest.raises(NoFaceError, match="no face found in the 640x480 image") as raised:
             detector.detect_faces(image)
+        # the hint names the options a user can set: the script's flag and main.py predict's model argument
+        assert "photo_to_mesh.py --score-threshold" in str(raised.value)
+        assert "--model.init_args.score_threshold" in str(raised.value)
+
+
+def test_score_threshold_must_lie_in_zero_one() -> None:
+    assert check_score_threshold(0.0) == 0.0 and check_score_threshold(0.5) == 0.5
+    for value in (-0.1, 1.0, 2.0):
+        with pytest.raises(ScoreThresholdError, match=r"must be in \[0, 1\)"):
+            check_score_threshold(value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from app.photo_to_mesh import OutputFolderError, photo_to_mesh
 from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.crop import roi_box_from_bbox, roi_box_from_landmarks
-from facetex.face3d.detector import FaceDetector, NoFaceError
+from facetex.face3d.detector import FaceDetector, NoFaceError, ScoreThresholdError
 from facetex.face3d.fitting import to_ibug68
 from facetex.face3d.image_io import ImageDecodeError, load_image
-from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmarks
+from facetex.face3d.pipeline import AssetPaths, FaceChoice, load_face_model, regress_face, regress_landmarks
 from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
 from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.render import rerender
@@ -144,13 +145,78 @@ def test_photo_to_mesh_refuses_an_out_folder_it_would_replace_and_lose(assets: A
         "earlier", "face.txt", "holiday"]
 
 
+def test_photo_to_mesh_refuses_an_out_folder_it_cannot_create_before_any_work(assets: AssetPaths,
+                                                                             tmp_path: Path) -> None:
+    """An --out below a file cannot be created; a folder without write permission cannot hold it. Both are
+    refused before the photo is even read (the photo here does not exist). Permissions are checked with
+    ``os.access``, which grants everything to root: the read-only case runs only when not root."""
+    (tmp_path / "face.txt").write_text("a file")
+    with pytest.raises(OutputFolderError, match="face.txt' is a file, not a folder"):
+        photo_to_mesh(tmp_path / "none.png", tmp_path / "face.txt" / "deeper" / "out", assets, progress=False)
+    if os.geteuid() == 0:
+        pytest.skip("running as root: every folder is writable, the read-only case cannot be shown")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(OutputFolderError, match="is not writable"):
+            photo_to_mesh(tmp_path / "none.png", locked / "out", assets, progress=False)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_score_threshold_is_checked_and_reaches_the_detector(assets: AssetPaths, shared_assets: Path,
+                                                              tmp_path: Path) -> None:
+    """two_faces.jpg's faces score 0.998 and 0.996: a threshold between them keeps only the first."""
+    with pytest.raises(ScoreThresholdError, match=r"in \[0, 1\).*got 1.5"):
+        photo_to_mesh(tmp_path / "none.png", tmp_path / "out", assets, score_threshold=1.5, progress=False)
+    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases)
+    photo = load_image(shared_assets / "faces" / "two_faces.jpg")
+    counts = [regress_face(photo, FaceDetector.from_checkpoint(assets.detector, score_threshold=threshold),
+                           regressor)[1].count for threshold in (0.5, 0.997)]
+    assert counts == [2, 1]
+
+
+def test_two_faces_use_the_most_confident_and_say_so(assets: AssetPaths, shared_assets: Path) -> None:
+    """two_faces.jpg holds two faces: the choice is the detector's first box, and the note names it and the count."""
+    detector = FaceDetector.from_checkpoint(assets.detector)
+    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases)
+    photo = load_image(shared_assets / "faces" / "two_faces.jpg")
+    boxes = detector.detect_faces(photo)
+    regression, face = regress_face(photo, detector, regressor)
+    assert face.count == 2 and face.score == pytest.approx(float(boxes[0, 4])) and face.score >= float(boxes[1, 4])
+    assert face.box == pytest.approx(boxes[0, :4].tolist())
+    torch.testing.assert_close(regression.roi_boxes, roi_box_from_bbox(boxes[:1, :4]))
+    assert face.note() is not None and "2 faces found" in face.note() and f"{face.score:.3f}" in face.note()
+    assert face.metrics() == {"faces_found": 2, "used_box": [round(v, 1) for v in face.box],
+                              "used_score": round(face.score, 4), "note": face.note()}
+    single = FaceChoice.from_boxes(detector.detect_faces(load_image(shared_assets / "faces" / "ffhq_00009.png")))
+    assert single.count == 1 and single.note() is None
+
+
+@pytest.mark.slow
+def test_script_on_two_faces_prints_and_records_which_face_was_used(shared_assets: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "photo_to_mesh.py"), "--image",
+         str(shared_assets / "faces" / "two_faces.jpg"), "--out", str(tmp_path / "two"), "--assets",
+         str(shared_assets), "--uv-size", "256", "--yaws", "0"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    faces = json.loads((tmp_path / "two" / "metrics.json").read_text())["faces"]
+    assert faces["faces_found"] == 2 and faces["score_threshold"] == 0.5 and len(faces["used_box"]) == 4
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "two_faces.jpg" in notes[0] and "2 faces found" in notes[0]
+    assert f"{faces['used_score']:.3f}" in notes[0]
+
+
 def test_script_reports_a_missing_image_clearly(shared_assets: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "photo_to_mesh.py"), "--image", str(tmp_path / "none.png"),
          "--out", str(tmp_path / "out"), "--assets", str(shared_assets)],
         capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # main.py's convention for a one-line error
     assert "rasteriser backend: " in result.stdout
     assert "error:" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -107,12 +107,20 @@ def test_missing_asset_folder_for_predict(tmp_path):
     assert_one_error_line(done, "no_assets")
 
 
-def test_unreadable_image(shared_assets, tmp_path):
-    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+@pytest.mark.parametrize("photos", [["broken.jpg"], ["broken.jpg", "sub/torn.png"]])
+def test_unreadable_image(shared_assets, tmp_path, photos):
+    """When every photo is unreadable the run is an error naming them (one unreadable photo among good ones is
+    skipped instead: tests/lightning_modules/test_gantex.py)."""
+    for photo in photos:
+        (tmp_path / "photos" / photo).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / photo).write_bytes(b"\xff\xd8 not really a jpeg")
+    path = tmp_path / "photos" / photos[0] if len(photos) == 1 else tmp_path / "photos"
     done = run_main("predict", "--config", "configs/gantex_demo.yaml", "--model.init_args.assets",
-                    str(shared_assets), "--data.init_args.path", str(tmp_path / "broken.jpg"),
+                    str(shared_assets), "--data.init_args.path", str(path),
                     "--trainer.logger", "false", "--trainer.callbacks.output_dir", str(tmp_path / "out"))
-    assert_one_error_line(done, "broken.jpg")
+    assert_one_error_line(done, f"none of the {len(photos)} photo(s) could be read",
+                          *(Path(photo).name for photo in photos))
+    assert not (tmp_path / "out").exists()
 
 
 def test_debug_shows_the_traceback():

@@ -17,8 +17,10 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main
+from callbacks.face_writer import FaceWriter
 from datamodules.face_photos import FacePhotoDataModule, NoPhotosError, list_photos
 from datamodules.generator_samples import GeneratorSamplesDataModule
+from facetex.face3d.detector import ScoreThresholdError
 from facetex.gan.multiview import MultiViewConfig
 from lightning_modules.gan_encoder import GANEncoderModule
 from lightning_modules.gantex import EncoderCheckpointError, GANTex, RandomGenerator, load_encoder
@@ -107,6 +109,33 @@ def test_photo_without_a_face_is_skipped_and_logged(tmp_path: Path, shared_asset
                for record in caplog.records)
 
 
+def test_folder_with_a_broken_photo_writes_the_good_one_and_reports_the_other(
+        tmp_path: Path, shared_assets: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A corrupt photo is skipped and logged like a photo without a face; two_faces.jpg, run with it, says which of
+    its two faces was used (log and metrics.json), and its faceless random-generator views are said to be expected."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (photos / "two_faces.jpg").write_bytes((shared_assets / "faces" / "two_faces.jpg").read_bytes())
+    config = tiny_config(tmp_path, shared_assets)
+    with caplog.at_level(logging.WARNING, logger="lightning_modules.gantex"):
+        cli = main.main(["predict", "--config", str(config), "--data.init_args.path", str(photos),
+                         "--model.init_args.multiview.inversion.steps", "5"])
+    faces = Path(cli.trainer.log_dir) / "faces"
+    assert sorted(p.parent.name for p in faces.glob("*/metrics.json")) == ["two_faces"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("skipping broken") and "broken.jpg" in m and "cannot decode" in m for m in messages)
+    metrics = json.loads((faces / "two_faces" / "metrics.json").read_text())
+    assert metrics["faces"]["faces_found"] == 2 and len(metrics["faces"]["used_box"]) == 4
+    assert metrics["faces"]["used_score"] > 0.99 and "2 faces found" in metrics["faces"]["note"]
+    assert any("two_faces" in m and "2 faces found" in m for m in messages)
+    assert "expected" in metrics["views_note"] and "random_generator" in metrics["views_note"]
+    assert any("two_faces" in m and "expected, the generator is the seeded random one" in m for m in messages)
+    writer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, FaceWriter))
+    assert writer.summary(faces) == (f"wrote 1 photo folder(s) to {faces.resolve()}; skipped 1 photo(s), see the "
+                                     f"warnings above; gallery: {(faces / 'index.html').resolve().as_uri()}")
+
+
 def test_photo_list_names_and_errors(tmp_path: Path) -> None:
     for name in ("a.png", "sub/b.jpg", "sub/notes.txt"):
         (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +164,8 @@ def test_module_needs_exactly_one_generator_and_one_boundary() -> None:
         GANTex(assets="unused", random_boundary=True)
     with pytest.raises(ValueError, match="exactly one of boundary_path"):
         GANTex(assets="unused", random_generator=RandomGenerator(size=8), boundary_path="b.npy", random_boundary=True)
+    with pytest.raises(ScoreThresholdError, match=r"must be in \[0, 1\).*got 1.0"):  # before any file is read
+        GANTex(assets="unused", random_generator=RandomGenerator(size=8), random_boundary=True, score_threshold=1.0)
 
 
 DEMO_MODEL = yaml.safe_load((REPO_ROOT / "configs" / "gantex_demo.yaml").read_text())["model"]["init_args"]
