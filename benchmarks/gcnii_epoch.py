@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Data
 
-from benchmarks.machine import ASSETS, machine, machine_line, write_json
+from benchmarks.machine import ASSETS, machine, machine_line, publish
 from datamodules.pyg_dataset import PyGDataModule
 from graphkd.models import build_gnn, count_parameters
 from graphkd.parameter_groups import optimizer_groups
@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = load_cora(args.planetoid, Path(workdir))
     report = {"machine": machine(), "load_average_1min": os.getloadavg()[0], "runs": args.runs,
               "cases": measure(data, args.runs, args.warmup)}
-    print(markdown(report))
-    if args.out:
-        write_json(args.out, report)
-    return report
+    return publish(report, markdown(report), args.out)
 
 
 if __name__ == "__main__":

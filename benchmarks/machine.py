@@ -29,3 +29,11 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
     """Write a report's numbers to ``path`` (``--out``), creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
+
+
+def publish(report: dict[str, Any], table: str, out: Path | None) -> dict[str, Any]:
+    """Print ``table`` (the report as markdown) and, given ``--out``, write the report's numbers there; returns ``report``."""
+    print(table)
+    if out:
+        write_json(out, report)
+    return report

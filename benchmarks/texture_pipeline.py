@@ -37,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from app import photo_to_mesh as job
-from benchmarks.machine import ASSETS, machine, machine_line, write_json
+from benchmarks.machine import ASSETS, machine, machine_line, publish
 from facetex.face3d import texture
 from facetex.face3d.detector import FaceDetector
 from facetex.face3d.pipeline import AssetPaths
@@ -217,10 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     else:
         sizes = tuple(sorted(set(args.sizes)))
     report = run(photos, assets, sizes, args.face_model, warmup=not args.quick)
-    print(markdown(report))
-    if args.out:
-        write_json(args.out, report)
-    return report
+    return publish(report, markdown(report), args.out)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import ogb.nodeproppred
 import pandas as pd
@@ -124,10 +125,7 @@ class OGBNodeDataModule(NodeDataModule):
         hetero: for ``ogbn-mag``: all four node types (R-GCN) if true, else the
             homogeneous paper-citation subgraph.
         download: let ``ogb`` download the dataset when it is absent (needs internet).
-        batch_size: see :class:`NodeDataModule`.
-        num_neighbors: see :class:`NodeDataModule`.
-        num_workers: see :class:`NodeDataModule`.
-        shuffle: see :class:`NodeDataModule`.
+        **kwargs: ``batch_size``, ``num_neighbors``, ``num_workers`` and ``shuffle`` of :class:`NodeDataModule`.
     """
 
     def __init__(
@@ -136,12 +134,9 @@ class OGBNodeDataModule(NodeDataModule):
         root: str = "data/ogb",
         hetero: bool = True,
         download: bool = False,
-        batch_size: int | None = None,
-        num_neighbors: list[int] | None = None,
-        num_workers: int = 0,
-        shuffle: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_neighbors, num_workers, shuffle)
+        super().__init__(**kwargs)
         if name not in OGB_DATASETS:
             raise ValueError(f"unknown OGB node dataset {name!r}; supported: {', '.join(OGB_DATASETS)}")
         self.name = name
@@ -183,10 +178,7 @@ class SyntheticMAGDataModule(OGBNodeDataModule):
         synthetic: size and difficulty of the generated graph.
         root: folder that receives ``ogbn_mag/``.
         hetero: all four node types if true, else the paper-citation subgraph.
-        batch_size: see :class:`NodeDataModule`.
-        num_neighbors: see :class:`NodeDataModule`.
-        num_workers: see :class:`NodeDataModule`.
-        shuffle: see :class:`NodeDataModule`.
+        **kwargs: ``batch_size``, ``num_neighbors``, ``num_workers`` and ``shuffle`` of :class:`NodeDataModule`.
     """
 
     def __init__(
@@ -194,12 +186,9 @@ class SyntheticMAGDataModule(OGBNodeDataModule):
         synthetic: SyntheticMAGConfig = SyntheticMAGConfig(),
         root: str = "data/synthetic_mag",
         hetero: bool = True,
-        batch_size: int | None = None,
-        num_neighbors: list[int] | None = None,
-        num_workers: int = 0,
-        shuffle: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__("ogbn-mag", root, hetero, False, batch_size, num_neighbors, num_workers, shuffle)
+        super().__init__("ogbn-mag", root, hetero, False, **kwargs)
         self.synthetic = synthetic
 
     def prepare_files(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
@@ -19,22 +20,17 @@ class PlanetoidDataModule(NodeDataModule):
         name: ``Cora``, ``CiteSeer`` or ``PubMed``.
         root: folder holding ``<name>/raw/ind.<name>.*`` (the files of
             kimiyoung/planetoid; no download is attempted).
-        batch_size: see :class:`NodeDataModule` (``None``: full batch).
-        num_neighbors: see :class:`NodeDataModule`.
-        num_workers: see :class:`NodeDataModule`.
-        shuffle: see :class:`NodeDataModule`.
+        **kwargs: ``batch_size``, ``num_neighbors``, ``num_workers`` and ``shuffle`` of
+            :class:`NodeDataModule` (full batch by default).
     """
 
     def __init__(
         self,
         name: str = "Cora",
         root: str = "data/planetoid",
-        batch_size: int | None = None,
-        num_neighbors: list[int] | None = None,
-        num_workers: int = 0,
-        shuffle: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_neighbors, num_workers, shuffle)
+        super().__init__(**kwargs)
         known = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
         if name.lower() not in known:
             raise ValueError(f"unknown Planetoid dataset {name!r}; choose one of {sorted(known.values())}")

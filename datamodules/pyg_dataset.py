@@ -125,10 +125,8 @@ class PyGDataModule(NodeDataModule):
         val_per_class: validation nodes per class of the random split.
         public_split: which public split, for datasets that ship several as mask columns.
         normalize_features: divide each node's features by their sum (GCNII's preprocessing).
-        batch_size: see :class:`NodeDataModule` (``None``: full batch).
-        num_neighbors: see :class:`NodeDataModule`.
-        num_workers: see :class:`NodeDataModule`.
-        shuffle: see :class:`NodeDataModule`.
+        **kwargs: ``batch_size``, ``num_neighbors``, ``num_workers`` and ``shuffle`` of
+            :class:`NodeDataModule` (full batch by default).
     """
 
     def __init__(
@@ -141,12 +139,9 @@ class PyGDataModule(NodeDataModule):
         val_per_class: int = 30,
         public_split: int = 0,
         normalize_features: bool = False,
-        batch_size: int | None = None,
-        num_neighbors: list[int] | None = None,
-        num_workers: int = 0,
-        shuffle: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_neighbors, num_workers, shuffle)
+        super().__init__(**kwargs)
         self.dataset_class = dataset_class(dataset)
         self.dataset_args = dict(dataset_args or {})
         if "root" in self.dataset_args:

@@ -10,6 +10,7 @@ validation stream is the same every epoch so its metrics are comparable.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
+@dataclass(eq=False, repr=False)
 class SyntheticFaceStream(IterableDataset):
     """An ``IterableDataset`` of whole rendered batches (use ``DataLoader(batch_size=None)``).
 
@@ -59,27 +61,15 @@ class SyntheticFaceStream(IterableDataset):
     process, so workers must be persistent); otherwise every pass repeats.
     """
 
-    def __init__(
-        self,
-        model: MorphableModel,
-        num_batches: int,
-        batch_size: int,
-        image_size: int,
-        seed: int,
-        stream: int,
-        fresh_each_pass: bool,
-        render_options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.num_batches = num_batches
-        self.batch_size = batch_size
-        self.image_size = image_size
-        self.seed = seed
-        self.stream = stream
-        self.fresh_each_pass = fresh_each_pass
-        self.render_options = dict(render_options or {})
-        self._passes = 0
+    model: MorphableModel
+    num_batches: int
+    batch_size: int
+    image_size: int
+    seed: int
+    stream: int
+    fresh_each_pass: bool
+    render_options: dict[str, Any] = field(default_factory=dict)
+    _passes: int = field(default=0, init=False)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -171,7 +161,7 @@ class SyntheticFacesDataModule(L.LightningDataModule):
     def _stream(self, num_batches: int, stream: int, fresh_each_pass: bool) -> SyntheticFaceStream:
         hp = self.hparams
         return SyntheticFaceStream(self.morphable_model, num_batches, hp.batch_size, hp.image_size, hp.seed, stream,
-                                   fresh_each_pass, hp.render_options)
+                                   fresh_each_pass, dict(hp.render_options or {}))
 
     def _loader(self, dataset: SyntheticFaceStream) -> DataLoader:
         workers = self.hparams.num_workers

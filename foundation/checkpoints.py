@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from foundation.errors import InputError
 
@@ -67,3 +67,23 @@ def read_state_dict(path: str | Path, what: str, source: str, error: type[Except
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise error(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a state dict of tensors ({what})")
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_strictly(module: nn.Module, state: dict[str, Tensor], path: str | Path, mismatch: str, architecture: str,
+                  error: type[Exception] = CheckpointError) -> None:
+    """``module.load_state_dict(state, strict=True)``, every way the two disagree becoming one ``error``.
+
+    Args:
+        mismatch: what differing key sets mean, after the path (``"is not a FaceBoxes checkpoint"``);
+            the message lists the first five missing and unexpected keys.
+        architecture: the module's name in the message for keys that match with wrong shapes.
+    """
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise error(f"{str(path)!r} {mismatch}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                    f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as failure:
+        raise error(f"{str(path)!r} has the {architecture} keys but wrong tensor shapes: {failure}") from failure

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foundation.checkpoints import CheckpointError, read_state_dict
+from foundation.checkpoints import CheckpointError, load_strictly, read_state_dict
 from foundation.errors import InputError
 
 BGR_MEAN = (104.0, 117.0, 123.0)
@@ -234,20 +234,7 @@ class FaceDetector(nn.Module):
         state = read_state_dict(path, "FaceBoxes weights", "download FaceBoxes/weights/FaceBoxesProd.pth from "
                                 "github.com/cleardusk/3DDFA_V2", DetectorCheckpointError)
         network = FaceBoxesNet()
-        expected = set(network.state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise DetectorCheckpointError(
-                f"{str(path)!r} is not a FaceBoxes checkpoint: missing {missing[:5]}"
-                f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                f"{'...' if len(unexpected) > 5 else ''}"
-            )
-        try:
-            network.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise DetectorCheckpointError(
-                f"{str(path)!r} has FaceBoxes keys but wrong tensor shapes: {error}"
-            ) from error
+        load_strictly(network, state, path, "is not a FaceBoxes checkpoint", "FaceBoxes", DetectorCheckpointError)
         return cls(network, **thresholds)  # type: ignore[arg-type]
 
     @torch.no_grad()

@@ -37,7 +37,7 @@ from facetex.face3d.crop import (
     roi_box_from_bbox,
     roi_box_from_landmarks,
 )
-from foundation.checkpoints import CheckpointError, load_pickle, read_state_dict
+from foundation.checkpoints import CheckpointError, load_pickle, load_strictly, read_state_dict
 
 NUM_POSE, NUM_SHAPE, NUM_EXPRESSION = 12, 40, 10
 NUM_PARAMS = NUM_POSE + NUM_SHAPE + NUM_EXPRESSION
@@ -135,18 +135,7 @@ def load_3ddfa_checkpoint(path: str | Path, widen_factor: float | None = None) -
         num_params=state["fc.weight"].shape[0],
         landmark_head="fc_lm.weight" in state,
     )
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{str(path)!r} does not match 3DDFA_V2's MobileNetV1 (widen_factor {inferred:g}): "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{str(path)!r} has the MobileNetV1 keys but wrong tensor shapes: {error}") from error
+    load_strictly(model, state, path, f"does not match 3DDFA_V2's MobileNetV1 (widen_factor {inferred:g})", "MobileNetV1")
     return model.eval()
 
 

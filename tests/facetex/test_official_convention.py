@@ -72,15 +72,6 @@ def photos(shared_assets: Path, official: dict) -> list[tuple[torch.Tensor, list
     return out
 
 
-@pytest.fixture(scope="module")
-def regressor(shared_assets: Path) -> FaceRegressor:
-    return FaceRegressor.from_files(
-        shared_assets / "3ddfa_v2" / "mb05_120x120.pth",
-        shared_assets / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl",
-        shared_assets / "bfm" / "bfm_noneck_mean.npz",
-    )
-
-
 def test_roi_boxes_from_official_detector_boxes_are_the_official_ones(photos: list) -> None:
     for _, faces in photos:
         for face in faces:

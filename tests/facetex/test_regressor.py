@@ -285,15 +285,6 @@ def test_face_regressor_rejects_bad_network_and_inputs() -> None:
 
 
 @pytest.fixture(scope="module")
-def regressor(shared_assets: Path) -> FaceRegressor:
-    return FaceRegressor.from_files(
-        shared_assets / "3ddfa_v2" / "mb05_120x120.pth",
-        shared_assets / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl",
-        shared_assets / "bfm" / "bfm_noneck_mean.npz",
-    )
-
-
-@pytest.fixture(scope="module")
 def detected(shared_assets: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """name -> (image, boxes, flipped image, its boxes); boxes sorted left to right in the original's frame."""
     detector = FaceDetector.from_checkpoint(shared_assets / "3ddfa_v2" / "FaceBoxesProd.pth")
