@@ -203,24 +203,36 @@ class DistillationModule(NodeClassifier):
         checkpoint[TEACHER_REFERENCE_KEY] = {"path": str(self.hparams.teacher_checkpoint), "sha256": self.teacher_sha256}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the referenced teacher's weights back into the state dict, from its file if the hash still matches.
+        """Put the referenced teacher's weights back into the state dict before Lightning loads it.
 
-        A checkpoint without a reference (a jointly trained teacher, or an older student) holds the weights itself.
+        They are this module's own teacher when its file has the referenced SHA-256 (nothing is read), else
+        the referenced file's, if that file still has it. A checkpoint without a reference (a jointly trained
+        teacher, or an older student) holds the weights itself.
         """
         reference = checkpoint.get(TEACHER_REFERENCE_KEY)
         if reference is None:
             return
         path, expected = reference["path"], reference["sha256"]
-        actual = file_sha256(path)
-        if actual != expected:
-            raise TeacherCheckpointError(
-                f"the teacher file {path} has changed since this student was trained (SHA-256 {actual[:16]}..., "
-                f"the student's checkpoint references {expected[:16]}...); the checkpoint does not store the frozen "
-                "teacher, so restore the original teacher file at that path"
-            )
-        weights = load_checkpoint(path, TeacherCheckpointError, "teacher checkpoint")["state_dict"]
-        checkpoint["state_dict"].update({"teacher." + key.removeprefix("model."): value
-                                         for key, value in weights.items() if key.startswith("model.")})
+        if expected == self.teacher_sha256:
+            weights = dict(self.teacher.state_dict())
+        else:
+            if not Path(path).is_file():
+                raise MissingFileError(
+                    f"this student's checkpoint references its frozen teacher {path} (SHA-256 {expected[:16]}...), "
+                    "which does not exist (a relative path is taken from the working directory); put that teacher "
+                    "file back there, or pass it as model.init_args.teacher_checkpoint"
+                )
+            actual = file_sha256(path)
+            if actual != expected:
+                raise TeacherCheckpointError(
+                    f"the teacher file {path} has changed since this student was trained (SHA-256 {actual[:16]}..., "
+                    f"the student's checkpoint references {expected[:16]}...); the checkpoint does not store the "
+                    "frozen teacher, so restore the original teacher file (at that path, or pass it as "
+                    "model.init_args.teacher_checkpoint)"
+                )
+            state = load_checkpoint(path, TeacherCheckpointError, "teacher checkpoint")["state_dict"]
+            weights = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+        checkpoint["state_dict"].update({f"teacher.{key}": value for key, value in weights.items()})
 
     def loss_terms(self, batch: NodeBatch, output: GNNOutput, rows: Tensor) -> dict[str, Tensor]:
         terms = super().loss_terms(batch, output, rows)

@@ -204,14 +204,23 @@ def test_student_checkpoint_references_the_teacher_and_loads_it_back(datamodule,
 def test_changed_teacher_file_is_refused_by_a_referencing_student(datamodule, teacher_ckpt, tmp_path):
     teacher = tmp_path / "teacher.ckpt"
     teacher.write_bytes(teacher_ckpt.read_bytes())
-    module, _ = trained_weights(datamodule, teacher, tmp_path, epochs=1)
+    module, weights = trained_weights(datamodule, teacher, tmp_path, epochs=1)
     path = tmp_path / "student.ckpt"
     module.trainer.save_checkpoint(path)
-    checkpoint = torch.load(teacher, weights_only=True)
+    moved = tmp_path / "moved" / "teacher.ckpt"  # the same teacher elsewhere, passed in the config: its hash matches
+    moved.parent.mkdir()
+    teacher.rename(moved)
+    loaded = DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD,
+                                                     teacher_checkpoint=str(moved))
+    assert all(torch.equal(value, weights[key]) for key, value in loaded.state_dict().items())
+
+    checkpoint = torch.load(moved, weights_only=True)
     checkpoint["state_dict"] = {k: v + 1 for k, v in checkpoint["state_dict"].items()}  # e.g. the teacher retrained
     torch.save(checkpoint, teacher)
+    torch.save(checkpoint, moved)
     with pytest.raises(TeacherCheckpointError, match="has changed since this student was trained"):
-        module.on_load_checkpoint(torch.load(path, weights_only=True))
+        DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD)
     teacher.unlink()
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        module.on_load_checkpoint(torch.load(path, weights_only=True))
+    with pytest.raises(FileNotFoundError, match="references its frozen teacher .* which does not exist"):
+        DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD,
+                                                teacher_checkpoint=str(moved))
