@@ -224,3 +224,18 @@ def test_changed_teacher_file_is_refused_by_a_referencing_student(datamodule, te
     with pytest.raises(FileNotFoundError, match="references its frozen teacher .* which does not exist"):
         DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD,
                                                 teacher_checkpoint=str(moved))
+
+
+def test_teacher_on_full_graph_runs_the_teacher_once_for_all_mini_batches(tmp_path_factory, tmp_path):
+    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(tmp_path_factory.mktemp("hmag_full")), hetero=True, batch_size=32,
+                                num_neighbors=[4, 4])
+    teacher = NodeClassifier(**facts(dm), arch="rgcn", hidden_channels=16, num_layers=2)
+    t = trainer(tmp_path, epochs=1)
+    t.fit(teacher, dm)
+    t.save_checkpoint(tmp_path / "t.ckpt")
+    for full_graph, passes in ((True, 1), (False, 0)):  # sampled batches never go through the cache
+        student = DistillationModule(**facts(dm), teacher_checkpoint=str(tmp_path / "t.ckpt"), distiller=ABKD,
+                                     arch="rgcn", hidden_channels=8, num_layers=2, teacher_on_full_graph=full_graph)
+        trainer(tmp_path, epochs=2).fit(student, dm)
+        assert len(dm.train_dataloader()) > 1 and student.teacher_cache.computed == passes
