@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import statistics
 import sys
@@ -29,7 +30,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI for a newer version
 
@@ -64,7 +64,7 @@ class EpochClock(L.Callback):
         self.starts.append(time.perf_counter())
 
     def epochs(self) -> list[float]:
-        return [b - a for a, b in zip(self.starts[1:], self.starts[2:])]  # the first epoch is a warm-up
+        return [b - a for a, b in itertools.pairwise(self.starts[1:])]  # the first epoch is a warm-up
 
 
 def lightning_epochs(datamodule: NodeDataModule, arch: str, epochs: int, folder: Path | None) -> list[float]:
@@ -107,7 +107,7 @@ def hand_epochs(datamodule: NodeDataModule, arch: str, epochs: int) -> list[floa
             rows = view.split_rows(split)
             float((predictions[rows] == labels[rows]).float().mean())
     starts.append(time.perf_counter())
-    return [b - a for a, b in zip(starts[1:], starts[2:])]
+    return [b - a for a, b in itertools.pairwise(starts[1:])]
 
 
 def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epochs: int, root: Path) -> dict[str, dict[str, float]]:
@@ -129,8 +129,8 @@ def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epo
 
 def markdown(results: dict[str, dict[str, float]], rounds: int, epochs: int) -> str:
     lines = [machine_line(machine()), "",
-             f"One full-batch epoch (train step + validation), median over {rounds} rounds x {epochs - 1} epochs, "
-             f"ratio vs the hand-written loop", "",
+             (f"One full-batch epoch (train step + validation), median over {rounds} rounds x {epochs - 1} epochs, "
+              "ratio vs the hand-written loop"), "",
              "| graph, model | case | epoch ms | x hand loop |", "| --- | --- | ---: | ---: |"]
     for graph, times in results.items():
         for case, seconds in times.items():

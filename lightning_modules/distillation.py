@@ -20,7 +20,6 @@ from graphkd.outputs import GNNOutput
 from graphkd.teacher_cache import FrozenTeacherCache
 from lightning_modules.node_classifier import NodeClassifier
 
-
 TEACHER_REFERENCE_KEY = "teacher_reference"
 """Key of a student checkpoint's ``{"path", "sha256"}`` of its frozen teacher's file (stored instead of its weights)."""
 

@@ -9,7 +9,11 @@ import torch
 from datamodules.ogb import SyntheticMAGDataModule
 from graphkd.distill import ABKD, FitNet, LogitKD
 from graphkd.node_batch import NodeBatch
-from lightning_modules.distillation import TEACHER_REFERENCE_KEY, DistillationModule, TeacherCheckpointError
+from lightning_modules.distillation import (
+    TEACHER_REFERENCE_KEY,
+    DistillationModule,
+    TeacherCheckpointError,
+)
 from lightning_modules.node_classifier import NodeClassifier
 from tests.graph_fixtures import TINY_MAG
 
