@@ -64,7 +64,7 @@ def measure(student_config: Path, teacher_config: Path, synthetic: SyntheticMAGC
     datamodule = SyntheticMAGDataModule(synthetic, root=str(root / "data"), hetero=True)
     with contextlib.redirect_stdout(sys.stderr):
         datamodule.setup("fit")
-    facts = {"num_features": datamodule.num_features, "num_classes": datamodule.num_classes,
+    facts: dict[str, Any] = {"num_features": datamodule.num_features, "num_classes": datamodule.num_classes,
              "graph_info": datamodule.graph_info}
     L.seed_everything(0, verbose=False)
     teacher_bytes = one_epoch(NodeClassifier(**facts, **model_arguments(teacher_config)), datamodule, root / "teacher.ckpt")

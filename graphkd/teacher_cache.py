@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from torch import Tensor, nn
+from torch_geometric.data import Data, HeteroData
 
 from graphkd.outputs import GNNOutput
 
@@ -26,7 +27,7 @@ def fingerprint(tensors: Iterable[Tensor]) -> Fingerprint:
     return tuple((t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, t._version) for t in tensors)
 
 
-def graph_tensors(graph: object) -> list[Tensor]:
+def graph_tensors(graph: Data | HeteroData) -> list[Tensor]:
     """Every tensor of a PyG ``Data``/``HeteroData`` (features, edges, masks, ids), in a fixed order."""
     return [value for store in graph.stores for _, value in sorted(store.items()) if isinstance(value, Tensor)]
 
@@ -45,7 +46,7 @@ class FrozenTeacherCache:
     def clear(self) -> None:
         self._held, self._key, self._output, self._output_versions = [], None, None, ()
 
-    def __call__(self, teacher: nn.Module, graph: object, compute: Callable[[], GNNOutput]) -> GNNOutput:
+    def __call__(self, teacher: nn.Module, graph: Data | HeteroData, compute: Callable[[], GNNOutput]) -> GNNOutput:
         """``compute()`` (the teacher's output on ``graph``), or the cached one if nothing has changed.
 
         The returned :class:`GNNOutput` is a fresh object with a fresh ``hidden`` list over the cached
