@@ -28,6 +28,10 @@ class TeacherCheckpointError(InputError, ValueError):
     """The teacher checkpoint cannot serve this student: the message says why and what to do."""
 
 
+class TeacherOptionError(InputError, ValueError):
+    """A teacher option this run's data cannot honour (e.g. ``teacher_on_full_graph`` without a whole graph)."""
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks; :class:`MissingFileError` if there is no file."""
     file = Path(path)
@@ -183,9 +187,9 @@ class DistillationModule(NodeClassifier):
 
     def _full_graph_teacher(self) -> GNNOutput:
         """The frozen teacher's output on the datamodule's whole graph (moved to this device), computed once."""
-        graph = getattr(getattr(self.trainer, "datamodule", None), "graph", None)
+        graph = getattr(getattr(self._trainer, "datamodule", None), "graph", None)  # no trainer: None
         if graph is None:
-            raise InputError("teacher_on_full_graph needs a datamodule holding the whole graph (its .graph); "
+            raise TeacherOptionError("teacher_on_full_graph needs a datamodule holding the whole graph (its .graph); "
                              "this one has none (e.g. a partitioned graph): set teacher_on_full_graph: false")
 
         def compute() -> GNNOutput:

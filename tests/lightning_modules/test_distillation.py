@@ -13,6 +13,7 @@ from lightning_modules.distillation import (
     TEACHER_REFERENCE_KEY,
     DistillationModule,
     TeacherCheckpointError,
+    TeacherOptionError,
 )
 from lightning_modules.node_classifier import NodeClassifier
 from tests.graph_fixtures import TINY_MAG
@@ -185,6 +186,10 @@ def test_teacher_on_full_graph_gives_full_graph_rows_of_a_mini_batch(datamodule,
         assert torch.equal(output.logits, full.logits[nodes])
         assert all(torch.equal(h, f[nodes]) for h, f in zip(output.hidden, full.hidden, strict=True))
     assert module.teacher_cache.computed == 1  # the full-batch step's pass on the same graph serves every mini-batch
+
+    unattached = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), teacher_on_full_graph=True)
+    with pytest.raises(TeacherOptionError, match="needs a datamodule holding the whole graph"):
+        unattached.teacher_output(NodeBatch.of(sampled_batch(graph, nodes), info))
 
     module.hparams.teacher_on_full_graph = False  # the default: the teacher sees the sampled subgraph only
     sampled = module.teacher_output(NodeBatch.of(sampled_batch(graph, nodes), info))
