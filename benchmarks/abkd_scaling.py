@@ -14,10 +14,14 @@ Measured, each as a ratio against a baseline taken in the same process:
     (``NeighborLoader``, batch 1024, fan-out [25, 20, 10] as ``configs/abkd_mag.yaml``; sampling
     included), and its growth against the smallest graph;
 (b) one training step of each KD method (logit KD, FitNet, ABKD) against a plain student step (task loss
-    only, no teacher) on the same batch: the full middle-size graph and one fixed mini-batch of it;
+    only, no teacher) on the same batch: the full middle-size graph and one fixed mini-batch of it; on the
+    full graph also ABKD with the frozen teacher's outputs cached (``graphkd.teacher_cache``, what
+    ``DistillationModule`` does by default: one teacher pass, reused while graph and weights are unchanged);
 (c) teacher and student full-graph inference (eval, no grad): latency, and peak memory as the largest
     total of live bytes the CPU allocator handed out during one forward pass, read from
     ``torch.profiler``'s allocation records (``profile_memory=True``: every allocation and free, in order).
+
+Without a neighbour sampler (pyg-lib or torch-sparse) the mini-batch cases are skipped and the tables say so.
 
 Timings are medians over repeats after warm-up; the cases being compared (the three sizes too) are timed
 in turn, round after round, so that load from other processes falls on all of them alike.
@@ -41,6 +45,7 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI fo
 
 import torch
 import torch.nn.functional as F
+import torch_geometric.typing
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch_geometric.data import HeteroData
@@ -53,13 +58,17 @@ from graphkd.graph_info import GraphInfo
 from graphkd.models import build_gnn, count_parameters
 from graphkd.node_batch import NodeBatch
 from graphkd.synthetic_mag import SyntheticMAGConfig
+from graphkd.teacher_cache import FrozenTeacherCache
 
 FULL_SIZES = (2000, 8000, 32000)
 QUICK_SIZES = (200, 400, 800)
+SAMPLING = torch_geometric.typing.WITH_PYG_LIB or torch_geometric.typing.WITH_TORCH_SPARSE
+NO_SAMPLING = "skipped: no neighbour sampler (install pyg-lib, or `make setup-sampling` for torch-sparse)"
 BATCH_SIZE = 1024
 NUM_NEIGHBORS = [25, 20, 10]
 TEACHER = {"hidden_channels": 64, "num_layers": 3, "dropout": 0.2}
 STUDENT = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
+CACHED = "ABKD, teacher cached"
 METHODS: dict[str, Callable[[list[int], list[int]], Distiller] | None] = {
     "plain student": None,
     "logit KD": LogitKD,
@@ -104,12 +113,14 @@ class TrainingStep:
     """One optimiser step of a student: task loss, plus a KD method's terms against the frozen teacher.
 
     The same sum as ``lightning_modules.distillation.DistillationModule`` (``distill_nodes='train'``),
-    without Lightning; ``method=None`` is the plain student, which never runs the teacher.
+    without Lightning; ``method=None`` is the plain student, which never runs the teacher. With
+    ``cache_teacher`` the teacher's output comes from a :class:`FrozenTeacherCache`, as in that module.
     """
 
     def __init__(self, datamodule: SyntheticMAGDataModule, teacher: nn.Module, student: nn.Module,
-                 method: Callable[[list[int], list[int]], Distiller] | None) -> None:
+                 method: Callable[[list[int], list[int]], Distiller] | None, cache_teacher: bool = False) -> None:
         self.info = datamodule.graph_info
+        self.cache = FrozenTeacherCache() if cache_teacher else None
         self.teacher, self.student = teacher, student.train()
         self.distiller = method(list(student.layer_dims), list(teacher.layer_dims)) if method else None
         params = list(student.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
@@ -122,7 +133,8 @@ class TrainingStep:
         loss = F.cross_entropy(output.logits[rows], view.labels[rows])
         if self.distiller is not None:
             with torch.no_grad():
-                teacher = view.run(self.teacher)
+                teacher = (self.cache(self.teacher, batch, lambda: view.run(self.teacher)) if self.cache
+                           else view.run(self.teacher))
             target = self.info.hetero.target
             edges = batch[target, "cites", target].edge_index
             terms = self.distiller(output, teacher, DistillContext(mask=rows, edge_index=edges, labels=view.labels))
@@ -176,7 +188,10 @@ def epoch_cases(datamodule: SyntheticMAGDataModule) -> dict[str, Callable[[], ob
     teacher, student = build_models(datamodule)
     full_step = TrainingStep(datamodule, teacher, student, ABKD)
     mini_step = TrainingStep(datamodule, teacher, build_models(datamodule)[1], ABKD)
-    graph, loader = datamodule.graph, datamodule.train_dataloader()
+    graph = datamodule.graph
+    if not SAMPLING:
+        return {"full": lambda: full_step(graph)}
+    loader = datamodule.train_dataloader()
     return {"full": lambda: full_step(graph), "mini": lambda: [mini_step(batch) for batch in loader],
             "sampling": lambda: list(loader)}
 
@@ -184,11 +199,15 @@ def epoch_cases(datamodule: SyntheticMAGDataModule) -> dict[str, Callable[[], ob
 def kd_step_times(datamodule: SyntheticMAGDataModule, repeats: Repeats) -> dict[str, dict[str, float]]:
     """(b) step time of every method on the full graph and on one fixed mini-batch, plus the teacher's forward."""
     results = {}
-    first_batch = next(iter(datamodule.train_dataloader()))
-    for mode, batch in (("full batch", datamodule.graph), ("mini-batch", first_batch)):
+    batches = {"full batch": datamodule.graph}
+    if SAMPLING:
+        batches["mini-batch"] = next(iter(datamodule.train_dataloader()))
+    for mode, batch in batches.items():
         teacher, _ = build_models(datamodule)
         steps = {name: TrainingStep(datamodule, teacher, build_models(datamodule)[1], method)
                  for name, method in METHODS.items()}
+        if mode == "full batch":  # a fixed mini-batch would hit the cache too, which real mini-batches never do
+            steps[CACHED] = TrainingStep(datamodule, teacher, build_models(datamodule)[1], ABKD, cache_teacher=True)
         cases: dict[str, Callable[[], object]] = {name: (lambda step=step: step(batch)) for name, step in steps.items()}
         cases["teacher forward only"] = no_grad_forward(teacher, batch, datamodule.graph_info)
         results[mode] = interleaved_ms(cases, repeats, f"KD steps, {mode}")
@@ -216,13 +235,14 @@ def run(sizes: tuple[int, ...], epoch_repeats: Repeats, step_repeats: Repeats, r
     forward_ms = interleaved_ms(forwards, step_repeats, "(c) inference, all sizes")
     report: dict[str, Any] = {"machine": machine(), "sizes": [], "inference": {}}
     for n, dm in datamodules.items():
-        loader = dm.train_dataloader()
-        report["sizes"].append({
-            "papers": n, "nodes": int(dm.graph.num_nodes), "edges": int(dm.graph.num_edges),
-            "full_batch_epoch_ms": epoch_ms[f"{n}/full"], "mini_batch_epoch_ms": epoch_ms[f"{n}/mini"],
-            "sampling_only_epoch_ms": epoch_ms[f"{n}/sampling"], "mini_batches": len(loader),
-            "sampled_edges_per_batch": statistics.fmean(batch.num_edges for batch in loader),
-        })
+        row = {"papers": n, "nodes": int(dm.graph.num_nodes), "edges": int(dm.graph.num_edges),
+               "full_batch_epoch_ms": epoch_ms[f"{n}/full"]}
+        if SAMPLING:
+            loader = dm.train_dataloader()
+            row.update(mini_batch_epoch_ms=epoch_ms[f"{n}/mini"], sampling_only_epoch_ms=epoch_ms[f"{n}/sampling"],
+                       mini_batches=len(loader),
+                       sampled_edges_per_batch=statistics.fmean(batch.num_edges for batch in loader))
+        report["sizes"].append(row)
         report["inference"][str(n)] = {
             name: {"latency_ms": forward_ms[f"{n}/{name}"],
                    "peak_bytes": float(peak_forward_bytes(model, dm.graph, dm.graph_info)),
@@ -242,27 +262,34 @@ def markdown(report: dict[str, Any]) -> str:
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     base = report["sizes"][0]
     for row in report["sizes"]:
+        mini = (f"| {row['mini_batch_epoch_ms']:.1f} ({row['mini_batches']}) "
+                f"| {row['mini_batch_epoch_ms'] / base['mini_batch_epoch_ms']:.1f} "
+                f"| {row['sampling_only_epoch_ms'] / row['mini_batch_epoch_ms']:.0%} "
+                f"| {row['sampled_edges_per_batch'] / row['edges']:.2f} |") if "mini_batches" in row else "| - | - | - | - |"
         lines.append(
             f"| {row['papers']} | {row['nodes']} | {row['edges']} | {row['edges'] / base['edges']:.1f} "
-            f"| {row['full_batch_epoch_ms']:.1f} | {row['full_batch_epoch_ms'] / base['full_batch_epoch_ms']:.1f} "
-            f"| {row['mini_batch_epoch_ms']:.1f} ({row['mini_batches']}) "
-            f"| {row['mini_batch_epoch_ms'] / base['mini_batch_epoch_ms']:.1f} "
-            f"| {row['sampling_only_epoch_ms'] / row['mini_batch_epoch_ms']:.0%} "
-            f"| {row['sampled_edges_per_batch'] / row['edges']:.2f} |")
+            f"| {row['full_batch_epoch_ms']:.1f} | {row['full_batch_epoch_ms'] / base['full_batch_epoch_ms']:.1f} " + mini)
+    if "mini_batches" not in base:
+        lines.append(f"\nmini-batch epochs {NO_SAMPLING}")
     overhead = report["kd_overhead"]
     lines += ["", f"(b) training step per method, {overhead['papers']} papers, ratio vs the plain student step", "",
               "(x plain w/o teacher: the step minus the teacher's forward, over the plain step)", "",
               "| method | full batch ms | x plain | x plain w/o teacher | one mini-batch ms | x plain "
               "| x plain w/o teacher |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name in METHODS:
+    for name in (*METHODS, CACHED):
         cells = [name]
         for mode in ("full batch", "mini-batch"):
-            times = overhead[mode]
+            times = overhead.get(mode, {})
+            if name not in times:
+                cells += ["-", "-", "-"]
+                continue
             plain, teacher = times["plain student"], times["teacher forward only"]
-            own = (times[name] - teacher) / plain if name != "plain student" else 1.0
+            own = (times[name] - teacher) / plain if name not in ("plain student", CACHED) else times[name] / plain
             cells += [f"{times[name]:.1f}", f"{times[name] / plain:.2f}", f"{own:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    for mode in ("full batch", "mini-batch"):
+    if "mini-batch" not in overhead:
+        lines.append(f"\nmini-batch steps {NO_SAMPLING}")
+    for mode in ("full batch", "mini-batch")[:1 + ("mini-batch" in overhead)]:
         times = overhead[mode]
         lines.append(f"\nteacher forward (no grad), {mode}: {times['teacher forward only']:.1f} ms = "
                      f"{times['teacher forward only'] / times['plain student']:.2f} x the plain student step")

@@ -1,6 +1,8 @@
 """Stage 2: a student GNN trained with the task loss plus a KD method, from a teacher checkpoint."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -8,18 +10,38 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from foundation.checkpoints import UNREADABLE, MissingFileError
+from foundation.checkpoints import UNREADABLE, MissingFileError, load_checkpoint
 from foundation.errors import InputError
 from graphkd.distill import DistillContext, DistillerFactory, LogitKD
 from graphkd.graph_info import GraphInfo
 from graphkd.models import RGCN, count_parameters
 from graphkd.node_batch import NodeBatch
 from graphkd.outputs import GNNOutput
+from graphkd.teacher_cache import FrozenTeacherCache
 from lightning_modules.node_classifier import NodeClassifier
+
+TEACHER_REFERENCE_KEY = "teacher_reference"
+"""Key of a student checkpoint's ``{"path", "sha256"}`` of its frozen teacher's file (stored instead of its weights)."""
 
 
 class TeacherCheckpointError(InputError, ValueError):
     """The teacher checkpoint cannot serve this student: the message says why and what to do."""
+
+
+class TeacherOptionError(InputError, ValueError):
+    """A teacher option this run's data cannot honour (e.g. ``teacher_on_full_graph`` without a whole graph)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks; :class:`MissingFileError` if there is no file."""
+    file = Path(path)
+    if not file.is_file():
+        raise MissingFileError(f"teacher checkpoint {file} does not exist; restore it or fix the path")
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_classifier(path: str | Path, error: type[Exception] = TeacherCheckpointError) -> tuple[NodeClassifier, dict[str, Any]]:
@@ -92,7 +114,16 @@ class DistillationModule(NodeClassifier):
         ce_weight: weight of the student's task loss.
         train_teacher: train the teacher jointly (its own task loss added) instead of freezing it.
         distill_nodes: ``train`` distils on labelled training rows only; ``all`` on every row in the batch.
+        cache_teacher: reuse a frozen (eval-mode) teacher's outputs while the full-batch graph and the teacher's
+            weights are unchanged (computed once, kept on the device); exact: training is bitwise the same as
+            without it. Never used with ``train_teacher``. Off saves the outputs' memory.
+        teacher_on_full_graph: for mini-batches, run the frozen teacher once on the whole graph (where it fits)
+            and give each batch the rows of its nodes (``n_id``). This changes what is distilled: the
+            teacher's full-neighbourhood outputs instead of its outputs on the sampled subgraph.
         student: the student's :class:`NodeClassifier` arguments; its ``num_layers`` is at most the teacher's.
+
+    A frozen teacher is not stored in the student's checkpoints: they hold its file's path and SHA-256
+    (``teacher_reference``), and loading one reads the teacher back from that file, refusing a changed file.
     """
 
     UNSAVED_ARGUMENTS = (*NodeClassifier.UNSAVED_ARGUMENTS, "distiller")
@@ -107,6 +138,8 @@ class DistillationModule(NodeClassifier):
         ce_weight: float = 1.0,
         train_teacher: bool = False,
         distill_nodes: str = "train",
+        cache_teacher: bool = True,
+        teacher_on_full_graph: bool = False,
         **student: Any,
     ) -> None:
         super().__init__(num_features, num_classes, graph_info, **student)
@@ -123,6 +156,8 @@ class DistillationModule(NodeClassifier):
         if isinstance(self.teacher, RGCN):
             self.teacher.freeze_unreachable()
         self.teacher.train(train_teacher)
+        self.teacher_sha256 = "" if train_teacher else file_sha256(teacher_checkpoint)
+        self.teacher_cache = FrozenTeacherCache()
         self.distiller = distiller(list(self.model.layer_dims), list(self.teacher.layer_dims))
 
     def train(self, mode: bool = True) -> DistillationModule:
@@ -133,10 +168,74 @@ class DistillationModule(NodeClassifier):
         return self
 
     def teacher_output(self, batch: NodeBatch) -> GNNOutput:
+        """The teacher's output on ``batch``'s rows: computed here, or a frozen teacher's cached output.
+
+        A trained or train-mode teacher always runs. A frozen eval-mode one is cached on the full graph
+        (``cache_teacher``), and for a mini-batch either runs on the sampled subgraph or, with
+        ``teacher_on_full_graph``, gives the rows of its full-graph output.
+        """
         if self.hparams.train_teacher:
             return batch.run(self.teacher)
         with torch.no_grad():
-            return batch.run(self.teacher)
+            if self.teacher.training:
+                return batch.run(self.teacher)
+            if batch.sampled and self.hparams.teacher_on_full_graph:
+                return self._full_graph_teacher().rows(batch.store.n_id)
+            if batch.sampled or not self.hparams.cache_teacher:
+                return batch.run(self.teacher)
+            return self.teacher_cache(self.teacher, batch.graph, lambda: batch.run(self.teacher))
+
+    def _full_graph_teacher(self) -> GNNOutput:
+        """The frozen teacher's output on the datamodule's whole graph (moved to this device), computed once."""
+        graph = getattr(getattr(self._trainer, "datamodule", None), "graph", None)  # no trainer: None
+        if graph is None:
+            raise TeacherOptionError("teacher_on_full_graph needs a datamodule holding the whole graph (its .graph); "
+                             "this one has none (e.g. a partitioned graph): set teacher_on_full_graph: false")
+
+        def compute() -> GNNOutput:
+            return NodeBatch.of(copy.copy(graph).to(self.device), self.graph_info).run(self.teacher)
+        return self.teacher_cache(self.teacher, graph, compute)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A frozen teacher is referenced (path + SHA-256 of its file), not stored: its weights never change."""
+        if self.hparams.train_teacher:
+            return
+        state = checkpoint["state_dict"]
+        for key in [key for key in state if key.startswith("teacher.")]:
+            del state[key]
+        checkpoint[TEACHER_REFERENCE_KEY] = {"path": str(self.hparams.teacher_checkpoint), "sha256": self.teacher_sha256}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the referenced teacher's weights back into the state dict before Lightning loads it.
+
+        They are this module's own teacher when its file has the referenced SHA-256 (nothing is read), else
+        the referenced file's, if that file still has it. A checkpoint without a reference (a jointly trained
+        teacher, or an older student) holds the weights itself.
+        """
+        reference = checkpoint.get(TEACHER_REFERENCE_KEY)
+        if reference is None:
+            return
+        path, expected = reference["path"], reference["sha256"]
+        if expected == self.teacher_sha256:
+            weights = dict(self.teacher.state_dict())
+        else:
+            if not Path(path).is_file():
+                raise MissingFileError(
+                    f"this student's checkpoint references its frozen teacher {path} (SHA-256 {expected[:16]}...), "
+                    "which does not exist (a relative path is taken from the working directory); put that teacher "
+                    "file back there, or pass it as model.init_args.teacher_checkpoint"
+                )
+            actual = file_sha256(path)
+            if actual != expected:
+                raise TeacherCheckpointError(
+                    f"the teacher file {path} has changed since this student was trained (SHA-256 {actual[:16]}..., "
+                    f"the student's checkpoint references {expected[:16]}...); the checkpoint does not store the "
+                    "frozen teacher, so restore the original teacher file (at that path, or pass it as "
+                    "model.init_args.teacher_checkpoint)"
+                )
+            state = load_checkpoint(path, TeacherCheckpointError, "teacher checkpoint")["state_dict"]
+            weights = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+        checkpoint["state_dict"].update({f"teacher.{key}": value for key, value in weights.items()})
 
     def loss_terms(self, batch: NodeBatch, output: GNNOutput, rows: Tensor) -> dict[str, Tensor]:
         terms = super().loss_terms(batch, output, rows)

@@ -279,6 +279,9 @@ def test_full_batch_abkd_student_resume_is_exact(tmp_path, data_root):
                              "hidden_channels": 8, "num_layers": 2, "dropout": 0.5,
                              "distiller": {"class_path": "graphkd.distill.ABKD"}}}
     kill_resume_and_compare(tmp_path, student, data_root, None)
+    resumed_from = torch.load(tmp_path / "as_killed" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert not any(key.startswith("teacher.") for key in resumed_from["state_dict"])  # the teacher is referenced
+    assert resumed_from["teacher_reference"]["path"] == str(tmp_path / "teacher" / "best.ckpt")
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The distillation module: frozen teacher untouched, clear errors for unusable teachers."""
+"""The distillation module: frozen teacher untouched, computed once and referenced by its checkpoints, clear
+errors for unusable teachers."""
 from __future__ import annotations
 
 import lightning as L
@@ -7,7 +8,13 @@ import torch
 
 from datamodules.ogb import SyntheticMAGDataModule
 from graphkd.distill import ABKD, FitNet, LogitKD
-from lightning_modules.distillation import DistillationModule, TeacherCheckpointError
+from graphkd.node_batch import NodeBatch
+from lightning_modules.distillation import (
+    TEACHER_REFERENCE_KEY,
+    DistillationModule,
+    TeacherCheckpointError,
+    TeacherOptionError,
+)
 from lightning_modules.node_classifier import NodeClassifier
 from tests.graph_fixtures import TINY_MAG
 
@@ -117,3 +124,127 @@ def test_injected_optimizer_trains_the_student_and_the_kd_parameters(datamodule,
     default = NodeClassifier(**facts(datamodule)).configure_optimizers()
     assert isinstance(default, torch.optim.Adam)
     assert (default.defaults["lr"], default.defaults["weight_decay"]) == (0.01, 5e-4)
+
+
+def trained_weights(datamodule, teacher_ckpt, tmp_path, epochs=3, **options):
+    """A seeded ABKD student trained ``epochs`` full-batch epochs; returns the module and its state dict."""
+    L.seed_everything(0, verbose=False)
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), distiller=ABKD,
+                                arch="gcn", hidden_channels=8, num_layers=2, **options)
+    trainer(tmp_path, epochs=epochs).fit(module, datamodule)
+    return module, module.state_dict()
+
+
+def test_cached_teacher_training_equals_uncached_bit_for_bit(datamodule, teacher_ckpt, tmp_path):
+    cached, cached_weights = trained_weights(datamodule, teacher_ckpt, tmp_path / "cached")
+    uncached, uncached_weights = trained_weights(datamodule, teacher_ckpt, tmp_path / "uncached", cache_teacher=False)
+    assert cached.teacher_cache.computed == 1  # three full-batch steps, one teacher pass
+    assert uncached.teacher_cache.computed == 0
+    assert cached_weights.keys() == uncached_weights.keys()
+    assert all(torch.equal(cached_weights[k], uncached_weights[k]) for k in cached_weights)
+
+
+def test_cache_is_not_used_with_a_trained_or_train_mode_teacher(datamodule, teacher_ckpt, tmp_path):
+    joint = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), train_teacher=True,
+                               arch="gcn", hidden_channels=8, num_layers=2)
+    passes = []
+    joint.teacher.register_forward_hook(lambda *_: passes.append(1))
+    trainer(tmp_path, epochs=2).fit(joint, datamodule)
+    assert joint.teacher_cache.computed == 0 and len(passes) == 2  # one teacher pass per training step
+
+    frozen = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), arch="gcn",
+                                hidden_channels=8, num_layers=2)
+    view = NodeBatch.of(datamodule.graph, datamodule.graph_info)
+    frozen.teacher_output(view)
+    assert frozen.teacher_cache.computed == 1
+    frozen.teacher.train()  # e.g. a user's hook: dropout is live, outputs differ per call, nothing is cached
+    frozen.teacher_output(view)
+    frozen.teacher_output(view)
+    assert frozen.teacher_cache.computed == 1
+    frozen.teacher.eval()
+    frozen.teacher_output(view)
+    assert frozen.teacher_cache.computed == 1
+
+
+def sampled_batch(graph, nodes: torch.Tensor):
+    """A stand-in for a ``NeighborLoader`` batch: the subgraph of ``nodes`` (seeds first), with ``n_id`` and ``batch_size``."""
+    sub = graph.subgraph(nodes)
+    sub.n_id, sub.batch_size = nodes, 16
+    return sub
+
+
+def test_teacher_on_full_graph_gives_full_graph_rows_of_a_mini_batch(datamodule, teacher_ckpt, tmp_path):
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), arch="gcn",
+                                hidden_channels=8, num_layers=2, teacher_on_full_graph=True)
+    trainer(tmp_path, epochs=1).fit(module, datamodule)  # attaches the datamodule
+    graph, info = datamodule.graph, datamodule.graph_info
+    with torch.no_grad():
+        full = NodeBatch.of(graph, info).run(module.teacher)
+    for seed in range(3):
+        nodes = torch.randperm(graph.num_nodes, generator=torch.Generator().manual_seed(seed))[:80]
+        output = module.teacher_output(NodeBatch.of(sampled_batch(graph, nodes), info))
+        assert torch.equal(output.logits, full.logits[nodes])
+        assert all(torch.equal(h, f[nodes]) for h, f in zip(output.hidden, full.hidden, strict=True))
+    assert module.teacher_cache.computed == 1  # the full-batch step's pass on the same graph serves every mini-batch
+
+    unattached = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), teacher_on_full_graph=True)
+    with pytest.raises(TeacherOptionError, match="needs a datamodule holding the whole graph"):
+        unattached.teacher_output(NodeBatch.of(sampled_batch(graph, nodes), info))
+
+    module.hparams.teacher_on_full_graph = False  # the default: the teacher sees the sampled subgraph only
+    sampled = module.teacher_output(NodeBatch.of(sampled_batch(graph, nodes), info))
+    assert not torch.allclose(sampled.logits, full.logits[nodes])
+
+
+def test_student_checkpoint_references_the_teacher_and_loads_it_back(datamodule, teacher_ckpt, tmp_path):
+    module, weights = trained_weights(datamodule, teacher_ckpt, tmp_path, epochs=1)
+    path = tmp_path / "student.ckpt"
+    module.trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert not any(key.startswith("teacher.") for key in checkpoint["state_dict"])
+    assert checkpoint[TEACHER_REFERENCE_KEY]["path"] == str(teacher_ckpt)
+    assert len(checkpoint[TEACHER_REFERENCE_KEY]["sha256"]) == 64
+
+    loaded = DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD)
+    assert loaded.state_dict().keys() == weights.keys()
+    assert all(torch.equal(value, weights[key]) for key, value in loaded.state_dict().items())
+
+
+def test_changed_teacher_file_is_refused_by_a_referencing_student(datamodule, teacher_ckpt, tmp_path):
+    teacher = tmp_path / "teacher.ckpt"
+    teacher.write_bytes(teacher_ckpt.read_bytes())
+    module, weights = trained_weights(datamodule, teacher, tmp_path, epochs=1)
+    path = tmp_path / "student.ckpt"
+    module.trainer.save_checkpoint(path)
+    moved = tmp_path / "moved" / "teacher.ckpt"  # the same teacher elsewhere, passed in the config: its hash matches
+    moved.parent.mkdir()
+    teacher.rename(moved)
+    loaded = DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD,
+                                                     teacher_checkpoint=str(moved))
+    assert all(torch.equal(value, weights[key]) for key, value in loaded.state_dict().items())
+
+    checkpoint = torch.load(moved, weights_only=True)
+    checkpoint["state_dict"] = {k: v + 1 for k, v in checkpoint["state_dict"].items()}  # e.g. the teacher retrained
+    torch.save(checkpoint, teacher)
+    torch.save(checkpoint, moved)
+    with pytest.raises(TeacherCheckpointError, match="has changed since this student was trained"):
+        DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD)
+    teacher.unlink()
+    with pytest.raises(FileNotFoundError, match="references its frozen teacher .* which does not exist"):
+        DistillationModule.load_from_checkpoint(path, graph_info=datamodule.graph_info, distiller=ABKD,
+                                                teacher_checkpoint=str(moved))
+
+
+def test_teacher_on_full_graph_runs_the_teacher_once_for_all_mini_batches(tmp_path_factory, tmp_path):
+    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    dm = SyntheticMAGDataModule(TINY_MAG, root=str(tmp_path_factory.mktemp("hmag_full")), hetero=True, batch_size=32,
+                                num_neighbors=[4, 4])
+    teacher = NodeClassifier(**facts(dm), arch="rgcn", hidden_channels=16, num_layers=2)
+    t = trainer(tmp_path, epochs=1)
+    t.fit(teacher, dm)
+    t.save_checkpoint(tmp_path / "t.ckpt")
+    for full_graph, passes in ((True, 1), (False, 0)):  # sampled batches never go through the cache
+        student = DistillationModule(**facts(dm), teacher_checkpoint=str(tmp_path / "t.ckpt"), distiller=ABKD,
+                                     arch="rgcn", hidden_channels=8, num_layers=2, teacher_on_full_graph=full_graph)
+        trainer(tmp_path, epochs=2).fit(student, dm)
+        assert len(dm.train_dataloader()) > 1 and student.teacher_cache.computed == passes
