@@ -44,12 +44,10 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_classifier(path: str | Path, error: type[Exception] = TeacherCheckpointError) -> tuple[NodeClassifier, dict[str, Any]]:
-    """The :class:`NodeClassifier` of a teacher's (or a distilled student's) Lightning checkpoint, and its hyper-parameters.
+def read_checkpoint(path: str | Path, error: type[Exception] = TeacherCheckpointError) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A NodeClassifier's Lightning checkpoint and its hyper-parameters, read with ``weights_only=True`` (no code runs).
 
-    The network is rebuilt from the checkpoint's hyper-parameters and gets its ``model.*`` weights, so a
-    student's checkpoint gives the student. The file is read with ``weights_only=True`` (no code runs);
-    every way it can be unusable raises ``error`` (a missing file :class:`MissingFileError`).
+    Every way the file can be unusable raises ``error`` (a missing file :class:`MissingFileError`).
     """
     file = Path(path)
     if not file.is_file():
@@ -62,36 +60,58 @@ def read_classifier(path: str | Path, error: type[Exception] = TeacherCheckpoint
     if not isinstance(hparams, dict) or "state_dict" not in checkpoint or not {"arch", "graph_info"} <= set(hparams):
         raise error(f"{file} is not a NodeClassifier checkpoint: it lacks its architecture hyper-parameters; "
                     "pass the .ckpt written by a teacher run")
+    return checkpoint, hparams
+
+
+def build_classifier(path: str | Path, checkpoint: dict[str, Any], hparams: dict[str, Any],
+                     error: type[Exception] = TeacherCheckpointError) -> NodeClassifier:
+    """The network a checkpoint's hyper-parameters describe, with the checkpoint's ``model.*`` weights."""
+    try:
+        graph_info = GraphInfo.from_dict(hparams["graph_info"])
+    except (KeyError, TypeError, ValueError) as failure:
+        raise error(f"{path} holds an incomplete graph_info hyper-parameter ({type(failure).__name__}: {failure}); "
+                    "pass the .ckpt written by a teacher run of this framework") from failure
     names = set(inspect.signature(NodeClassifier.__init__).parameters) - {"self", "graph_info"}
-    classifier = NodeClassifier(graph_info=GraphInfo.from_dict(hparams["graph_info"]),
-                                **{k: hparams[k] for k in names if k in hparams})
+    classifier = NodeClassifier(graph_info=graph_info, **{k: hparams[k] for k in names if k in hparams})
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     try:
         classifier.load_state_dict(weights, strict=True)
     except RuntimeError as failure:
         raise error(
-            f"the weights in {file} do not match the architecture its hyper-parameters describe "
+            f"the weights in {path} do not match the architecture its hyper-parameters describe "
             f"({hparams['arch']}, {hparams['num_layers']} layers x {hparams['hidden_channels']}): {str(failure)[:400]}"
         ) from failure
-    return classifier, hparams
+    return classifier
+
+
+def read_classifier(path: str | Path, error: type[Exception] = TeacherCheckpointError) -> tuple[NodeClassifier, dict[str, Any]]:
+    """The :class:`NodeClassifier` of a teacher's (or a distilled student's) Lightning checkpoint, and its hyper-parameters.
+
+    The network is rebuilt from the checkpoint's hyper-parameters and gets its ``model.*`` weights, so a
+    student's checkpoint gives the student.
+    """
+    checkpoint, hparams = read_checkpoint(path, error)
+    return build_classifier(path, checkpoint, hparams, error), hparams
 
 
 def load_teacher(path: str, num_features: int, num_classes: int, graph_info: GraphInfo) -> NodeClassifier:
-    """Rebuild a :class:`NodeClassifier` from its Lightning checkpoint, checking it fits this dataset."""
+    """Rebuild a :class:`NodeClassifier` from its Lightning checkpoint, checking first that it fits this dataset."""
     if not path:
         raise TeacherCheckpointError(
             "teacher_checkpoint is empty: train a teacher first (e.g. python main.py fit --config configs/abkd_demo_teacher.yaml) "
             "and pass its .ckpt file as model.init_args.teacher_checkpoint"
         )
-    teacher, hparams = read_classifier(path)
+    checkpoint, hparams = read_checkpoint(path)
     if "teacher_checkpoint" in hparams:
         raise TeacherCheckpointError(f"{path} is a distilled student's checkpoint, not a teacher's; "
                                      "pass the .ckpt written by a teacher run")
-    if hparams["num_features"] != num_features or hparams["num_classes"] != num_classes:
+    if hparams.get("num_features") != num_features or hparams.get("num_classes") != num_classes:
+        dataset = hparams["graph_info"].get("dataset") if isinstance(hparams["graph_info"], dict) else None
         raise TeacherCheckpointError(
-            f"teacher {path} was trained on {teacher.graph_info.dataset} with {hparams['num_features']} features "
-            f"and {hparams['num_classes']} classes, but this data has {num_features} features and {num_classes} classes"
+            f"teacher {path} was trained on {dataset} with {hparams.get('num_features')} features "
+            f"and {hparams.get('num_classes')} classes, but this data has {num_features} features and {num_classes} classes"
         )
+    teacher = build_classifier(path, checkpoint, hparams)
     if (teacher.graph_info.hetero is None) != (graph_info.hetero is None):
         raise TeacherCheckpointError(f"teacher {path} and the data disagree on heterogeneity (hetero graph vs homogeneous)")
     return teacher
