@@ -268,7 +268,12 @@ def build_gnn(
 
     ``hetero`` (the graph's schema) is required for ``rgcn`` and refused by the others.
     ``arch_options`` are further keyword arguments of the architecture (e.g. GCNII's ``alpha``).
+    Options out of range are refused here, before any data is touched.
     """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}: it is the probability of zeroing a feature")
+    if num_layers < 1 or hidden_channels < 1:
+        raise ValueError(f"num_layers and hidden_channels must be at least 1, got {num_layers} and {hidden_channels}")
     if arch == "rgcn":
         if norm:
             raise ValueError("arch 'rgcn' has no norm option; set norm: false")

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from tests.datamodules.test_planetoid import copy_planetoid
 from tests.graph_fixtures import TINY_MAG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +73,15 @@ def test_key_typo_in_a_yaml_suggests_the_nearest_key(tmp_path):
 def test_wrong_type_names_the_option_and_the_value():
     done = run_main("fit", "--config", "configs/cora_teacher.yaml", "--trainer.max_epochs", "ten")
     assert_one_error_line(done, "trainer.max_epochs", "int", "'ten'")
+
+
+def test_out_of_range_option_is_refused_before_any_work(shared_assets, tmp_path):
+    copy_planetoid(shared_assets, tmp_path / "data", "Cora")
+    done = run_main("fit", "--config", "configs/cora_teacher.yaml", "--model.init_args.dropout", "1.5",
+                    "--data.init_args.root", str(tmp_path / "data"), "--checkpoint.dirpath", str(tmp_path / "ckpt"),
+                    "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"))
+    assert_one_error_line(done, "dropout must be in [0, 1)", "1.5")
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "ckpt").exists()  # refused before anything is written
 
 
 def test_missing_data_folder_says_which_files_to_copy(tmp_path):

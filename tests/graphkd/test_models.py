@@ -81,3 +81,11 @@ def test_sparse_csr_features_give_the_dense_result():
     dropped = feature_dropout(x.to_sparse_csr(), 0.5, training=True).to_dense()
     assert set(torch.unique(dropped).tolist()) <= {0.0, 2.0}  # kept entries rescaled by 1 / (1 - p), zeros stay zero
     assert ((dropped != 0) <= (x != 0)).all()
+
+
+@pytest.mark.parametrize("options, named", [({"dropout": 1.5}, "dropout must be in"), ({"dropout": -0.1}, "dropout must be in"),
+                                             ({"num_layers": 0}, "at least 1")])
+def test_out_of_range_options_are_refused(options, named):
+    arguments = {"arch": "gcn", "in_channels": 4, "hidden_channels": 8, "out_channels": 3, "num_layers": 2} | options
+    with pytest.raises(ValueError, match=named):
+        build_gnn(**arguments)
