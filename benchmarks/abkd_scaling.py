@@ -28,7 +28,6 @@ in turn, round after round, so that load from other processes falls on all of th
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -51,7 +50,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch_geometric.data import HeteroData
 from tqdm import tqdm
 
-from benchmarks.machine import machine, machine_line, write_json
+from benchmarks.machine import benchmark_parser, machine, machine_line, use_threads, write_json
 from datamodules.ogb import SyntheticMAGDataModule
 from graphkd.distill import ABKD, DistillContext, Distiller, FitNet, LogitKD
 from graphkd.graph_info import GraphInfo
@@ -316,17 +315,15 @@ def check_finite(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help=f"graphs of {QUICK_SIZES} papers, 1 run each: a smoke test")
     parser.add_argument("--runs", type=int, default=5, help="timed repeats of every step / inference case")
     parser.add_argument("--epoch-runs", type=int, default=3, help="timed repeats of every epoch case")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.epoch_runs < 1:
         parser.error(f"--runs and --epoch-runs must be at least 1, got {args.runs} and {args.epoch_runs}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     epoch_repeats = Repeats(0, 1) if args.quick else Repeats(1, args.epoch_runs)
     step_repeats = Repeats(1, 2) if args.quick else Repeats(2, args.runs)

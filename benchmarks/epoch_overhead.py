@@ -20,7 +20,6 @@ the median over all counted epochs. Cora: the ``ind.cora.*`` files of ``../share
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import os
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from benchmarks.gcnii_epoch import load_cora
-from benchmarks.machine import ASSETS, machine, machine_line
+from benchmarks.machine import benchmark_parser, machine, machine_line, use_threads
 from datamodules.graph import NodeDataModule
 from datamodules.ogb import SyntheticMAGDataModule
 from datamodules.pyg_dataset import PyGDataModule
@@ -139,19 +138,15 @@ def markdown(results: dict[str, dict[str, float]], rounds: int, epochs: int) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, planetoid=True)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every case")
     parser.add_argument("--epochs", type=int, default=21, help="epochs per fit (the first is not counted)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--planetoid", type=Path, default=ASSETS / "graphs" / "planetoid",
-                        help="folder with the ind.cora.* files")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.epochs < 3:
         parser.error(f"--rounds must be at least 1 and --epochs at least 3, got {args.rounds} and {args.epochs}")
     if not (args.planetoid / "ind.cora.graph").is_file():
         parser.error(f"no ind.cora.* files in {args.planetoid}; pass --planetoid")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="epoch_overhead_") as folder:
         root = Path(folder)
         load_cora(args.planetoid, root / "pyg")

@@ -15,7 +15,6 @@ each number is the median over rounds after warm-up rounds. Cora: the ``ind.cora
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Data
 
-from benchmarks.machine import ASSETS, machine, machine_line, publish
+from benchmarks.machine import benchmark_parser, machine, machine_line, publish, use_threads
 from datamodules.pyg_dataset import PyGDataModule
 from graphkd.models import build_gnn, count_parameters
 from graphkd.parameter_groups import optimizer_groups
@@ -98,16 +97,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, planetoid=True)
     parser.add_argument("--runs", type=int, default=10, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--planetoid", type=Path, default=ASSETS / "graphs" / "planetoid",
-                        help="folder with the ind.cora.* files")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     if not (args.planetoid / "ind.cora.graph").is_file():
         parser.error(f"no ind.cora.* files in {args.planetoid}; pass --planetoid")
     with tempfile.TemporaryDirectory() as workdir:

@@ -1,6 +1,7 @@
 """What every timing script shares: the machine it ran on, as data and as a header line, and its JSON output."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,22 @@ from typing import Any
 import torch
 
 ASSETS = Path(os.environ.get("SHARED_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+
+
+def benchmark_parser(description: str | None, planetoid: bool = False) -> argparse.ArgumentParser:
+    """The options every timing script has: ``--threads`` (and, for the Cora ones, ``--planetoid``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    if planetoid:
+        parser.add_argument("--planetoid", type=Path, default=ASSETS / "graphs" / "planetoid",
+                            help="folder with the ind.cora.* files")
+    return parser
+
+
+def use_threads(threads: int) -> None:
+    """Run torch on ``threads`` CPU threads (0 keeps torch's own choice)."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def machine() -> dict[str, Any]:

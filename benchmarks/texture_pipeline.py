@@ -18,7 +18,6 @@ absent the script says so and exits without measuring.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
 import statistics
@@ -32,12 +31,11 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from app import photo_to_mesh as job
-from benchmarks.machine import ASSETS, machine, machine_line, publish
+from benchmarks.machine import ASSETS, benchmark_parser, machine, machine_line, publish, use_threads
 from facetex.face3d import texture
 from facetex.face3d.detector import FaceDetector
 from facetex.face3d.pipeline import AssetPaths
@@ -197,20 +195,18 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PHOTO} at UV {QUICK_SIZE} only: a smoke test")
     parser.add_argument("--assets", type=Path, default=ASSETS, help="folder laid out like shared/assets")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(FULL_SIZES), help="UV texture sides")
     parser.add_argument("--face-model", choices=("sfm", "bfm"), default="sfm")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
     photos = find_photos(args.assets / "faces")
     if not photos:
         print(f"skipped: no photos in {args.assets / 'faces'} (pass --assets or set SHARED_ASSETS)", file=sys.stderr)
         return None
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     assets = AssetPaths.from_folder(args.assets)
     if args.quick:
         photos, sizes = [p for p in photos if p.name == QUICK_PHOTO] or photos[:1], (QUICK_SIZE,)
