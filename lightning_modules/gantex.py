@@ -84,7 +84,8 @@ def check_same_generator(path: str, stored: dict[str, Tensor], generator: nn.Mod
 
 
 def load_encoder(path: str, generator: nn.Module) -> tuple[WPlusEncoder, Tensor]:
-    """The eval-mode ReStyle encoder and its ``latent_avg (1, style_dim)`` from a GANEncoderModule checkpoint.
+    """The eval-mode ReStyle encoder and its ``latent_avg (1, style_dim)`` from a GANEncoderModule checkpoint, or
+    the encoder and ``latent_avg`` of an official ReStyle / pSp / e4e file (``facetex.gan.restyle_checkpoint``).
 
     Built from the checkpoint's state dict and hyper-parameters, so the generator, LPIPS and ArcFace files
     used in training are not needed. Raises ``EncoderCheckpointError`` when the encoder's W+ shape, the
