@@ -35,6 +35,7 @@ from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, load_generator, seeded_
 from facetex.gan.encoder import ReStyleEncoder
 from facetex.gan.multiview import MultiViewConfig, MultiViewPipeline, MultiViewResult
 from facetex.gan.pose_walk import load_boundary
+from facetex.gan.psp_encoders import WPlusEncoder
 from facetex.gan.restyle_checkpoint import is_encoder_checkpoint, restyle_encoder_from_checkpoint
 from facetex.gan.stylegan2 import DEFAULT_BLUR_KERNEL
 from foundation.checkpoints import load_checkpoint
@@ -82,8 +83,9 @@ def check_same_generator(path: str, stored: dict[str, Tensor], generator: nn.Mod
             f"(generator_path / random_generator and seed) or {TRAIN_ENCODER_HINT}")
 
 
-def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tensor]:
-    """The eval-mode ReStyle encoder and its ``latent_avg (1, style_dim)`` from a GANEncoderModule checkpoint.
+def load_encoder(path: str, generator: nn.Module) -> tuple[WPlusEncoder, Tensor]:
+    """The eval-mode ReStyle encoder and its ``latent_avg (1, style_dim)`` from a GANEncoderModule checkpoint, or
+    the encoder and ``latent_avg`` of an official ReStyle / pSp / e4e file (``facetex.gan.restyle_checkpoint``).
 
     Built from the checkpoint's state dict and hyper-parameters, so the generator, LPIPS and ArcFace files
     used in training are not needed. Raises ``EncoderCheckpointError`` when the encoder's W+ shape, the
@@ -93,7 +95,7 @@ def load_encoder(path: str, generator: nn.Module) -> tuple[ReStyleEncoder, Tenso
         raise FileNotFoundError(f"encoder checkpoint {path!r} not found; {TRAIN_ENCODER_HINT}")
     with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):  # official ReStyle files' opts hold paths
         checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
-    if is_encoder_checkpoint(checkpoint):  # an official ReStyle release (restyle_e4e_ffhq.pt, ...)
+    if is_encoder_checkpoint(checkpoint):  # an official ReStyle / pSp / e4e release (restyle_e4e_ffhq.pt, ...)
         return restyle_encoder_from_checkpoint(checkpoint, path, generator)
     checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
     state, hparams = checkpoint.get("state_dict") or {}, checkpoint.get("hyper_parameters") or {}
@@ -156,8 +158,8 @@ class GANTex(L.LightningModule):
         face_model: ``"sfm"`` or ``"bfm"`` (BFM mean face, pose only).
         multiview: the views, inversion (``inversion: null``: no optimisation, needs an encoder), pivotal tuning
             (``pti: null`` skips it), geometry and texture settings of the pipeline.
-        encoder_checkpoint: a ``GANEncoderModule`` checkpoint, or an official ReStyle .pt (also given as the
-            generator; its n_iters_per_batch replaces the default ``multiview.encoder_steps``), whose ReStyle
+        encoder_checkpoint: a ``GANEncoderModule`` checkpoint, or an official ReStyle / pSp / e4e .pt (also given as
+            the generator; its n_iters_per_batch, 1 for pSp / e4e, replaces the default ``multiview.encoder_steps``), whose
             encoder (trained against this generator) inverts the photo first; empty for optimisation alone.
         seed: seeds the random generator/boundary and the inversion's noise.
         skip_photos_without_face: log and skip such photos (True) or raise ``NoFaceError`` (False).

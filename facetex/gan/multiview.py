@@ -52,10 +52,11 @@ from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture
 from facetex.face3d.render import Rerender, render_turntable, rerender
 from facetex.face3d.texture import FusionConfig, TexelSource
 from facetex.gan.align import ALIGNMENT_CROP_POLICY, AlignedFace, align_face, apply_transform
-from facetex.gan.encoder import ReStyleEncoder, as_w_plus
+from facetex.gan.encoder import as_w_plus
 from facetex.gan.inversion import InversionConfig, PTIConfig, invert, pivotal_tuning
 from facetex.gan.inversion import psnr as reconstruction_psnr
 from facetex.gan.pose_walk import apply_walk, calibrate
+from facetex.gan.psp_encoders import WPlusEncoder
 from foundation.errors import InputError
 
 LandmarksSource = Literal["views", "photo"]
@@ -245,7 +246,7 @@ class MultiViewPipeline(nn.Module):
 
     def __init__(self, generator: nn.Module, boundary: Tensor, detector: FaceDetector, regressor: nn.Module,
                  model: MorphableModel, config: MultiViewConfig = MultiViewConfig(),
-                 encoder: ReStyleEncoder | None = None, latent_avg: Tensor | None = None) -> None:
+                 encoder: WPlusEncoder | None = None, latent_avg: Tensor | None = None) -> None:
         super().__init__()
         if model.uv is None:
             raise ValueError("the face model has no texture coordinates; load it with its UV file")
@@ -380,7 +381,7 @@ class MultiViewPipeline(nn.Module):
         return rerender(images, reconstruction, self.model)
 
 
-def _check_encoder(generator: nn.Module, config: MultiViewConfig, encoder: ReStyleEncoder | None,
+def _check_encoder(generator: nn.Module, config: MultiViewConfig, encoder: WPlusEncoder | None,
                    latent_avg: Tensor | None) -> None:
     """Raise ``ValueError`` unless the encoder, its average latent and the inversion settings fit together."""
     if (encoder is None) != (latent_avg is None):

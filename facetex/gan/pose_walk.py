@@ -50,29 +50,52 @@ def _unit_rows(direction: Tensor, source: str) -> Tensor:
     return torch.where(norms > 0, direction / norms.clamp_min(torch.finfo(torch.float32).tiny), direction)
 
 
-def load_boundary(path: str | Path) -> Tensor:
+def _ganspace_component(path: Path, component: int | None) -> Tensor:
+    """Row ``component`` of a GANSpace ``.npz``'s ``lat_comp`` ``(K, 1, D)`` (PCA axes in W) as ``(1, D)``."""
+    with np.load(path, allow_pickle=False) as archive:
+        if "lat_comp" not in archive.files:
+            raise BoundaryFileError(f"{str(path)!r} has no 'lat_comp' array (found {sorted(archive.files)}); expected "
+                                    "a GANSpace components file (lat_comp, lat_mean, lat_stdev)")
+        components = np.asarray(archive["lat_comp"], dtype=np.float32)
+    components = components.reshape(components.shape[0], -1) if components.ndim == 3 else components
+    if components.ndim != 2:
+        raise BoundaryFileError(f"{str(path)!r}: lat_comp has shape {components.shape}; expected (K, 1, D) or (K, D)")
+    if component is None or not 0 <= component < components.shape[0]:
+        raise BoundaryFileError(f"{str(path)!r} holds {components.shape[0]} GANSpace components; choose the pose one "
+                                f"with component=k, 0 <= k < {components.shape[0]} (got {component})")
+    return torch.from_numpy(components[component : component + 1])
+
+
+def load_boundary(path: str | Path, component: int | None = None) -> Tensor:
     """Read a pose boundary as a ``(1, style_dim)`` or ``(n_latent, style_dim)`` unit-norm float32 tensor.
 
     Accepts InterFaceGAN's ``.npy`` (``(1, 512)`` float64 or float32, e.g. ``stylegan_ffhq_pose_w_boundary.npy``
-    or 3D-GANTex's ``pose_boundary.npy``; a flat ``(512,)`` is read as one row) and e4e's
+    or 3D-GANTex's ``pose_boundary.npy``; a flat ``(512,)`` is read as one row), e4e's
     ``.pt``/``.pth`` tensors (``editings/interfacegan_directions/pose.pt`` is ``(1, 18, 512)``, one direction
     per W+ row, saved on CUDA; ``age.pt``/``smile.pt`` are ``(1, 512)``; ``(18, 512)`` too), read onto the CPU
-    whatever device they were saved from. Each non-zero row is scaled to unit norm so that a strength
-    means the same distance for every row.
+    whatever device they were saved from, and GANSpace's components ``.npz`` (``lat_comp`` ``(K, 1, 512)``), of
+    which ``component`` picks one (SeFa's closed-form directions come from ``facetex.gan.sefa.sefa_boundary``).
+    Each non-zero row is scaled to unit norm so that a strength means the same distance for every row.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"boundary file {str(path)!r} not found; pass the path of an InterFaceGAN .npy "
-                                "(e.g. stylegan_ffhq_pose_w_boundary.npy) or an e4e direction .pt (e.g. pose.pt)")
+                                "(e.g. stylegan_ffhq_pose_w_boundary.npy), an e4e direction .pt (e.g. pose.pt) or a "
+                                "GANSpace components .npz")
     suffix = path.suffix.lower()
+    if component is not None and suffix != ".npz":
+        raise BoundaryFileError(f"{str(path)!r} holds one direction; component={component} only picks among the "
+                                "components of a GANSpace .npz")
     try:
-        if suffix == ".npy":
+        if suffix == ".npz":
+            direction = _ganspace_component(path, component)
+        elif suffix == ".npy":
             direction = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
         elif suffix in (".pt", ".pth"):
             direction = load_checkpoint(path, BoundaryFileError, "e4e direction tensor (.pt)")
         else:
-            raise BoundaryFileError(f"{str(path)!r}: unknown boundary format {suffix!r}; use .npy (InterFaceGAN) "
-                                    "or .pt (e4e)")
+            raise BoundaryFileError(f"{str(path)!r}: unknown boundary format {suffix!r}; use .npy (InterFaceGAN), "
+                                    ".pt (e4e) or .npz (GANSpace)")
     except BoundaryFileError:
         raise
     except Exception as error:  # numpy and torch raise many types for damaged files

@@ -9,9 +9,11 @@ releases, NVlabs' StyleGAN3 layout for stylegan3-editing's), ``latent_avg`` the 
 
 Everything is read with ``weights_only`` (only tensors, plain containers, ``argparse.Namespace`` and
 ``pathlib`` paths). Encoder and decoder load strictly; the encoder's body stages, input size and heads
-are read off the tensors' names and shapes. pSp's and e4e's own (non-ReStyle) checkpoints hold a
-feature-pyramid encoder (``GradualStyleEncoder`` / ``Encoder4Editing``), refused with a message naming it;
-their decoder still loads through :func:`facetex.gan.checkpoints.load_generator`.
+are read off the tensors' names and shapes. pSp's and e4e's own checkpoints (``psp_ffhq_encode.pt``,
+``e4e_ffhq_encode.pt``) are saved the same way but hold a one-pass feature-pyramid encoder
+(``GradualStyleEncoder`` / ``Encoder4Editing``, :mod:`facetex.gan.psp_encoders`), loaded strictly too, with one
+iteration. pSp's other heads (``BackboneEncoderUsingLastLayerIntoW(Plus)``) are refused with a message naming
+them; their decoder still loads through :func:`facetex.gan.checkpoints.load_generator`.
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ from facetex.gan import stylegan2, stylegan3
 from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, infer_generator_config
 from facetex.gan.encoder import ReStyleEncoder, Stage, as_w_plus
 from facetex.gan.nvlabs_api import NVlabsStyleGAN2
+from facetex.gan.psp_encoders import FeaturePyramidEncoder, WPlusEncoder
 from foundation.checkpoints import CheckpointError, MissingFileError, load_checkpoint
 
 RESTYLE_ENCODERS = {"BackboneEncoder": False, "ProgressiveBackboneEncoder": True}  # name -> progressive heads
+PYRAMID_ENCODERS = {"GradualStyleEncoder": False, "Encoder4Editing": True}  # pSp's / e4e's own, one pass
 RESTYLE_INFERENCE_ITERATIONS = 5  # restyle-encoder's test_options default, for an ``opts`` without the count
 Decoder = stylegan2.Generator | stylegan3.Generator
 
@@ -43,10 +47,10 @@ class ReStyleCheckpointError(CheckpointError):
 
 @dataclass(frozen=True)
 class ReStyleCheckpoint:
-    """An official ReStyle release: the eval-mode encoder and decoder, ``latent_avg`` (1, n_latent, D) and the
-    number of refinement steps (``opts.n_iters_per_batch``)."""
+    """An official ReStyle / pSp / e4e release: the eval-mode encoder and decoder, ``latent_avg`` (1, n_latent, D)
+    and the number of refinement steps (ReStyle's ``opts.n_iters_per_batch``; 1 for pSp's and e4e's own)."""
 
-    encoder: ReStyleEncoder
+    encoder: WPlusEncoder
     decoder: Decoder
     latent_avg: Tensor
     iterations: int
@@ -164,26 +168,37 @@ def encoder_stages(state: Mapping[str, Tensor], where: str) -> tuple[list[Stage]
     return [tuple(stage) for stage in stages], 2 ** (len(stages) + head_convs)  # type: ignore[misc]
 
 
-def build_encoder(state: Mapping[str, Tensor], encoder_type: str, where: str) -> ReStyleEncoder:
-    """Our ``ReStyleEncoder`` with the official ``encoder.*`` tensors loaded strictly, in eval mode."""
-    if any(key.startswith(("latlayer", "output_layer_")) for key in state) or encoder_type not in RESTYLE_ENCODERS:
+def build_encoder(state: Mapping[str, Tensor], encoder_type: str, where: str) -> WPlusEncoder:
+    """Our encoder with the official ``encoder.*`` tensors loaded strictly, in eval mode.
+
+    ReStyle's ``BackboneEncoder`` / ``ProgressiveBackboneEncoder`` give a :class:`ReStyleEncoder` (6 input channels),
+    pSp's ``GradualStyleEncoder`` and e4e's ``Encoder4Editing`` a :class:`FeaturePyramidEncoder` (3 channels).
+    """
+    if encoder_type not in RESTYLE_ENCODERS and encoder_type not in PYRAMID_ENCODERS:
         raise ReStyleCheckpointError(
-            f"{where} holds a {encoder_type or 'feature-pyramid'} encoder (pSp's GradualStyleEncoder / e4e's "
-            f"Encoder4Editing or a ResNet backbone); only ReStyle's IR-SE {' / '.join(RESTYLE_ENCODERS)} are "
-            "supported: use e.g. restyle_pSp_ffhq.pt / restyle_e4e_ffhq.pt (its decoder alone loads as a generator)")
-    if int(state["input_layer.0.weight"].shape[1]) != 6:
-        raise ReStyleCheckpointError(f"the encoder in {where} reads {state['input_layer.0.weight'].shape[1]} channels, "
-                                     "not ReStyle's 6 (image and reconstruction); it is not a ReStyle encoder")
+            f"{where} holds a {encoder_type or 'nameless'} encoder (opts['encoder_type']); supported are ReStyle's "
+            f"{' / '.join(RESTYLE_ENCODERS)} and pSp's / e4e's {' / '.join(PYRAMID_ENCODERS)} on an IR-SE body: use "
+            "e.g. psp_ffhq_encode.pt, e4e_ffhq_encode.pt or restyle_e4e_ffhq.pt (its decoder alone loads as a generator)")
+    pyramid = encoder_type in PYRAMID_ENCODERS
+    channels = 3 if pyramid else 6
     stages, input_size = encoder_stages(state, where)
+    if int(state["input_layer.0.weight"].shape[1]) != channels:
+        raise ReStyleCheckpointError(
+            f"the {encoder_type} in {where} reads {state['input_layer.0.weight'].shape[1]} channels, not "
+            f"{'a photo' if pyramid else 'ReStyle'}'s {channels}; only encoders of photos (psp_ffhq_encode.pt, not "
+            "sketch or segmentation models) invert them")
     n_latent = sum(1 for key in state if re.fullmatch(r"styles\.\d+\.linear\.weight", key))
     style_dim = int(state["styles.0.linear.weight"].shape[0])
-    encoder = ReStyleEncoder(n_latent, style_dim, input_size=input_size, stages=stages,
-                             progressive=RESTYLE_ENCODERS[encoder_type], reconstruction_resize="area")
+    encoder: WPlusEncoder
+    if pyramid:
+        encoder = FeaturePyramidEncoder(n_latent, style_dim, stages, input_size, PYRAMID_ENCODERS[encoder_type])
+    else:
+        encoder = ReStyleEncoder(n_latent, style_dim, input_size=input_size, stages=stages,
+                                 progressive=RESTYLE_ENCODERS[encoder_type], reconstruction_resize="area")
     try:
         encoder.load_state_dict(dict(state), strict=True)
     except RuntimeError as error:
-        raise ReStyleCheckpointError(f"the encoder in {where} does not load into ReStyle's {encoder_type}: "
-                                     f"{error}") from error
+        raise ReStyleCheckpointError(f"the encoder in {where} does not load into {encoder_type}: {error}") from error
     return encoder.eval().requires_grad_(False)
 
 
@@ -236,13 +251,14 @@ def restyle_from_checkpoint(checkpoint: Any, path: str | Path) -> ReStyleCheckpo
         raise ReStyleCheckpointError(f"{where}: the encoder predicts ({encoder.n_latent}, {encoder.style_dim}) W+ codes "
                                      f"but its decoder takes ({decoder.n_latent}, {decoder.style_dim})")
     start = _start_code(checkpoint, decoder, where)
-    iterations = int(opts.get("n_iters_per_batch") or RESTYLE_INFERENCE_ITERATIONS)
+    iterations = (int(opts.get("n_iters_per_batch") or RESTYLE_INFERENCE_ITERATIONS)
+                  if isinstance(encoder, ReStyleEncoder) else 1)
     encoder.iterations = iterations
     return ReStyleCheckpoint(encoder, decoder, start, iterations, str(opts["encoder_type"]))
 
 
-def load_restyle_encoder(path: str | Path, generator: nn.Module) -> tuple[ReStyleEncoder, Tensor]:
-    """The encoder and ``latent_avg`` of an official ReStyle file, checked against the pipeline's ``generator``.
+def load_restyle_encoder(path: str | Path, generator: nn.Module) -> tuple[WPlusEncoder, Tensor]:
+    """The encoder and ``latent_avg`` of an official ReStyle / pSp / e4e file, checked against the pipeline's ``generator``.
 
     The file's decoder must be ``generator`` (same tensors), since the encoder only inverts into the generator
     it was trained with; pass the same file as the generator (``load_generator`` reads its decoder).
@@ -251,7 +267,7 @@ def load_restyle_encoder(path: str | Path, generator: nn.Module) -> tuple[ReStyl
 
 
 def restyle_encoder_from_checkpoint(checkpoint: Any, path: str | Path,
-                                    generator: nn.Module) -> tuple[ReStyleEncoder, Tensor]:
+                                    generator: nn.Module) -> tuple[WPlusEncoder, Tensor]:
     """:func:`load_restyle_encoder` on an already loaded checkpoint (``path`` names it in messages)."""
     restyle = restyle_from_checkpoint(checkpoint, path)
     mine, theirs = generator.state_dict(), restyle.decoder.state_dict()
@@ -260,6 +276,6 @@ def restyle_encoder_from_checkpoint(checkpoint: Any, path: str | Path,
         or not torch.equal(mine[key].detach().cpu().float(), theirs[key].float())))
     if differs or mine.keys() != theirs.keys():
         raise ReStyleCheckpointError(
-            f"the ReStyle encoder in {str(path)!r} was trained against the generator stored in the same file, which "
+            f"the encoder in {str(path)!r} was trained against the generator stored in the same file, which "
             f"is not the pipeline's (differing tensors, e.g. {differs[:3]}); use that file as the generator too")
     return restyle.encoder, restyle.latent_avg

@@ -1,5 +1,5 @@
 """``main.py predict`` inverting with an official ReStyle checkpoint (its decoder as the generator, its encoder,
-``latent_avg`` and ``n_iters_per_batch``)."""
+``latent_avg`` and ``n_iters_per_batch``) or pSp's / e4e's own (one pass)."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,11 @@ import yaml
 
 import main
 from facetex.gan.checkpoints import seeded_stylegan2
+from facetex.gan.psp_encoders import FeaturePyramidEncoder
 from facetex.gan.restyle_checkpoint import load_restyle_checkpoint
 from foundation.errors import InputError
 from lightning_modules.gantex import load_encoder
+from tests.facetex.gan.official_psp import save_psp
 from tests.facetex.gan.official_restyle import save_restyle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,21 @@ def test_predict_inverts_with_an_official_restyle_checkpoint(tmp_path: Path, sha
     assert torch.equal(pipeline.latent_avg, official.latent_avg) and pipeline.encoder.progressive
     metrics = json.loads((Path(cli.trainer.log_dir) / "faces" / "ffhq_00009" / "metrics.json").read_text())
     assert metrics["inversion"]["encoder_steps"] == 4 and metrics["inversion"]["optimisation_steps"] == 0
+
+
+def test_predict_inverts_with_a_psp_checkpoint_in_one_pass(tmp_path: Path, shared_assets: Path) -> None:
+    demo = yaml.safe_load((REPO_ROOT / "configs" / "gantex_demo.yaml").read_text())["model"]["init_args"]
+    decoder = seeded_stylegan2(demo["random_generator"], seed=1).eval()
+    psp = tmp_path / "psp_ffhq_encode.pt"
+    encoder_state, latent_avg = save_psp(psp, decoder, "GradualStyleEncoder")
+    cli = main.main(["predict", "--config", str(restyle_config(tmp_path, shared_assets, psp))])
+    pipeline = cli.model.pipeline
+    assert isinstance(pipeline.encoder, FeaturePyramidEncoder) and not pipeline.encoder.progressive
+    for name, value in encoder_state.items():
+        assert torch.equal(pipeline.encoder.state_dict()[name], value), name
+    torch.testing.assert_close(pipeline.latent_avg[0], latent_avg)
+    metrics = json.loads((Path(cli.trainer.log_dir) / "faces" / "ffhq_00009" / "metrics.json").read_text())
+    assert metrics["inversion"]["encoder_steps"] == 1 and metrics["inversion"]["optimisation_steps"] == 0
 
 
 def test_an_official_file_trained_against_another_generator_is_refused(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ INPUT_SIZE, SPATIAL = 64, 4  # 4 stride-2 stages: 64 -> 4, then log2(4) = 2 stri
 STYLE_DIM = 16
 
 
-def restyle_encoder_state(n_styles: int, seed: int, style_dim: int = STYLE_DIM) -> dict[str, Tensor]:
+def restyle_encoder_state(n_styles: int, seed: int, style_dim: int = STYLE_DIM, input_nc: int = 6) -> dict[str, Tensor]:
     """Random tensors under ReStyle's BackboneEncoder names (input_layer, body.{i}.shortcut/res_layer, styles.{j})."""
     rng = torch.Generator().manual_seed(seed)
 
@@ -26,7 +26,7 @@ def restyle_encoder_state(n_styles: int, seed: int, style_dim: int = STYLE_DIM) 
                 f"{prefix}.running_mean": rand(channels, scale=0.1), f"{prefix}.running_var": rand(channels).abs() + 0.5,
                 f"{prefix}.num_batches_tracked": torch.tensor(7)}
 
-    state = {"input_layer.0.weight": rand(STAGES[0][0], 6, 3, 3), **batch_norm("input_layer.1", STAGES[0][0]),
+    state = {"input_layer.0.weight": rand(STAGES[0][0], input_nc, 3, 3), **batch_norm("input_layer.1", STAGES[0][0]),
              "input_layer.2.weight": rand(STAGES[0][0], shift=0.25)}
     unit = 0
     for in_channels, depth, units in STAGES:
@@ -52,14 +52,14 @@ def restyle_encoder_state(n_styles: int, seed: int, style_dim: int = STYLE_DIM) 
     return state
 
 
-def reference_encoder(state: dict[str, Tensor], x: Tensor, n_styles: int, progressive: bool) -> Tensor:
-    """ReStyle's BackboneEncoder / ProgressiveBackboneEncoder forward, written from the published layers."""
+def reference_body(state: dict[str, Tensor], x: Tensor) -> list[Tensor]:
+    """The input layer and IR-SE body of the published encoders; the output of every stage, in order."""
     def bn(p: str, y: Tensor) -> Tensor:
         return F.batch_norm(y, state[f"{p}.running_mean"], state[f"{p}.running_var"], state[f"{p}.weight"],
                             state[f"{p}.bias"], eps=1e-5)
 
     x = F.prelu(bn("input_layer.1", F.conv2d(x, state["input_layer.0.weight"], padding=1)), state["input_layer.2.weight"])
-    unit = 0
+    unit, outputs = 0, []
     for in_channels, depth, units in STAGES:
         for index in range(units):
             p, stride = f"body.{unit}", 2 if index == 0 else 1  # get_block: the first unit of a block has stride 2
@@ -75,15 +75,25 @@ def reference_encoder(state: dict[str, Tensor], x: Tensor, n_styles: int, progre
                             state[f"{p}.res_layer.5.fc2.weight"])
             x = shortcut + r * torch.sigmoid(gate)
             unit += 1
-    rows = []
-    for j in range(n_styles):
-        y = x
-        for k in range(int(math.log2(SPATIAL))):
-            y = F.leaky_relu(F.conv2d(y, state[f"styles.{j}.convs.{2 * k}.weight"], state[f"styles.{j}.convs.{2 * k}.bias"],
-                                      stride=2, padding=1), 0.01)
-        weight = state[f"styles.{j}.linear.weight"]
-        weight = weight / math.sqrt(weight.shape[1])  # EqualLinear, lr_mul 1
-        rows.append(F.linear(y.flatten(1), weight, state[f"styles.{j}.linear.bias"]))
+        outputs.append(x)
+    return outputs
+
+
+def reference_head(state: dict[str, Tensor], j: int, y: Tensor) -> Tensor:
+    """GradualStyleBlock ``styles.{j}``: its stride-2 convs with LeakyReLU(0.01), then EqualLinear (lr_mul 1)."""
+    k = 0
+    while f"styles.{j}.convs.{2 * k}.weight" in state:
+        y = F.leaky_relu(F.conv2d(y, state[f"styles.{j}.convs.{2 * k}.weight"], state[f"styles.{j}.convs.{2 * k}.bias"],
+                                  stride=2, padding=1), 0.01)
+        k += 1
+    weight = state[f"styles.{j}.linear.weight"]
+    return F.linear(y.flatten(1), weight / math.sqrt(weight.shape[1]), state[f"styles.{j}.linear.bias"])
+
+
+def reference_encoder(state: dict[str, Tensor], x: Tensor, n_styles: int, progressive: bool) -> Tensor:
+    """ReStyle's BackboneEncoder / ProgressiveBackboneEncoder forward, written from the published layers."""
+    features = reference_body(state, x)[-1]
+    rows = [reference_head(state, j, features) for j in range(n_styles)]
     if progressive:  # w0 repeated, plus delta_i on row i >= 1
         return torch.stack([rows[0]] + [rows[0] + delta for delta in rows[1:]], dim=1)
     return torch.stack(rows, dim=1)

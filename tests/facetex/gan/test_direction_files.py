@@ -62,3 +62,25 @@ def test_other_shapes_and_contents_are_refused_naming_the_accepted_shapes(tmp_pa
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(BoundaryFileError, match="cannot read .*e4e direction"):
         load_boundary(tmp_path / "cut.pt")
+
+
+def test_ganspace_component_reads_as_that_unit_row(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    components = np.linalg.qr(rng.normal(size=(512, 512)))[0][:, :20].T.reshape(20, 1, 512)  # orthonormal (K, 1, D)
+    # decomposition.py saves them with np.savez_compressed: act_*, lat_comp, lat_mean, lat_stdev, var_ratio, ...
+    np.savez_compressed(tmp_path / "stylegan2-ffhq_style_ipca_c80_n300000_w.npz",
+                        lat_comp=components.astype(np.float32), lat_mean=rng.normal(size=(1, 512)).astype(np.float32),
+                        lat_stdev=np.linspace(3, 1, 20).astype(np.float32))
+    loaded = load_boundary(tmp_path / "stylegan2-ffhq_style_ipca_c80_n300000_w.npz", component=1)
+    assert loaded.shape == (1, 512) and loaded.dtype == torch.float32
+    torch.testing.assert_close(loaded, torch.from_numpy(components[1].astype(np.float32)), atol=1e-6, rtol=0)
+    with pytest.raises(BoundaryFileError, match="holds 20 GANSpace components; choose .* component=k, 0 <= k < 20"):
+        load_boundary(tmp_path / "stylegan2-ffhq_style_ipca_c80_n300000_w.npz")
+    with pytest.raises(BoundaryFileError, match="0 <= k < 20 \\(got 20\\)"):
+        load_boundary(tmp_path / "stylegan2-ffhq_style_ipca_c80_n300000_w.npz", component=20)
+    np.savez(tmp_path / "other.npz", weights=components)
+    with pytest.raises(BoundaryFileError, match="no 'lat_comp' array \\(found \\['weights'\\]"):
+        load_boundary(tmp_path / "other.npz", component=0)
+    np.save(tmp_path / "boundary.npy", components[0])
+    with pytest.raises(BoundaryFileError, match="holds one direction; component=2 only picks"):
+        load_boundary(tmp_path / "boundary.npy", component=2)

@@ -105,8 +105,8 @@ def test_rosinality_ckpt_with_module_prefix_loads(tmp_path: Path) -> None:
 
 def test_refused_files_name_what_they_are_and_what_to_do(tmp_path: Path) -> None:
     decoder = seeded_stylegan2(SG2_CONFIG, seed=3).eval()
-    save_restyle(tmp_path / "psp.pt", decoder, "GradualStyleEncoder")
-    with pytest.raises(ReStyleCheckpointError, match="GradualStyleEncoder encoder .* restyle_pSp_ffhq.pt"):
+    save_restyle(tmp_path / "psp.pt", decoder, "BackboneEncoderUsingLastLayerIntoW")
+    with pytest.raises(ReStyleCheckpointError, match="BackboneEncoderUsingLastLayerIntoW encoder .* restyle_e4e_ffhq.pt"):
         load_restyle_checkpoint(tmp_path / "psp.pt")
     assert isinstance(load_generator(tmp_path / "psp.pt")[0], stylegan2.Generator)  # its decoder still loads
 
