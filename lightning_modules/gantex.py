@@ -153,7 +153,10 @@ class GANTex(L.LightningModule):
         generator_path: NVlabs StyleGAN2/StyleGAN3 ``.pkl`` or rosinality StyleGAN2 ``.pt``; exclusive with
             ``random_generator``.
         random_generator: a randomly initialised StyleGAN2 (demo and tests), seeded by ``seed``.
-        boundary_path: pose boundary (``.npy`` InterFaceGAN / ``.pt`` e4e); exclusive with ``random_boundary``.
+        boundary_path: pose boundary (``.npy`` InterFaceGAN / ``.pt`` e4e / ``.npz`` GANSpace components); exclusive
+            with ``random_boundary``.
+        boundary_component: which component of a GANSpace ``.npz`` is the pose direction (needed for such a file,
+            refused for the others).
         random_boundary: a random unit direction in W (demo and tests only).
         face_model: ``"sfm"`` or ``"bfm"`` (BFM mean face, pose only).
         multiview: the views, inversion (``inversion: null``: no optimisation, needs an encoder), pivotal tuning
@@ -173,6 +176,7 @@ class GANTex(L.LightningModule):
         generator_path: str | None = None,
         random_generator: RandomGenerator | None = None,
         boundary_path: str | None = None,
+        boundary_component: int | None = None,
         random_boundary: bool = False,
         face_model: FaceModelName = "sfm",
         multiview: MultiViewConfig = MultiViewConfig(),
@@ -201,7 +205,7 @@ class GANTex(L.LightningModule):
         if random_boundary:
             boundary = torch.nn.functional.normalize(torch.randn(1, generator.style_dim, generator=seeded), dim=1)
         else:
-            boundary = load_boundary(boundary_path)
+            boundary = load_boundary(boundary_path, boundary_component)
         self.pipeline = MultiViewPipeline(
             generator, boundary, FaceDetector.from_checkpoint(paths.detector, score_threshold=score_threshold),
             FaceRegressor.from_files(paths.regressor, paths.param_stats, paths.landmark_bases),

@@ -159,6 +159,16 @@ def test_photo_list_names_and_errors(tmp_path: Path) -> None:
         list_photos([str(tmp_path / "a.png"), str(tmp_path / "photos" / "a.png")])
 
 
+def test_a_ganspace_component_is_the_pose_direction(tmp_path: Path, shared_assets: Path) -> None:
+    components = torch.zeros(3, 1, 16)
+    components[1, 0, 5] = 2.0  # component 1 points along axis 5
+    np.savez_compressed(tmp_path / "ganspace.npz", lat_comp=components.numpy(), lat_mean=np.zeros((1, 16)),
+                        lat_stdev=np.ones(3))
+    module = GANTex(assets=str(shared_assets), random_generator=RandomGenerator(size=8, style_dim=16, n_mlp=2),
+                    boundary_path=str(tmp_path / "ganspace.npz"), boundary_component=1)
+    torch.testing.assert_close(module.pipeline.boundary, torch.eye(16)[5][None])
+
+
 def test_module_needs_exactly_one_generator_and_one_boundary() -> None:
     with pytest.raises(ValueError, match="exactly one of generator_path"):
         GANTex(assets="unused", random_boundary=True)
