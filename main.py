@@ -29,6 +29,8 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb checks PyPI for a newer ver
 # Lightning 2.6's own pytree helper uses a torch name torch deprecated.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", module=r"ogb\.")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Frozen parts (a distilled teacher, the GAN an encoder is trained against) stay in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 import lightning as L  # noqa: E402
 from jsonargparse import DefaultHelpFormatter, Namespace  # noqa: E402
