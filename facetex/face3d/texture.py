@@ -15,7 +15,11 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
 4. Sampling. The image is read bilinearly at the texel's screen position with ``grid_sample``;
    screen x maps to ``2 x / W - 1`` with ``align_corners=False``, which puts pixel ``j``'s centre at
    ``x = j + 0.5`` as the rasteriser does. Only pixels the mesh covers in that view enter the
-   bilinear average (weights renormalised), so texels at the silhouette do not take background colour.
+   bilinear average (weights renormalised), so texels at the silhouette do not take background colour;
+   with per-view masks (``face_mask``: face skin only), only masked pixels enter it, and texels whose
+   footprint is mostly outside the mask lose their weight (hair, background, mouth interior feed nothing).
+   Outliers: where three or more views see a texel, a sample far (robust z-score) from the views'
+   weighted median is dropped (:func:`reject_outliers`), so an occluder one view shows does not bleed in.
 5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
    normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
    and renormalised. The blend then changes smoothly across the border between two views instead of
@@ -75,6 +79,14 @@ class FusionConfig:
         mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
             when that one is seen better (see :func:`mirror_blend`).
         gutter: texels of inpainted padding around the chart.
+        skin_mask: in ``reconstruction.texture_views``, feed only each view's face-skin pixels to the texture
+            (``face_mask.face_skin_mask``: mesh coverage minus mouth interior minus pixels far from skin colour).
+        skin_threshold: Mahalanobis distance to the view's skin-colour model beyond which a pixel is not skin.
+        skin_erosion: pixels eroded off every border of the skin mask (drops pixels mixing skin and the rest).
+        outlier_z: a texel's view sample farther than this many robust deviations from the weighted median of
+            its views is dropped (:func:`reject_outliers`; needs 3 or more views; 0 = keep every sample).
+        outlier_floor: the smallest robust deviation, colour units in [0, 1] (views that agree closely do
+            not drop each other for tiny shading differences).
     """
 
     cos_power: float = 3.0
@@ -84,6 +96,11 @@ class FusionConfig:
     depth_tolerance: float = 1.0
     seam_sigma: float = 1.0 / 128.0
     gutter: int = 2
+    skin_mask: bool = True
+    skin_threshold: float = 5.0
+    skin_erosion: int = 1
+    outlier_z: float = 3.0
+    outlier_floor: float = 0.05
 
 
 @dataclass
@@ -175,13 +192,16 @@ def _uv_to_grid(uv: Tensor) -> Tensor:
 
 
 def sample_view(
-    image: Tensor, screen_vertices: Tensor, faces: Tensor, chart: UVChart, config: FusionConfig = FusionConfig()
+    image: Tensor, screen_vertices: Tensor, faces: Tensor, chart: UVChart, config: FusionConfig = FusionConfig(),
+    mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """What one view tells about every texel.
 
     image: ``(3, H, W)`` float in [0, 1]; screen_vertices: ``(V, 3)`` this view's projection
-    (``camera.project``: x right, y down, depth smaller = nearer); faces: ``(F, 3)``.
-    Returns colour ``(3, T, T)``, visibility ``(T, T)`` bool and view weight ``(T, T)`` (0 where not visible).
+    (``camera.project``: x right, y down, depth smaller = nearer); faces: ``(F, 3)``; mask: ``(H, W)`` bool,
+    the pixels allowed to feed the texture (e.g. ``face_mask.face_skin_mask``), None = every pixel.
+    Returns colour ``(3, T, T)``, visibility ``(T, T)`` bool and view weight ``(T, T)`` (0 where not visible;
+    with a mask, ramped to 0 where the mask allows under half of the mesh pixels of the texel's bilinear footprint).
     """
     height, width = image.shape[-2:]
     screen = screen_vertices.float()[None]  # (1, V, 3)
@@ -205,10 +225,18 @@ def sample_view(
     weight = weight * silhouette_falloff(torch.isfinite(zbuffer), texel_points[..., :2], config.silhouette_margin)
     grid = _screen_to_grid(texel_points[..., :2], height, width)[None]
     # bilinear over the pixels the mesh covers only: at the silhouette the background does not bleed in
-    covered = torch.isfinite(zbuffer).float()[None]
-    stacked = torch.cat([image.float() * covered, covered])[None]
+    covered = torch.isfinite(zbuffer)
+    allowed = covered
+    if mask is not None:
+        if mask.shape != covered.shape:
+            raise ValueError(f"mask must be (H, W) = {tuple(covered.shape)} like its image, got {tuple(mask.shape)}")
+        allowed = covered & mask.bool()
+    stacked = torch.cat([image.float() * allowed, allowed[None], covered[None]])[None]
     sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    colour = sampled[:-1] / sampled[-1:].clamp_min(1e-6)
+    colour = sampled[:3] / sampled[3:4].clamp_min(1e-6)
+    if mask is not None:  # the share of the footprint's mesh pixels the mask allows
+        share = sampled[3] / sampled[4].clamp_min(1e-6)
+        weight = weight * ((share - 0.5) * 2.0).clamp(0.0, 1.0)
     return colour, visibility, weight
 
 
@@ -250,6 +278,37 @@ def blend_views(colours: Tensor, weights: Tensor, seam_sigma: float) -> tuple[Te
     blend_total = normalised.sum(dim=0, keepdim=True)
     blend = torch.where(blend_total > 0, normalised / blend_total.clamp_min(1e-12), 0.0)
     return (colours * blend[:, None]).sum(dim=0), blend
+
+
+def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
+    """Per-element weighted median over dim 0: values ``(K, ...)``, weights ``(K, ...)`` >= 0 -> ``(...)``.
+
+    The smallest value whose cumulative weight reaches half the total (the lower weighted median).
+    """
+    ordered, order = values.sort(dim=0)
+    cumulative = weights.gather(0, order).cumsum(dim=0)
+    first = (cumulative >= 0.5 * cumulative[-1:]).float().argmax(dim=0, keepdim=True)
+    return ordered.gather(0, first)[0]
+
+
+def reject_outliers(colours: Tensor, weights: Tensor, z: float, floor: float) -> Tensor:
+    """View weights ``(K, T, T)`` with the samples that disagree with the other views set to 0.
+
+    colours: ``(K, 3, T, T)`` each view's sample; weights: ``(K, T, T)`` raw view weights (0 = unused).
+    A texel's reference is the per-channel weighted median of its views; a sample's deviation is its largest
+    channel difference to it, the texel's scale ``1.4826 x`` the weighted median of those deviations (at least
+    ``floor``). Samples deviating more than ``z`` scales are dropped, on texels three or more views see (with two
+    there is no majority). An occluder or background seen by a minority of views drops out; a majority that
+    agrees keeps its colour.
+    """
+    if z <= 0:
+        return weights
+    channel_weights = weights[:, None].expand_as(colours)
+    reference = weighted_median(colours, channel_weights)  # (3, T, T)
+    deviation = (colours - reference).abs().amax(dim=1)  # (K, T, T)
+    scale = (1.4826 * weighted_median(deviation, weights)).clamp_min(floor)
+    voters = (weights > 0).sum(dim=0) >= 3
+    return torch.where(voters & (deviation > z * scale), 0.0, weights)
 
 
 def sample_at_mirror(maps: Tensor, known: Tensor, chart: UVChart, min_support: float = 0.5) -> tuple[Tensor, Tensor]:
@@ -325,13 +384,15 @@ def fuse_texture(
     texture_size: int,
     symmetry: Tensor | None = None,
     config: FusionConfig = FusionConfig(),
+    masks: Tensor | None = None,
 ) -> FusedTexture:
     """Fuse K views of one mesh into a ``T x T`` UV texture.
 
     images: ``(K, 3, H, W)`` float in [0, 1] (or uint8); screen_vertices: ``(K, V, 3)`` the mesh in each
     view's screen space; faces: ``(F, 3)``; uv: ``(V, 2)`` the model's texture coordinates in [0, 1], v up
     (the map is laid out from them as 3DDFA_V2's ``process_uv`` does, :func:`layout_uv`); texture_size: T
-    in 256..2048; symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling.
+    in 256..2048; symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling;
+    masks: ``(K, H, W)`` bool, the pixels of each view allowed to feed the texture (``face_mask``), None = all.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (K, 3, H, W), got {tuple(images.shape)}")
@@ -343,10 +404,15 @@ def fuse_texture(
         )
     images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     chart = build_uv_chart(layout_uv(uv.float(), texture_size), faces, texture_size, symmetry)
-    samples = [sample_view(image, vertices, faces, chart, config) for image, vertices in zip(images, screen_vertices)]
+    if masks is not None and masks.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"masks must be (K, H, W) = {(images.shape[0], *images.shape[-2:])}, one per image, "
+                         f"got {tuple(masks.shape)}")
+    per_view_masks = [None] * images.shape[0] if masks is None else list(masks)
+    samples = [sample_view(image, vertices, faces, chart, config, mask)
+               for image, vertices, mask in zip(images, screen_vertices, per_view_masks)]
     colours = torch.stack([s[0] for s in samples])
     visibility = torch.stack([s[1] for s in samples])
-    weights = torch.stack([s[2] for s in samples])
+    weights = reject_outliers(colours, torch.stack([s[2] for s in samples]), config.outlier_z, config.outlier_floor)
 
     texture, blend = blend_views(colours, weights, config.seam_sigma * texture_size)
     coverage = weights.sum(dim=0) > 0

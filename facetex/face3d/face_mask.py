@@ -1,0 +1,111 @@
+"""Per-view face-skin masks from the fitted mesh, its 68 landmarks and robust skin-colour statistics.
+
+Only face skin should feed the UV texture: not the background beside the cheeks (a fitted mesh's outline
+is rarely the real one), not hair or a hand in front of the forehead, not the mouth interior. A mask here is
+
+    (pixels the fitted mesh covers)  minus  (the inner-lip polygon, landmarks 60-67)
+    minus  (pixels whose colour is far from this view's skin colour),
+
+with the non-skin found inside the mesh grown by a pixel or two, so that pixels mixing skin with something
+else drop out too.
+
+The skin colour is learnt per view from the cheeks-and-nose polygon between the eyes, the jaw and the
+upper lip (landmarks, see :data:`SKIN_SAMPLE_POLYGON`), which in a frontal-to-profile photo is skin far
+more often than the forehead (hair, hats), the jaw line (beard, collar) or the outline (background).
+Its mean and covariance are robust (median, then the covariance of the pixels within 3 MADs of it), and
+a pixel is skin when its Mahalanobis distance to that model is at most ``threshold``. The covariance has
+a floor (``min_sigma``), so shading inside the face is not cut and a flat synthetic face still works.
+
+Why this and not a face-parsing network: no face-segmentation model whose weights install from the
+package registry is available here (mediapipe's current wheel ships none), and the mesh, the landmarks
+and the image are all that is needed to remove the failures seen on real photos (background "wings",
+hair streaks, the background through an open mouth). What it cannot do: remove skin-coloured occluders
+(a hand, a blond fringe, a beige wall touching the cheek), keep strongly lit or shadowed skin that falls
+outside the colour model (it is dropped and filled from other views or the mirror), or find occluders
+in a view whose cheeks themselves are hidden (the colour model then learns the occluder; fusion's robust
+cross-view vote, ``texture.reject_outliers``, is the second line of defence).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from facetex.face3d.rasterizer import rasterize
+
+MOUTH_INTERIOR = tuple(range(60, 68))  # iBUG-68 inner lip contour
+# cheeks and nose below the eyes and above the mouth: jaw (1-4), upper lip (48-54), jaw (12-15), eyes (46-39)
+SKIN_SAMPLE_POLYGON = (1, 2, 3, 4, 48, 50, 51, 52, 54, 12, 13, 14, 15, 46, 47, 42, 28, 39, 40, 41)
+MIN_SKIN_SAMPLES = 20
+
+
+def polygon_mask(polygon: Tensor, height: int, width: int) -> Tensor:
+    """``(H, W)`` bool, pixel centres (``j + 0.5``) inside the closed polygon ``(N, 2)`` (x, y pixels), even-odd rule."""
+    ys = torch.arange(height, dtype=polygon.dtype, device=polygon.device)[:, None] + 0.5
+    xs = torch.arange(width, dtype=polygon.dtype, device=polygon.device)[None, :] + 0.5
+    inside = torch.zeros(height, width, dtype=torch.bool, device=polygon.device)
+    for (x0, y0), (x1, y1) in zip(polygon.tolist(), polygon.roll(-1, dims=0).tolist()):
+        if y0 == y1:
+            continue
+        crosses = (ys >= min(y0, y1)) & (ys < max(y0, y1))  # (H, 1)
+        x_at = x0 + (ys - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xs < x_at)
+    return inside
+
+
+def erode(mask: Tensor, radius: int) -> Tensor:
+    """``(H, W)`` bool mask eroded by a ``(2 radius + 1)`` square (outside the image counts as outside)."""
+    if radius < 1:
+        return mask
+    outside = F.pad((~mask).float()[None, None], (radius,) * 4, value=1.0)
+    return F.max_pool2d(outside, 2 * radius + 1, stride=1)[0, 0] == 0
+
+
+def skin_colour_model(image: Tensor, sample: Tensor, min_sigma: float = 0.03) -> tuple[Tensor, Tensor]:
+    """Robust mean ``(3,)`` and covariance ``(3, 3)`` of ``image`` ``(3, H, W)`` over the ``sample`` ``(H, W)`` pixels.
+
+    Median first, then mean and covariance of the pixels within 3 scaled MADs of it on every channel
+    (hair or background inside the sample polygon does not move them); ``min_sigma`` is added on the diagonal.
+    """
+    pixels = image[:, sample].T.float()  # (N, 3)
+    if pixels.shape[0] < MIN_SKIN_SAMPLES:
+        raise ValueError(f"the skin sample region holds {pixels.shape[0]} pixels, fewer than {MIN_SKIN_SAMPLES}; "
+                         "is the face inside the image and larger than a few pixels?")
+    median = pixels.median(dim=0).values
+    mad = 1.4826 * (pixels - median).abs().median(dim=0).values
+    inliers = pixels[((pixels - median).abs() <= 3.0 * mad.clamp_min(min_sigma)).all(dim=1)]
+    mean = inliers.mean(dim=0)
+    centred = inliers - mean
+    covariance = centred.T @ centred / max(1, inliers.shape[0] - 1)
+    return mean, covariance + min_sigma**2 * torch.eye(3, dtype=covariance.dtype, device=covariance.device)
+
+
+def skin_colour_mask(image: Tensor, mean: Tensor, covariance: Tensor, threshold: float) -> Tensor:
+    """``(H, W)`` bool, pixels of ``image`` ``(3, H, W)`` within Mahalanobis distance ``threshold`` of the skin model."""
+    centred = image.float().flatten(1).T - mean  # (H W, 3)
+    distance2 = (centred @ torch.linalg.inv(covariance) * centred).sum(dim=1)
+    return (distance2 <= threshold**2).reshape(image.shape[-2:])
+
+
+def face_skin_mask(
+    image: Tensor, screen_vertices: Tensor, faces: Tensor, landmarks: Tensor,
+    threshold: float = 5.0, erosion: int = 1, min_sigma: float = 0.03,
+) -> Tensor:
+    """``(H, W)`` bool mask of the face skin in one view (see the module docstring).
+
+    image: ``(3, H, W)`` in [0, 1]; screen_vertices: ``(V, 3)`` the fitted mesh in this view; faces: ``(F, 3)``;
+    landmarks: ``(68, 2)`` iBUG-68 screen x, y of this view (e.g. the mesh's landmark vertices);
+    threshold: Mahalanobis distance to the skin-colour model beyond which a pixel is not skin;
+    erosion: pixels by which non-skin regions inside the mesh grow; min_sigma: colour-model floor (see :func:`skin_colour_model`).
+    """
+    if landmarks.shape != (68, 2):
+        raise ValueError(f"landmarks must be the (68, 2) iBUG-68 screen positions of this view, got {tuple(landmarks.shape)}")
+    height, width = image.shape[-2:]
+    covered = rasterize(screen_vertices.float()[None], faces, (height, width)).mask[0]
+    landmarks = landmarks.float()
+    mouth = polygon_mask(landmarks[list(MOUTH_INTERIOR)], height, width)
+    sample = polygon_mask(landmarks[list(SKIN_SAMPLE_POLYGON)], height, width) & covered & ~mouth
+    mean, covariance = skin_colour_model(image, sample, min_sigma)
+    # non-skin inside the mesh grows by ``erosion``; the mesh's own outline is left to fusion's silhouette falloff
+    skin = erode(skin_colour_mask(image, mean, covariance, threshold) | ~covered, erosion)
+    return covered & ~mouth & skin
