@@ -4,10 +4,12 @@ Only face skin should feed the UV texture: not the background beside the cheeks 
 is rarely the real one), not hair or a hand in front of the forehead, not the mouth interior. A mask here is
 
     (pixels the fitted mesh covers)  minus  (the inner-lip polygon, landmarks 60-67)
-    minus  (pixels whose colour is far from this view's skin colour),
+    minus  (pixels outside the landmark outline whose colour is far from this view's skin colour),
 
 with the non-skin found inside the mesh grown by a pixel or two, so that pixels mixing skin with something
-else drop out too.
+else drop out too. Inside the landmark outline (jaw line 0-16 and the brows, :func:`inner_face_polygon`, found
+on the mesh's surface so that it holds in profile too) every pixel but the mouth interior is kept (eyes, brows, lips and a beard are the face, though not skin-coloured)
+except in a band along the mesh's outline (``SILHOUETTE_BAND``: a profile's nose or chin meets the background there).
 
 The skin colour is learnt per view from the cheeks-and-nose polygon between the eyes, the jaw and the
 upper lip (landmarks, see :data:`SKIN_SAMPLE_POLYGON`), which in a frontal-to-profile photo is skin far
@@ -21,8 +23,9 @@ package registry is available here (mediapipe's current wheel ships none), and t
 and the image are all that is needed to remove the failures seen on real photos (background "wings",
 hair streaks, the background through an open mouth). What it cannot do: remove skin-coloured occluders
 (a hand, a blond fringe, a beige wall touching the cheek), keep strongly lit or shadowed skin that falls
-outside the colour model (it is dropped and filled from other views or the mirror), or find occluders
-in a view whose cheeks themselves are hidden (the colour model then learns the occluder; fusion's robust
+outside the colour model (it is dropped and filled from other views or the mirror), remove anything in
+front of the face inside its landmark outline (a hand, glasses: one view cannot tell them from the face), or
+find occluders in a view whose cheeks themselves are hidden (the colour model then learns the occluder; fusion's robust
 cross-view vote, ``texture.reject_outliers``, is the second line of defence).
 """
 from __future__ import annotations
@@ -31,26 +34,46 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facetex.face3d.rasterizer import rasterize
+from facetex.face3d.rasterizer import interpolate, rasterize
 
 MOUTH_INTERIOR = tuple(range(60, 68))  # iBUG-68 inner lip contour
 # cheeks and nose below the eyes and above the mouth: jaw (1-4), upper lip (48-54), jaw (12-15), eyes (46-39)
 SKIN_SAMPLE_POLYGON = (1, 2, 3, 4, 48, 50, 51, 52, 54, 12, 13, 14, 15, 46, 47, 42, 28, 39, 40, 41)
 MIN_SKIN_SAMPLES = 20
+JAW, BROWS, EYES = tuple(range(17)), tuple(range(17, 27)), tuple(range(36, 48))
+SILHOUETTE_BAND = 0.03  # the colour test also runs this close to the mesh's outline, share of the face's size
+BROW_LIFT = 0.5  # the brows are raised by this share of their height above the eyes, so the whole brow is inside
+
+
+def inner_face_polygon(landmarks: Tensor) -> Tensor:
+    """``(27, 2)`` the face inside its landmark outline: jaw 0-16, then the brows 26-17 raised by ``BROW_LIFT``.
+
+    Inside it the eyes, brows, lips and a beard are the face itself (not skin-coloured, but not to be cut);
+    the colour model acts outside it only (forehead, the mesh beyond the jaw line, ears).
+    """
+    brows = landmarks[list(BROWS)].flip(0)
+    lift = BROW_LIFT * (landmarks[list(EYES), 1].mean() - brows[:, 1].mean())
+    raised = torch.stack([brows[:, 0], brows[:, 1] - lift.clamp_min(0.0)], dim=1)
+    return torch.cat([landmarks[list(JAW)], raised])
+
+
+def points_in_polygon(points: Tensor, polygon: Tensor) -> Tensor:
+    """``(...)`` bool, which of ``points`` ``(..., 2)`` lie inside the closed ``polygon`` ``(N, 2)`` (even-odd rule)."""
+    x, y = points[..., 0], points[..., 1]
+    inside = torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
+    for (x0, y0), (x1, y1) in zip(polygon.tolist(), polygon.roll(-1, dims=0).tolist()):
+        if y0 == y1:
+            continue
+        crosses = (y >= min(y0, y1)) & (y < max(y0, y1))
+        inside ^= crosses & (x < x0 + (y - y0) * (x1 - x0) / (y1 - y0))
+    return inside
 
 
 def polygon_mask(polygon: Tensor, height: int, width: int) -> Tensor:
     """``(H, W)`` bool, pixel centres (``j + 0.5``) inside the closed polygon ``(N, 2)`` (x, y pixels), even-odd rule."""
-    ys = torch.arange(height, dtype=polygon.dtype, device=polygon.device)[:, None] + 0.5
-    xs = torch.arange(width, dtype=polygon.dtype, device=polygon.device)[None, :] + 0.5
-    inside = torch.zeros(height, width, dtype=torch.bool, device=polygon.device)
-    for (x0, y0), (x1, y1) in zip(polygon.tolist(), polygon.roll(-1, dims=0).tolist()):
-        if y0 == y1:
-            continue
-        crosses = (ys >= min(y0, y1)) & (ys < max(y0, y1))  # (H, 1)
-        x_at = x0 + (ys - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (xs < x_at)
-    return inside
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=polygon.dtype, device=polygon.device) + 0.5,
+                            torch.arange(width, dtype=polygon.dtype, device=polygon.device) + 0.5, indexing="ij")
+    return points_in_polygon(torch.stack([xs, ys], dim=-1), polygon)
 
 
 def erode(mask: Tensor, radius: int) -> Tensor:
@@ -59,6 +82,17 @@ def erode(mask: Tensor, radius: int) -> Tensor:
         return mask
     outside = F.pad((~mask).float()[None, None], (radius,) * 4, value=1.0)
     return F.max_pool2d(outside, 2 * radius + 1, stride=1)[0, 0] == 0
+
+
+def inner_face_vertices(vertices: Tensor, landmarks: Tensor) -> Tensor:
+    """``(V,)`` bool, the mesh's vertices inside its landmark outline (:func:`inner_face_polygon`), seen frontally.
+
+    vertices: ``(V, 3)`` and landmarks: ``(68, 3)`` in model space (x right, y up, z to the viewer), e.g. the mean
+    face and its landmark vertices. Found once on the surface, the inner face is right in every pose, where the
+    outline of a turned face's 2-D landmarks folds over itself.
+    """
+    flip = vertices.new_tensor([1.0, -1.0])  # y down, as in the image
+    return points_in_polygon(vertices[:, :2] * flip, inner_face_polygon(landmarks[:, :2] * flip))
 
 
 def skin_colour_model(image: Tensor, sample: Tensor, min_sigma: float = 0.03) -> tuple[Tensor, Tensor]:
@@ -88,24 +122,33 @@ def skin_colour_mask(image: Tensor, mean: Tensor, covariance: Tensor, threshold:
 
 
 def face_skin_mask(
-    image: Tensor, screen_vertices: Tensor, faces: Tensor, landmarks: Tensor,
+    image: Tensor, screen_vertices: Tensor, faces: Tensor, landmarks: Tensor, inner_face: Tensor | None = None,
     threshold: float = 5.0, erosion: int = 1, min_sigma: float = 0.03,
 ) -> Tensor:
     """``(H, W)`` bool mask of the face skin in one view (see the module docstring).
 
     image: ``(3, H, W)`` in [0, 1]; screen_vertices: ``(V, 3)`` the fitted mesh in this view; faces: ``(F, 3)``;
     landmarks: ``(68, 2)`` iBUG-68 screen x, y of this view (e.g. the mesh's landmark vertices);
+    inner_face: ``(V,)`` bool, vertices inside the landmark outline (:func:`inner_face_vertices`), kept whatever
+    their colour; None = the outline polygon of ``landmarks`` (right for near-frontal views only);
     threshold: Mahalanobis distance to the skin-colour model beyond which a pixel is not skin;
     erosion: pixels by which non-skin regions inside the mesh grow; min_sigma: colour-model floor (see :func:`skin_colour_model`).
     """
     if landmarks.shape != (68, 2):
         raise ValueError(f"landmarks must be the (68, 2) iBUG-68 screen positions of this view, got {tuple(landmarks.shape)}")
     height, width = image.shape[-2:]
-    covered = rasterize(screen_vertices.float()[None], faces, (height, width)).mask[0]
+    fragments = rasterize(screen_vertices.float()[None], faces, (height, width))
+    covered = fragments.mask[0]
     landmarks = landmarks.float()
     mouth = polygon_mask(landmarks[list(MOUTH_INTERIOR)], height, width)
     sample = polygon_mask(landmarks[list(SKIN_SAMPLE_POLYGON)], height, width) & covered & ~mouth
     mean, covariance = skin_colour_model(image, sample, min_sigma)
     # non-skin inside the mesh grows by ``erosion``; the mesh's own outline is left to fusion's silhouette falloff
-    skin = erode(skin_colour_mask(image, mean, covariance, threshold) | ~covered, erosion)
+    if inner_face is None:
+        inner = polygon_mask(inner_face_polygon(landmarks), height, width)
+    else:
+        inner = interpolate(inner_face.float()[None, :, None], faces, fragments)[0, ..., 0] > 0.5
+    # ... but not next to the mesh's outline, where a turned face's nose or chin meets the background
+    inner = inner & erode(covered, round(SILHOUETTE_BAND * float(covered.sum()) ** 0.5))
+    skin = erode(skin_colour_mask(image, mean, covariance, threshold) | ~covered | inner, erosion)
     return covered & ~mouth & skin

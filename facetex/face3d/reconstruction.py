@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from facetex.face3d.camera import project
-from facetex.face3d.face_mask import face_skin_mask
+from facetex.face3d.face_mask import face_skin_mask, inner_face_vertices
 from facetex.face3d.fitting import LandmarkFit, fit_landmarks_multiview
 from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.texture import FusedTexture, FusionConfig, fuse_texture
@@ -74,9 +74,10 @@ def skin_masks(model: MorphableModel, images: Tensor, screen_vertices: Tensor, c
     if set(model.landmark_ids.tolist()) != set(range(68)):
         return None
     order = model.landmark_vertices[model.landmark_ids.argsort()]
+    inner = inner_face_vertices(model.mean, model.mean[order])
     images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     return torch.stack([
-        face_skin_mask(image, vertices, model.triangles, vertices[order, :2], config.skin_threshold,
+        face_skin_mask(image, vertices, model.triangles, vertices[order, :2], inner, config.skin_threshold,
                        config.skin_erosion)
         for image, vertices in zip(images, screen_vertices)
     ])

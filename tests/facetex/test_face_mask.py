@@ -7,9 +7,10 @@ import torch
 
 from facetex.face3d.face_mask import (
     MOUTH_INTERIOR,
-    SKIN_SAMPLE_POLYGON,
     erode,
     face_skin_mask,
+    inner_face_polygon,
+    inner_face_vertices,
     polygon_mask,
     skin_colour_mask,
     skin_colour_model,
@@ -49,32 +50,55 @@ def test_skin_colour_model_ignores_a_minority_of_outliers() -> None:
         skin_colour_model(image, torch.zeros(40, 40, dtype=torch.bool))
 
 
-def _flat_face(size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A square mesh over pixels [8, 56)^2 and 68 landmarks on it: the skin polygon around the middle,
-    the inner lips a small box at rows 40-44."""
+def _flat_face() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A square mesh over pixels [8, 56)^2 and 68 plausible landmarks on it: jaw a U from (12, 20) down to
+    (32, 52) and up to (52, 20), brows on row 20, eyes on row 24, upper lip on row 40, inner lips rows 40-44."""
     vertices = torch.tensor([[8.0, 8.0, 0.0], [56.0, 8.0, 0.0], [56.0, 56.0, 0.0], [8.0, 56.0, 0.0]])
     faces = torch.tensor([[0, 2, 1], [0, 3, 2]])
     landmarks = torch.full((68, 2), 32.0)
-    angles = torch.linspace(0, 2 * torch.pi, len(SKIN_SAMPLE_POLYGON) + 1)[:-1]
-    landmarks[list(SKIN_SAMPLE_POLYGON)] = torch.stack([32 + 14 * angles.cos(), 30 + 8 * angles.sin()], dim=1)
+    angle = torch.pi - torch.arange(17) * torch.pi / 16
+    landmarks[:17] = torch.stack([32 + 20 * angle.cos(), 20 + 32 * angle.sin()], dim=1)
+    landmarks[17:27] = torch.stack([torch.linspace(14, 50, 10), torch.full((10,), 20.0)], dim=1)
+    landmarks[36:48] = torch.stack([torch.cat([torch.linspace(16, 28, 6), torch.linspace(36, 48, 6)]),
+                                    torch.full((12,), 24.0)], dim=1)
+    landmarks[28] = torch.tensor([32.0, 26.0])
+    landmarks[48:55] = torch.stack([torch.linspace(24, 40, 7), torch.tensor([42.0, 41, 40, 40, 40, 41, 42])], dim=1)
     landmarks[list(MOUTH_INTERIOR)] = torch.tensor([[26.0, 40.0], [32.0, 40.0], [38.0, 40.0], [38.0, 42.0],
                                                     [38.0, 44.0], [32.0, 44.0], [26.0, 44.0], [26.0, 42.0]])
     return vertices, faces, landmarks
 
 
-def test_face_skin_mask_drops_background_hair_and_mouth() -> None:
+def test_face_skin_mask_drops_background_hair_and_mouth_but_keeps_the_inner_face() -> None:
     vertices, faces, landmarks = _flat_face()
     image = torch.zeros(3, 64, 64)
     image[:] = torch.tensor([1.0, 0.0, 1.0])[:, None, None]  # magenta everywhere
     image[:, 4:60, 4:60] = torch.tensor([0.7, 0.5, 0.4])[:, None, None]  # skin beyond the mesh's outline
     image[:, 8:16, 8:56] = torch.tensor([0.1, 0.08, 0.05])[:, None, None]  # hair over the mesh's top rows
+    image[:, 50:56, 8:14] = torch.tensor([0.1, 0.08, 0.05])[:, None, None]  # a dark collar outside the jaw line
+    image[:, 46:50, 28:36] = torch.tensor([0.1, 0.08, 0.05])[:, None, None]  # a beard inside it
     mask = face_skin_mask(image, vertices, faces, landmarks, erosion=1)
-    expected = torch.zeros(64, 64, dtype=torch.bool)
-    expected[17:56, 8:56] = True  # the mesh, less the hair and one more row next to it
-    expected[40:44, 26:38] = False  # the mouth interior
-    assert torch.equal(mask, expected)
+    covered = torch.zeros(64, 64, dtype=torch.bool)
+    covered[8:56, 8:56] = True
+    assert not mask[~covered].any()  # nothing beyond the mesh
+    assert not mask[8:17].any()  # the hair and one row next to it (erosion)
+    assert not mask[49:56, 8:15].any()  # the collar and the pixels next to it
+    assert mask[46:50, 28:36].all()  # the beard is the face
+    assert not mask[41:44, 27:38].any()  # the mouth interior
+    assert mask[17:40, 8:56].all() and mask[45:56, 20:44].all()  # the skin
     with pytest.raises(ValueError, match="68, 2"):
         face_skin_mask(image, vertices, faces, landmarks[:60])
+
+
+def test_inner_face_on_the_surface_is_the_landmark_outline_seen_frontally() -> None:
+    _, _, landmarks = _flat_face()
+    ys, xs = torch.meshgrid(torch.arange(64.0) + 0.5, torch.arange(64.0) + 0.5, indexing="ij")
+    # model space: y up, so the image's rows are -y; any depth
+    vertices = torch.stack([xs.flatten(), -ys.flatten(), torch.rand(64 * 64)], dim=1)
+    model_landmarks = torch.cat([landmarks * torch.tensor([1.0, -1.0]), torch.zeros(68, 1)], dim=1)
+    inner = inner_face_vertices(vertices, model_landmarks).reshape(64, 64)
+    assert torch.equal(inner, polygon_mask(inner_face_polygon(landmarks), 64, 64))
+    assert inner[30, 32] and not inner[10, 32]  # the nose is inside; the forehead above the raised brows is not
+    assert inner[18, 32] and not inner[17, 32]  # brows on row 20 raised by half their 4-pixel gap to the eyes
 
 
 def test_weighted_median_and_outlier_rejection() -> None:
