@@ -30,8 +30,9 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
 6. Symmetry. Each texel's mirror texel is found by interpolating the UVs of the mirror vertices
    (``symmetry``) of its triangle with its barycentrics. Texels no view saw take the mirror's colour;
    texels seen only obliquely (beyond ``mirror_angle``) whose mirror was seen more frontally blend
-   toward it smoothly (:func:`mirror_blend`), which removes the smeared, background-tainted far side
-   of a single turned photo without touching texels any view sees well.
+   toward it smoothly (:func:`mirror_blend`) where the mirror's colour agrees with their own (within
+   ``mirror_tolerance``), which sharpens the smeared far side of a single turned photo without touching
+   texels any view sees well or copying asymmetric detail (text, one-sided light) across the face.
 7. Inpainting. Chart texels still empty (and a thin gutter outside the chart, so bilinear and mipmapped
    lookups at the chart border stay clean) are filled by push-pull: a weighted image pyramid of the
    known texels is averaged down to 1x1 and pulled back up, each level filling its holes from the
@@ -79,6 +80,9 @@ class FusionConfig:
         mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
             when that one is seen better (see :func:`mirror_blend`).
         gutter: texels of inpainted padding around the chart.
+        mirror_tolerance: colour difference (largest channel, [0, 1]) up to which a texel seen obliquely may lean
+            on its mirror; the lean fades out by twice this, so a mirror that disagrees (asymmetric lighting, text,
+            a one-sided occluder) never replaces what a view saw. Texels no view saw take the mirror regardless.
         skin_mask: in ``reconstruction.texture_views``, feed only each view's face-skin pixels to the texture
             (``face_mask.face_skin_mask``: mesh coverage minus mouth interior minus pixels far from skin colour).
         skin_threshold: Mahalanobis distance to the view's skin-colour model beyond which a pixel is not skin.
@@ -96,6 +100,7 @@ class FusionConfig:
     depth_tolerance: float = 1.0
     seam_sigma: float = 1.0 / 128.0
     gutter: int = 2
+    mirror_tolerance: float = 0.1
     skin_mask: bool = True
     skin_threshold: float = 5.0
     skin_erosion: int = 1
@@ -419,6 +424,9 @@ def fuse_texture(
     best_weight = weights.amax(dim=0)
     mirrored, available = sample_at_mirror(torch.cat([texture, best_weight[None]]), coverage, chart)
     share = mirror_blend(best_weight, mirrored[3], available, chart.mask, config)
+    disagreement = (texture - mirrored[:3]).abs().amax(dim=0)
+    agreement = (2.0 - disagreement / max(config.mirror_tolerance, 1e-6)).clamp(0.0, 1.0)
+    share = torch.where(best_weight > 0, share * agreement, share)  # seen texels lean only on a mirror that agrees
     texture = (1.0 - share) * texture + share * mirrored[:3]
     source = torch.full_like(coverage, TexelSource.OUTSIDE, dtype=torch.uint8)
     source[coverage] = TexelSource.VIEW
