@@ -45,20 +45,46 @@ SILHOUETTE_BAND = 0.03  # the colour test also runs this close to the mesh's out
 BROW_LIFT = 0.5  # the brows are raised by this share of their height above the eyes, so the whole brow is inside
 
 
+def convex_hull(points: Tensor) -> Tensor:
+    """``(M, 2)`` the convex hull of ``points`` ``(N, 2)``, counter-clockwise in x-right, y-up axes (monotone chain)."""
+    ordered = sorted(map(tuple, points.tolist()))
+
+    def half(chain_points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        chain: list[tuple[float, float]] = []
+        for point in chain_points:
+            while len(chain) >= 2 and ((chain[-1][0] - chain[-2][0]) * (point[1] - chain[-2][1])
+                                       - (chain[-1][1] - chain[-2][1]) * (point[0] - chain[-2][0])) <= 0:
+                chain.pop()
+            chain.append(point)
+        return chain[:-1]
+
+    return points.new_tensor(half(ordered) + half(ordered[::-1]))
+
+
 def inner_face_polygon(landmarks: Tensor) -> Tensor:
-    """``(27, 2)`` the face inside its landmark outline: jaw 0-16, then the brows 26-17 raised by ``BROW_LIFT``.
+    """``(M, 2)`` the face inside its landmark outline: jaw 0-16, then the brows 26-17 raised by ``BROW_LIFT``
+    (image axes, y down). Landmarks a model lacks are NaN rows; without the whole jaw the outline is the convex
+    hull of the landmarks there are (the Surrey model has the chin only: its hull runs from the brows to the chin).
 
     Inside it the eyes, brows, lips and a beard are the face itself (not skin-coloured, but not to be cut);
     the colour model acts outside it only (forehead, the mesh beyond the jaw line, ears).
     """
-    brows = landmarks[list(BROWS)].flip(0)
-    lift = BROW_LIFT * (landmarks[list(EYES), 1].mean() - brows[:, 1].mean())
+    brows = landmarks[list(BROWS)]
+    lift = BROW_LIFT * (landmarks[list(EYES), 1].nanmean() - brows[:, 1].nanmean())
     raised = torch.stack([brows[:, 0], brows[:, 1] - lift.clamp_min(0.0)], dim=1)
-    return torch.cat([landmarks[list(JAW)], raised])
+    jaw = landmarks[list(JAW)]
+    if torch.isfinite(jaw).all():  # the outline itself: jaw, then the brows back from 26 to 17
+        return torch.cat([jaw, raised.flip(0)])
+    points = torch.cat([jaw, raised])
+    return convex_hull(points[torch.isfinite(points).all(dim=1)])
 
 
 def points_in_polygon(points: Tensor, polygon: Tensor) -> Tensor:
-    """``(...)`` bool, which of ``points`` ``(..., 2)`` lie inside the closed ``polygon`` ``(N, 2)`` (even-odd rule)."""
+    """``(...)`` bool, which of ``points`` ``(..., 2)`` lie inside the closed ``polygon`` ``(N, 2)`` (even-odd rule).
+
+    NaN vertices (landmarks a model lacks) are skipped.
+    """
+    polygon = polygon[torch.isfinite(polygon).all(dim=1)]  # landmarks a model lacks are NaN rows
     x, y = points[..., 0], points[..., 1]
     inside = torch.zeros(points.shape[:-1], dtype=torch.bool, device=points.device)
     for (x0, y0), (x1, y1) in zip(polygon.tolist(), polygon.roll(-1, dims=0).tolist()):
@@ -128,7 +154,8 @@ def face_skin_mask(
     """``(H, W)`` bool mask of the face skin in one view (see the module docstring).
 
     image: ``(3, H, W)`` in [0, 1]; screen_vertices: ``(V, 3)`` the fitted mesh in this view; faces: ``(F, 3)``;
-    landmarks: ``(68, 2)`` iBUG-68 screen x, y of this view (e.g. the mesh's landmark vertices);
+    landmarks: ``(68, 2)`` iBUG-68 screen x, y of this view (e.g. the mesh's landmark vertices; NaN rows for those
+    a model lacks: every polygon is made of the others);
     inner_face: ``(V,)`` bool, vertices inside the landmark outline (:func:`inner_face_vertices`), kept whatever
     their colour; None = the outline polygon of ``landmarks`` (right for near-frontal views only);
     threshold: Mahalanobis distance to the skin-colour model beyond which a pixel is not skin;

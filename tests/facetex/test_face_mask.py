@@ -7,6 +7,7 @@ import torch
 
 from facetex.face3d.face_mask import (
     MOUTH_INTERIOR,
+    convex_hull,
     erode,
     face_skin_mask,
     inner_face_polygon,
@@ -99,6 +100,19 @@ def test_inner_face_on_the_surface_is_the_landmark_outline_seen_frontally() -> N
     assert torch.equal(inner, polygon_mask(inner_face_polygon(landmarks), 64, 64))
     assert inner[30, 32] and not inner[10, 32]  # the nose is inside; the forehead above the raised brows is not
     assert inner[18, 32] and not inner[17, 32]  # brows on row 20 raised by half their 4-pixel gap to the eyes
+
+
+def test_convex_hull_and_the_outline_of_a_model_without_a_jaw_contour() -> None:
+    square = torch.tensor([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0], [1.0, 1.0], [1.0, 0.0]])
+    hull = convex_hull(square)
+    assert sorted(map(tuple, hull.tolist())) == [(0.0, 0.0), (0.0, 2.0), (2.0, 0.0), (2.0, 2.0)]
+    _, _, landmarks = _flat_face()
+    no_jaw = landmarks.clone()
+    no_jaw[[i for i in range(17) if i != 8]] = float("nan")  # the Surrey model marks the chin only
+    outline = polygon_mask(inner_face_polygon(no_jaw), 64, 64)
+    assert outline[30, 32] and outline[50, 32] and outline[19, 15]  # nose, chin, above the outer brow end
+    assert not outline[50, 14] and not outline[10, 32]  # beside the chin, the forehead above the raised brows
+    assert (outline & ~polygon_mask(inner_face_polygon(landmarks), 64, 64)).sum() < 0.5 * outline.sum()
 
 
 def test_weighted_median_and_outlier_rejection() -> None:
