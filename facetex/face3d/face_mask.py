@@ -17,6 +17,9 @@ more often than the forehead (hair, hats), the jaw line (beard, collar) or the o
 Its mean and covariance are robust (median, then the covariance of the pixels within 3 MADs of it), and
 a pixel is skin when its Mahalanobis distance to that model is at most ``threshold``. The covariance has
 a floor (``min_sigma``), so shading inside the face is not cut and a flat synthetic face still works.
+When under ``MIN_INLIER_SHARE`` of the sample is near its median (real photos: 85-96%; a checkerboard
+"face": 55%), the cheeks are not one colour, the model says nothing about skin, and only the mesh and
+the mouth cut the view.
 
 Why this and not a face-parsing network: no face-segmentation model whose weights install from the
 package registry is available here (mediapipe's current wheel ships none), and the mesh, the landmarks
@@ -40,6 +43,7 @@ MOUTH_INTERIOR = tuple(range(60, 68))  # iBUG-68 inner lip contour
 # cheeks and nose below the eyes and above the mouth: jaw (1-4), upper lip (48-54), jaw (12-15), eyes (46-39)
 SKIN_SAMPLE_POLYGON = (1, 2, 3, 4, 48, 50, 51, 52, 54, 12, 13, 14, 15, 46, 47, 42, 28, 39, 40, 41)
 MIN_SKIN_SAMPLES = 20
+MIN_INLIER_SHARE = 0.6  # below it the skin sample is not one colour cluster and the colour test is skipped
 JAW, BROWS, EYES = tuple(range(17)), tuple(range(17, 27)), tuple(range(36, 48))
 SILHOUETTE_BAND = 0.03  # the colour test also runs this close to the mesh's outline, share of the face's size
 BROW_LIFT = 0.5  # the brows are raised by this share of their height above the eyes, so the whole brow is inside
@@ -121,11 +125,12 @@ def inner_face_vertices(vertices: Tensor, landmarks: Tensor) -> Tensor:
     return points_in_polygon(vertices[:, :2] * flip, inner_face_polygon(landmarks[:, :2] * flip))
 
 
-def skin_colour_model(image: Tensor, sample: Tensor, min_sigma: float = 0.03) -> tuple[Tensor, Tensor]:
-    """Robust mean ``(3,)`` and covariance ``(3, 3)`` of ``image`` ``(3, H, W)`` over the ``sample`` ``(H, W)`` pixels.
+def skin_colour_model(image: Tensor, sample: Tensor, min_sigma: float = 0.03) -> tuple[Tensor, Tensor, float]:
+    """Robust mean ``(3,)``, covariance ``(3, 3)`` and inlier share of ``image`` ``(3, H, W)`` over ``sample`` ``(H, W)``.
 
     Median first, then mean and covariance of the pixels within 3 scaled MADs of it on every channel
     (hair or background inside the sample polygon does not move them); ``min_sigma`` is added on the diagonal.
+    The inlier share is the fraction of the sample within those bounds: low when the sample is not one colour.
     """
     pixels = image[:, sample].T.float()  # (N, 3)
     if pixels.shape[0] < MIN_SKIN_SAMPLES:
@@ -137,7 +142,8 @@ def skin_colour_model(image: Tensor, sample: Tensor, min_sigma: float = 0.03) ->
     mean = inliers.mean(dim=0)
     centred = inliers - mean
     covariance = centred.T @ centred / max(1, inliers.shape[0] - 1)
-    return mean, covariance + min_sigma**2 * torch.eye(3, dtype=covariance.dtype, device=covariance.device)
+    floor = min_sigma**2 * torch.eye(3, dtype=covariance.dtype, device=covariance.device)
+    return mean, covariance + floor, inliers.shape[0] / pixels.shape[0]
 
 
 def skin_colour_mask(image: Tensor, mean: Tensor, covariance: Tensor, threshold: float) -> Tensor:
@@ -169,7 +175,9 @@ def face_skin_mask(
     landmarks = landmarks.float()
     mouth = polygon_mask(landmarks[list(MOUTH_INTERIOR)], height, width)
     sample = polygon_mask(landmarks[list(SKIN_SAMPLE_POLYGON)], height, width) & covered & ~mouth
-    mean, covariance = skin_colour_model(image, sample, min_sigma)
+    mean, covariance, inlier_share = skin_colour_model(image, sample, min_sigma)
+    if inlier_share < MIN_INLIER_SHARE:  # the cheeks are not one colour: no evidence of what skin looks like here
+        return covered & ~mouth
     # non-skin inside the mesh grows by ``erosion``; the mesh's own outline is left to fusion's silhouette falloff
     if inner_face is None:
         inner = polygon_mask(inner_face_polygon(landmarks), height, width)

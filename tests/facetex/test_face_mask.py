@@ -43,8 +43,9 @@ def test_skin_colour_model_ignores_a_minority_of_outliers() -> None:
     skin = torch.tensor([0.7, 0.5, 0.4])
     image = skin[:, None, None] + 0.02 * torch.randn(3, 40, 40, generator=generator)
     image[:, :12] = torch.tensor([0.05, 0.04, 0.03])[:, None, None]  # 30% hair in the sample
-    mean, covariance = skin_colour_model(image, torch.ones(40, 40, dtype=torch.bool))
+    mean, covariance, inlier_share = skin_colour_model(image, torch.ones(40, 40, dtype=torch.bool))
     torch.testing.assert_close(mean, skin, atol=0.01, rtol=0)
+    assert 0.68 < inlier_share <= 0.70
     mask = skin_colour_mask(image, mean, covariance, 5.0)
     assert not mask[:12].any() and mask[12:].float().mean() > 0.99
     with pytest.raises(ValueError, match="skin sample region"):
@@ -100,6 +101,17 @@ def test_inner_face_on_the_surface_is_the_landmark_outline_seen_frontally() -> N
     assert torch.equal(inner, polygon_mask(inner_face_polygon(landmarks), 64, 64))
     assert inner[30, 32] and not inner[10, 32]  # the nose is inside; the forehead above the raised brows is not
     assert inner[18, 32] and not inner[17, 32]  # brows on row 20 raised by half their 4-pixel gap to the eyes
+
+
+def test_a_sample_that_is_not_one_colour_switches_the_colour_test_off() -> None:
+    vertices, faces, landmarks = _flat_face()
+    image = torch.zeros(3, 64, 64)
+    image[:] = torch.tensor([0.7, 0.5, 0.4])[:, None, None]
+    image[:, ::2] = torch.tensor([0.1, 0.08, 0.05])[:, None, None]  # stripes: half the cheeks dark
+    image[:, 8:16, 8:56] = torch.tensor([0.1, 0.08, 0.05])[:, None, None]
+    mask = face_skin_mask(image, vertices, faces, landmarks)
+    assert mask[8:40, 8:56].all()  # only the mesh and the mouth cut it
+    assert not mask[41:44, 27:38].any()
 
 
 def test_convex_hull_and_the_outline_of_a_model_without_a_jaw_contour() -> None:
