@@ -29,7 +29,7 @@ hair streaks, the background through an open mouth). What it cannot do: remove s
 outside the colour model (it is dropped and filled from other views or the mirror), remove anything in
 front of the face inside its landmark outline (a hand, glasses: one view cannot tell them from the face), or
 find occluders in a view whose cheeks themselves are hidden (the colour model then learns the occluder; fusion's robust
-cross-view vote, ``texture.reject_outliers``, is the second line of defence).
+cross-view vote, ``view_outliers.reject_outliers``, is the second line of defence).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
    with per-view masks (``face_mask``: face skin only), only masked pixels enter it, and texels whose
    footprint is mostly outside the mask lose their weight (hair, background, mouth interior feed nothing).
    Outliers: where three or more views see a texel, a sample far (robust z-score) from the views'
-   weighted median is dropped (:func:`reject_outliers`), so an occluder one view shows does not bleed in.
+   weighted median is dropped (``view_outliers.reject_outliers``), so an occluder one view shows does not bleed in.
 5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
    normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
    and renormalised. The blend then changes smoothly across the border between two views instead of
@@ -53,6 +53,7 @@ from torch import Tensor
 
 from facetex.face3d.geometry import vertex_normals
 from facetex.face3d.rasterizer import Fragments, interpolate, rasterize, rasterize_uv
+from facetex.face3d.view_outliers import reject_outliers
 
 MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 2048
 MIRROR_TRUST_MARGIN = 0.25  # a mirror must be trusted this much more than the texel before it is used
@@ -88,7 +89,7 @@ class FusionConfig:
         skin_threshold: Mahalanobis distance to the view's skin-colour model beyond which a pixel is not skin.
         skin_erosion: pixels eroded off every border of the skin mask (drops pixels mixing skin and the rest).
         outlier_z: a texel's view sample farther than this many robust deviations from the weighted median of
-            its views is dropped (:func:`reject_outliers`; needs 3 or more views; 0 = keep every sample).
+            its views is dropped (``view_outliers.reject_outliers``; needs 3 or more views; 0 = keep every sample).
         outlier_floor: the smallest robust deviation, colour units in [0, 1] (views that agree closely do
             not drop each other for tiny shading differences).
     """
@@ -283,37 +284,6 @@ def blend_views(colours: Tensor, weights: Tensor, seam_sigma: float) -> tuple[Te
     blend_total = normalised.sum(dim=0, keepdim=True)
     blend = torch.where(blend_total > 0, normalised / blend_total.clamp_min(1e-12), 0.0)
     return (colours * blend[:, None]).sum(dim=0), blend
-
-
-def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
-    """Per-element weighted median over dim 0: values ``(K, ...)``, weights ``(K, ...)`` >= 0 -> ``(...)``.
-
-    The smallest value whose cumulative weight reaches half the total (the lower weighted median).
-    """
-    ordered, order = values.sort(dim=0)
-    cumulative = weights.gather(0, order).cumsum(dim=0)
-    first = (cumulative >= 0.5 * cumulative[-1:]).float().argmax(dim=0, keepdim=True)
-    return ordered.gather(0, first)[0]
-
-
-def reject_outliers(colours: Tensor, weights: Tensor, z: float, floor: float) -> Tensor:
-    """View weights ``(K, T, T)`` with the samples that disagree with the other views set to 0.
-
-    colours: ``(K, 3, T, T)`` each view's sample; weights: ``(K, T, T)`` raw view weights (0 = unused).
-    A texel's reference is the per-channel weighted median of its views; a sample's deviation is its largest
-    channel difference to it, the texel's scale ``1.4826 x`` the weighted median of those deviations (at least
-    ``floor``). Samples deviating more than ``z`` scales are dropped, on texels three or more views see (with two
-    there is no majority). An occluder or background seen by a minority of views drops out; a majority that
-    agrees keeps its colour.
-    """
-    if z <= 0:
-        return weights
-    channel_weights = weights[:, None].expand_as(colours)
-    reference = weighted_median(colours, channel_weights)  # (3, T, T)
-    deviation = (colours - reference).abs().amax(dim=1)  # (K, T, T)
-    scale = (1.4826 * weighted_median(deviation, weights)).clamp_min(floor)
-    voters = (weights > 0).sum(dim=0) >= 3
-    return torch.where(voters & (deviation > z * scale), 0.0, weights)
 
 
 def sample_at_mirror(maps: Tensor, known: Tensor, chart: UVChart, min_support: float = 0.5) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,7 @@ from facetex.face3d.face_mask import (
     skin_colour_mask,
     skin_colour_model,
 )
-from facetex.face3d.texture import reject_outliers, weighted_median
+from facetex.face3d.view_outliers import reject_outliers, weighted_median
 
 
 def test_polygon_mask_fills_pixel_centres_inside() -> None:
