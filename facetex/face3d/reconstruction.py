@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from facetex.face3d.camera import project
+from facetex.face3d.face_mask import BROWS, EYES, MOUTH_INTERIOR, face_skin_mask, inner_face_vertices
 from facetex.face3d.fitting import LandmarkFit, fit_landmarks_multiview
 from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.texture import FusedTexture, FusionConfig, fuse_texture
@@ -45,7 +47,9 @@ def texture_views(
 ) -> FaceReconstruction:
     """Fuse K images ``(K, 3, H, W)`` (uint8 or [0, 1]) into the UV texture of the fitted face.
 
-    ``fit`` is the multi-view fit of one face (batch 1) over the same K images.
+    ``fit`` is the multi-view fit of one face (batch 1) over the same K images. With ``config.skin_mask``
+    (and a model marking the brows, eyes and inner lips), only each view's face skin feeds the texture
+    (:func:`skin_masks`).
     """
     if model.uv is None:
         raise ValueError("the face model has no texture coordinates; load it with its UV file to build a texture")
@@ -57,5 +61,32 @@ def texture_views(
     num_views = images.shape[0]
     vertices = model(fit.shape.expand(num_views, -1), fit.expression[0])  # (K, V, 3)
     screen = project(vertices, fit.rotation[0], fit.scale[0], fit.translation[0])
-    fused = fuse_texture(images, screen, model.triangles, model.uv, texture_size, model.symmetry, config)
+    masks = skin_masks(model, images, screen, config) if config.skin_mask else None
+    fused = fuse_texture(images, screen, model.triangles, model.uv, texture_size, model.symmetry, config, masks)
     return FaceReconstruction(fit=fit, vertices=vertices, screen_vertices=screen, fused=fused)
+
+
+def skin_masks(model: MorphableModel, images: Tensor, screen_vertices: Tensor, config: FusionConfig) -> Tensor | None:
+    """``(K, H, W)`` bool face-skin mask of each view (``face_mask.face_skin_mask``), from the mesh's own landmarks.
+
+    images: ``(K, 3, H, W)`` uint8 or [0, 1]; screen_vertices: ``(K, V, 3)``. Landmarks the model does not mark
+    (the Surrey model's jaw contour) are left out of the polygons. None when it lacks any brow or eye landmark or
+    more than half of the inner lips (the polygons need them): then every pixel may feed the map.
+    """
+    present = torch.zeros(68, dtype=torch.bool, device=images.device)
+    present[model.landmark_ids] = True
+    if not present[list(BROWS + EYES)].all() or int(present[list(MOUTH_INTERIOR)].sum()) < 4:
+        return None
+    index = torch.zeros(68, dtype=torch.long, device=images.device)
+    index[model.landmark_ids] = model.landmark_vertices
+
+    def landmarks_of(vertices: Tensor) -> Tensor:  # (V, D) -> (68, D), NaN where the model has no landmark
+        return torch.where(present[:, None], vertices[index], float("nan"))
+
+    inner = inner_face_vertices(model.mean, landmarks_of(model.mean))
+    images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    return torch.stack([
+        face_skin_mask(image, vertices, model.triangles, landmarks_of(vertices[:, :2]), inner, config.skin_threshold,
+                       config.skin_erosion)
+        for image, vertices in zip(images, screen_vertices)
+    ])

@@ -15,7 +15,11 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
 4. Sampling. The image is read bilinearly at the texel's screen position with ``grid_sample``;
    screen x maps to ``2 x / W - 1`` with ``align_corners=False``, which puts pixel ``j``'s centre at
    ``x = j + 0.5`` as the rasteriser does. Only pixels the mesh covers in that view enter the
-   bilinear average (weights renormalised), so texels at the silhouette do not take background colour.
+   bilinear average (weights renormalised), so texels at the silhouette do not take background colour;
+   with per-view masks (``face_mask``: face skin only), only masked pixels enter it, and texels whose
+   footprint is mostly outside the mask lose their weight (hair, background, mouth interior feed nothing).
+   Outliers: where three or more views see a texel, a sample far (robust z-score) from the views'
+   weighted median is dropped (``view_outliers.reject_outliers``), so an occluder one view shows does not bleed in.
 5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
    normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
    and renormalised. The blend then changes smoothly across the border between two views instead of
@@ -26,8 +30,9 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
 6. Symmetry. Each texel's mirror texel is found by interpolating the UVs of the mirror vertices
    (``symmetry``) of its triangle with its barycentrics. Texels no view saw take the mirror's colour;
    texels seen only obliquely (beyond ``mirror_angle``) whose mirror was seen more frontally blend
-   toward it smoothly (:func:`mirror_blend`), which removes the smeared, background-tainted far side
-   of a single turned photo without touching texels any view sees well.
+   toward it smoothly (:func:`mirror_blend`) where the mirror's colour agrees with their own (within
+   ``mirror_tolerance``), which sharpens the smeared far side of a single turned photo without touching
+   texels any view sees well or copying asymmetric detail (text, one-sided light) across the face.
 7. Inpainting. Chart texels still empty (and a thin gutter outside the chart, so bilinear and mipmapped
    lookups at the chart border stay clean) are filled by push-pull: a weighted image pyramid of the
    known texels is averaged down to 1x1 and pulled back up, each level filling its holes from the
@@ -48,6 +53,7 @@ from torch import Tensor
 
 from facetex.face3d.geometry import vertex_normals
 from facetex.face3d.rasterizer import Fragments, interpolate, rasterize, rasterize_uv
+from facetex.face3d.view_outliers import reject_outliers
 
 MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 2048
 MIRROR_TRUST_MARGIN = 0.25  # a mirror must be trusted this much more than the texel before it is used
@@ -75,6 +81,17 @@ class FusionConfig:
         mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
             when that one is seen better (see :func:`mirror_blend`).
         gutter: texels of inpainted padding around the chart.
+        mirror_tolerance: colour difference (largest channel, [0, 1]) up to which a texel seen obliquely may lean
+            on its mirror; the lean fades out by twice this, so a mirror that disagrees (asymmetric lighting, text,
+            a one-sided occluder) never replaces what a view saw. Texels no view saw take the mirror regardless.
+        skin_mask: in ``reconstruction.texture_views``, feed only each view's face-skin pixels to the texture
+            (``face_mask.face_skin_mask``: mesh coverage minus mouth interior minus pixels far from skin colour).
+        skin_threshold: Mahalanobis distance to the view's skin-colour model beyond which a pixel is not skin.
+        skin_erosion: pixels eroded off every border of the skin mask (drops pixels mixing skin and the rest).
+        outlier_z: a texel's view sample farther than this many robust deviations from the weighted median of
+            its views is dropped (``view_outliers.reject_outliers``; needs 3 or more views; 0 = keep every sample).
+        outlier_floor: the smallest robust deviation, colour units in [0, 1] (views that agree closely do
+            not drop each other for tiny shading differences).
     """
 
     cos_power: float = 3.0
@@ -84,6 +101,12 @@ class FusionConfig:
     depth_tolerance: float = 1.0
     seam_sigma: float = 1.0 / 128.0
     gutter: int = 2
+    mirror_tolerance: float = 0.1
+    skin_mask: bool = True
+    skin_threshold: float = 5.0
+    skin_erosion: int = 1
+    outlier_z: float = 3.0
+    outlier_floor: float = 0.05
 
 
 @dataclass
@@ -175,13 +198,16 @@ def _uv_to_grid(uv: Tensor) -> Tensor:
 
 
 def sample_view(
-    image: Tensor, screen_vertices: Tensor, faces: Tensor, chart: UVChart, config: FusionConfig = FusionConfig()
+    image: Tensor, screen_vertices: Tensor, faces: Tensor, chart: UVChart, config: FusionConfig = FusionConfig(),
+    mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """What one view tells about every texel.
 
     image: ``(3, H, W)`` float in [0, 1]; screen_vertices: ``(V, 3)`` this view's projection
-    (``camera.project``: x right, y down, depth smaller = nearer); faces: ``(F, 3)``.
-    Returns colour ``(3, T, T)``, visibility ``(T, T)`` bool and view weight ``(T, T)`` (0 where not visible).
+    (``camera.project``: x right, y down, depth smaller = nearer); faces: ``(F, 3)``; mask: ``(H, W)`` bool,
+    the pixels allowed to feed the texture (e.g. ``face_mask.face_skin_mask``), None = every pixel.
+    Returns colour ``(3, T, T)``, visibility ``(T, T)`` bool and view weight ``(T, T)`` (0 where not visible;
+    with a mask, ramped to 0 where the mask allows under half of the mesh pixels of the texel's bilinear footprint).
     """
     height, width = image.shape[-2:]
     screen = screen_vertices.float()[None]  # (1, V, 3)
@@ -205,10 +231,18 @@ def sample_view(
     weight = weight * silhouette_falloff(torch.isfinite(zbuffer), texel_points[..., :2], config.silhouette_margin)
     grid = _screen_to_grid(texel_points[..., :2], height, width)[None]
     # bilinear over the pixels the mesh covers only: at the silhouette the background does not bleed in
-    covered = torch.isfinite(zbuffer).float()[None]
-    stacked = torch.cat([image.float() * covered, covered])[None]
+    covered = torch.isfinite(zbuffer)
+    allowed = covered
+    if mask is not None:
+        if mask.shape != covered.shape:
+            raise ValueError(f"mask must be (H, W) = {tuple(covered.shape)} like its image, got {tuple(mask.shape)}")
+        allowed = covered & mask.bool()
+    stacked = torch.cat([image.float() * allowed, allowed[None], covered[None]])[None]
     sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    colour = sampled[:-1] / sampled[-1:].clamp_min(1e-6)
+    colour = sampled[:3] / sampled[3:4].clamp_min(1e-6)
+    if mask is not None:  # the share of the footprint's mesh pixels the mask allows
+        share = sampled[3] / sampled[4].clamp_min(1e-6)
+        weight = weight * ((share - 0.5) * 2.0).clamp(0.0, 1.0)
     return colour, visibility, weight
 
 
@@ -325,13 +359,15 @@ def fuse_texture(
     texture_size: int,
     symmetry: Tensor | None = None,
     config: FusionConfig = FusionConfig(),
+    masks: Tensor | None = None,
 ) -> FusedTexture:
     """Fuse K views of one mesh into a ``T x T`` UV texture.
 
     images: ``(K, 3, H, W)`` float in [0, 1] (or uint8); screen_vertices: ``(K, V, 3)`` the mesh in each
     view's screen space; faces: ``(F, 3)``; uv: ``(V, 2)`` the model's texture coordinates in [0, 1], v up
     (the map is laid out from them as 3DDFA_V2's ``process_uv`` does, :func:`layout_uv`); texture_size: T
-    in 256..2048; symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling.
+    in 256..2048; symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling;
+    masks: ``(K, H, W)`` bool, the pixels of each view allowed to feed the texture (``face_mask``), None = all.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (K, 3, H, W), got {tuple(images.shape)}")
@@ -343,16 +379,24 @@ def fuse_texture(
         )
     images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     chart = build_uv_chart(layout_uv(uv.float(), texture_size), faces, texture_size, symmetry)
-    samples = [sample_view(image, vertices, faces, chart, config) for image, vertices in zip(images, screen_vertices)]
+    if masks is not None and masks.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"masks must be (K, H, W) = {(images.shape[0], *images.shape[-2:])}, one per image, "
+                         f"got {tuple(masks.shape)}")
+    per_view_masks = [None] * images.shape[0] if masks is None else list(masks)
+    samples = [sample_view(image, vertices, faces, chart, config, mask)
+               for image, vertices, mask in zip(images, screen_vertices, per_view_masks)]
     colours = torch.stack([s[0] for s in samples])
     visibility = torch.stack([s[1] for s in samples])
-    weights = torch.stack([s[2] for s in samples])
+    weights = reject_outliers(colours, torch.stack([s[2] for s in samples]), config.outlier_z, config.outlier_floor)
 
     texture, blend = blend_views(colours, weights, config.seam_sigma * texture_size)
     coverage = weights.sum(dim=0) > 0
     best_weight = weights.amax(dim=0)
     mirrored, available = sample_at_mirror(torch.cat([texture, best_weight[None]]), coverage, chart)
     share = mirror_blend(best_weight, mirrored[3], available, chart.mask, config)
+    disagreement = (texture - mirrored[:3]).abs().amax(dim=0)
+    agreement = (2.0 - disagreement / max(config.mirror_tolerance, 1e-6)).clamp(0.0, 1.0)
+    share = torch.where(best_weight > 0, share * agreement, share)  # seen texels lean only on a mirror that agrees
     texture = (1.0 - share) * texture + share * mirrored[:3]
     source = torch.full_like(coverage, TexelSource.OUTSIDE, dtype=torch.uint8)
     source[coverage] = TexelSource.VIEW

@@ -1,9 +1,11 @@
 """Texture fusion: occlusion, mirror filling and push-pull on exact toy meshes; recovery of a known
 texture of the real Surrey Face Model from its renders, and of the real BFM mean face rendered in
-3DDFA_V2's conventions from 62-parameter poses (the ground-truth proofs)."""
+3DDFA_V2's conventions from 62-parameter poses (the ground-truth proofs), also over a magenta background
+with a hair band over the forehead (only skin may reach the map)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from facetex.face3d.camera import euler_to_rotation, project
 from facetex.face3d.morphable_model import MorphableModel, mirror_vertices
+from facetex.face3d.reconstruction import skin_masks
 from facetex.face3d.regressor import apply_pose, crop_pose_to_image
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
 from facetex.face3d.texture import (
@@ -265,6 +268,26 @@ def test_one_view_fills_the_hidden_side_by_symmetry(sfm: MorphableModel) -> None
     assert (fused.texture[:, fused.source == TexelSource.OUTSIDE] == 0).all()
 
 
+def test_a_mirror_that_disagrees_never_replaces_what_a_view_saw(sfm: MorphableModel) -> None:
+    """One view at yaw 45 of a face whose two halves differ in colour (u < 0.5 red-brown, u > 0.5 blue-grey):
+    every texel the view sees keeps its own half's colour, though the far side is seen obliquely and its mirror
+    well; texels no view saw take the mirror's colour (the last resort) and are marked so."""
+    truth = torch.empty(3, TEXTURE_SIZE, TEXTURE_SIZE)
+    truth[:, :, : TEXTURE_SIZE // 2] = torch.tensor([0.7, 0.45, 0.35])[:, None, None]
+    truth[:, :, TEXTURE_SIZE // 2:] = torch.tensor([0.35, 0.45, 0.7])[:, None, None]
+    images, screen = _render_sfm_mean(sfm, truth, (45.0,))
+    fused = fuse_texture(images, screen, sfm.triangles, sfm.uv, TEXTURE_SIZE, sfm.symmetry)
+    away_from_midline = torch.zeros_like(fused.coverage)
+    away_from_midline[:, : TEXTURE_SIZE // 2 - 4] = True
+    away_from_midline[:, TEXTURE_SIZE // 2 + 4:] = True
+    seen = fused.coverage & away_from_midline
+    error = (fused.texture - truth).abs().amax(dim=0)
+    print(f"\nasymmetric face at yaw 45: {float((error[seen] < 0.05).float().mean()):.2%} of seen texels keep their "
+          f"colour; {fused.fraction(TexelSource.SYMMETRY):.1%} of the chart mirrored")
+    assert (error[seen] < 0.05).float().mean() > 0.99
+    assert ((fused.source == TexelSource.SYMMETRY) & ~fused.coverage).sum() > 1000
+
+
 def test_silhouette_falloff_is_the_box_filtered_mask_ramp_at_pixel_centres() -> None:
     """At pixel centres the falloff is clamp(2 * (box mean of the mask, zero outside) - 1, 0, 1), brute force."""
     generator = torch.Generator().manual_seed(0)
@@ -306,8 +329,27 @@ def _official_image_points(poses: torch.Tensor, roi: torch.Tensor, points: torch
                         -crop[..., 2] * ((ex - sx) + (ey - sy)) / 240], dim=-1)
 
 
-@pytest.mark.slow
-def test_known_texture_on_the_bfm_mean_face_from_official_poses(shared_assets: Path) -> None:
+@dataclass
+class BfmScene:
+    """The BFM mean face in BFM_VIEWS, posed by 3DDFA_V2 62-parameter poses + one roi box, with a known texture."""
+
+    model: MorphableModel
+    poses: torch.Tensor  # (K, 3, 4) [s R | t]
+    roi: torch.Tensor  # (4,)
+    truth: torch.Tensor  # (3, T, T)
+    screen: torch.Tensor  # (K, V, 3) official image points
+
+    def render(self, background: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, 3, S, S) images of the scene over ``background`` (3,) (black if None)."""
+        uv = (self.model.uv.double() * (BFM_TEXTURE - 1) + 0.5) / BFM_TEXTURE  # process_uv positions, OBJ-style
+        backdrop = None if background is None else background[None, :, None, None].expand(
+            len(BFM_VIEWS), 3, BFM_IMAGE, BFM_IMAGE)
+        return render_textured(self.screen.float(), self.model.triangles, uv.float(), self.truth[None], BFM_IMAGE,
+                               background=backdrop)[0]
+
+
+@pytest.fixture(scope="module")
+def bfm_scene(shared_assets: Path) -> BfmScene:
     bfm = shared_assets / "bfm"
     model = MorphableModel.from_bfm_mean(bfm / "bfm_noneck_mean.npz", bfm / "BFM_UV.mat", bfm / "indices.npy")
     mean = model.mean.double()
@@ -318,15 +360,23 @@ def test_known_texture_on_the_bfm_mean_face_from_official_poses(shared_assets: P
         rotation = euler_to_rotation(yaw, pitch, 0.0).double()
         offset = torch.tensor([61.0, 58.0, 40.0], dtype=torch.float64) - scale * rotation @ centre
         poses.append(torch.cat([scale * rotation, offset[:, None]], dim=1))
-    poses = torch.stack(poses)
     roi = torch.tensor([49.3, 35.6, 399.3, 385.6], dtype=torch.float64)  # a 350 px roi box, unrounded
-    truth = _smooth_skin(BFM_TEXTURE)
-    screen = _official_image_points(poses, roi, mean)
-    uv = (model.uv.double() * (BFM_TEXTURE - 1) + 0.5) / BFM_TEXTURE  # process_uv positions, OBJ-style
-    images, _ = render_textured(screen.float(), model.triangles, uv.float(), truth[None], BFM_IMAGE)
+    stacked = torch.stack(poses)
+    return BfmScene(model, stacked, roi, _smooth_skin(BFM_TEXTURE), _official_image_points(stacked, roi, mean))
+
+
+def _recovered_vertices(scene: BfmScene) -> torch.Tensor:
+    """(K, V, 3) the mesh placed in each image through the public API from the 62-parameter poses and the roi."""
+    return apply_pose(crop_pose_to_image(scene.poses, scene.roi.expand(len(BFM_VIEWS), 4)), scene.model.mean.double())
+
+
+@pytest.mark.slow
+def test_known_texture_on_the_bfm_mean_face_from_official_poses(bfm_scene: BfmScene) -> None:
+    model, truth, screen = bfm_scene.model, bfm_scene.truth, bfm_scene.screen
+    images = bfm_scene.render()
 
     # recovered through the public API from the images, the 62-parameter poses and the roi boxes
-    recovered = apply_pose(crop_pose_to_image(poses, roi.expand(len(BFM_VIEWS), 4)), mean)
+    recovered = _recovered_vertices(bfm_scene)
     torch.testing.assert_close(recovered[..., :2], screen[..., :2], atol=1e-9, rtol=0)
     fused = fuse_texture(images, recovered.float(), model.triangles, model.uv, BFM_TEXTURE, model.symmetry)
     seen = fused.visibility.any(dim=0) & fused.chart
@@ -336,4 +386,62 @@ def test_known_texture_on_the_bfm_mean_face_from_official_poses(shared_assets: P
     print(f"\nBFM mean face, {len(BFM_VIEWS)} views: PSNR {psnr:.2f} dB on texels any view sees "
           f"({_psnr(fused.texture, truth, fused.coverage):.2f} dB where weighted); frontal alone {frontal_psnr:.2f} dB "
           f"on the texels it sees ({_psnr(frontal.texture, truth, frontal.coverage):.2f} dB where weighted)")
+    assert psnr >= 40.0 and frontal_psnr >= 30.0
+
+
+MAGENTA, HAIR = torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.08, 0.06, 0.05])
+
+
+def _tainted(texture: torch.Tensor, truth: torch.Tensor, colour: torch.Tensor, where: torch.Tensor) -> float:
+    """Share of the ``where`` texels that took ``colour``: the least-squares share ``a`` of it in
+    ``texture = (1 - a) truth + a colour + error`` is 10% or more."""
+    towards = colour[:, None, None] - truth
+    share = ((texture - truth) * towards).sum(dim=0) / towards.square().sum(dim=0)
+    return float((share[where] >= 0.1).float().mean())
+
+
+def _grown(screen: torch.Tensor, factor: float) -> torch.Tensor:
+    """(K, V, 3) each view's mesh scaled by ``factor`` in x, y about its centroid: a fit whose outline overhangs."""
+    centre = screen[..., :2].mean(dim=1, keepdim=True)
+    return torch.cat([centre + factor * (screen[..., :2] - centre), screen[..., 2:]], dim=-1)
+
+
+@pytest.mark.slow
+def test_only_skin_feeds_the_bfm_texture_over_magenta_with_hair(bfm_scene: BfmScene) -> None:
+    """Magenta background and a dark "hair" band over the forehead in every other view (the frontal one too):
+    under 0.5% of the texels any view sees take either colour, with an exact fit and with one whose outline
+    overhangs the face by 2%; without masks and outlier rejection far more do. On the clean scene the
+    known-texture targets still hold with skin masks."""
+    model, truth = bfm_scene.model, bfm_scene.truth
+    recovered = _recovered_vertices(bfm_scene).float()
+    images = bfm_scene.render(MAGENTA)
+    landmarks = recovered[:, model.landmark_vertices[model.landmark_ids.argsort()], :2]
+    for view in range(0, len(BFM_VIEWS), 2):
+        top, brow = float(recovered[view, :, 1].min()), float(landmarks[view, 17:27, 1].min())
+        images[view, :, int(top) - 5: int(top + 0.8 * (brow - top))] = HAIR[:, None, None]
+    plain = FusionConfig(outlier_z=0.0)
+    for growth in (1.0, 1.02):
+        screen = _grown(recovered, growth)
+        masks = skin_masks(model, images, screen, FusionConfig())
+        assert masks is not None
+        fused = fuse_texture(images, screen, model.triangles, model.uv, BFM_TEXTURE, model.symmetry, FusionConfig(),
+                             masks)
+        before = fuse_texture(images, screen, model.triangles, model.uv, BFM_TEXTURE, model.symmetry, plain)
+        seen = fused.visibility.any(dim=0) & fused.chart
+        after = [_tainted(fused.texture, truth, colour, seen) for colour in (MAGENTA, HAIR)]
+        unmasked = [_tainted(before.texture, truth, colour, seen) for colour in (MAGENTA, HAIR)]
+        print(f"\nmesh grown {growth:.2f}: texels taking magenta / hair {after[0]:.2%} / {after[1]:.2%} "
+              f"(without masks or outlier rejection {unmasked[0]:.2%} / {unmasked[1]:.2%}); PSNR "
+              f"{_psnr(fused.texture, truth, seen):.2f} dB (without {_psnr(before.texture, truth, seen):.2f} dB)")
+        assert max(after) < 0.005 and unmasked[1] > 0.05
+
+    clean = bfm_scene.render()
+    masks = skin_masks(model, clean, recovered, FusionConfig())
+    assert masks is not None
+    fused = fuse_texture(clean, recovered, model.triangles, model.uv, BFM_TEXTURE, model.symmetry, FusionConfig(), masks)
+    frontal = fuse_texture(clean[:1], recovered[:1], model.triangles, model.uv, BFM_TEXTURE, model.symmetry,
+                           FusionConfig(), masks[:1])
+    psnr = _psnr(fused.texture, truth, fused.visibility.any(dim=0) & fused.chart)
+    frontal_psnr = _psnr(frontal.texture, truth, frontal.visibility[0] & frontal.chart)
+    print(f"clean scene with skin masks: {psnr:.2f} dB any view, {frontal_psnr:.2f} dB frontal alone")
     assert psnr >= 40.0 and frontal_psnr >= 30.0
