@@ -41,6 +41,7 @@ from cli.catalog import catalog_text, classes  # noqa: E402
 from cli.checkpoint_policy import CheckpointPolicy, resolve_checkpoint  # noqa: E402
 from cli.errors import explain  # noqa: E402
 from foundation.errors import InputError  # noqa: E402
+from foundation.files import creation_blocker  # noqa: E402
 
 DEBUG_ENV = "GNNFACE_DEBUG"
 
@@ -84,11 +85,11 @@ def check_writable(option: str, folder: Any) -> None:
     """Raises OutputPathError unless ``folder`` is, or can be made, a writable folder (nothing is created)."""
     if folder is None:
         return
-    path = Path(str(folder)).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise OutputPathError(f"{option} {folder}: {existing} is a file, not a folder; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    blocker = creation_blocker(Path(str(folder)).absolute())
+    if blocker is not None:
+        existing, kind = blocker
+        if kind == "file":
+            raise OutputPathError(f"{option} {folder}: {existing} is a file, not a folder; choose another path")
         raise OutputPathError(f"{option} {folder}: {existing} is not writable; choose a folder you can write to")
 
 

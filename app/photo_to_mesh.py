@@ -8,7 +8,6 @@ and ``render.render_turntable`` -> ``app.face_outputs.write_face_folder`` (``fac
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from facetex.face3d.render import render_turntable, rerender
 from facetex.face3d.texture import TexelSource
 from facetex.gallery import build_gallery, write_photo
 from foundation.errors import InputError
+from foundation.files import creation_blocker
 
 DEFAULT_YAWS = (-45.0, -20.0, 0.0, 20.0, 45.0)
 STAGES = ("load image", "detect + 3DDFA landmarks", "fit face model", "fuse texture", "re-render + score",
@@ -37,14 +37,6 @@ STAGES = ("load image", "detect + 3DDFA landmarks", "fit face model", "fuse text
 
 class OutputFolderError(InputError, FileExistsError):
     """The output folder is a file, or a folder holding files that are not an earlier face folder."""
-
-
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or its closest ancestor that exists (``.`` for a relative path with none)."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(".")
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -60,13 +52,15 @@ def check_out_dir(out_dir: Path) -> None:
             f"{str(out_dir)!r} exists and is not the folder of an earlier photo -> mesh run (it has no metrics.json); "
             "it would be replaced whole: pass a new or empty folder for the outputs"
         )
-    holder = _nearest_existing(out_dir.absolute().parent)
-    if not holder.is_dir():
+    blocker = creation_blocker(out_dir.absolute().parent)
+    if blocker is None:
+        return
+    holder, kind = blocker
+    if kind == "file":
         raise OutputFolderError(f"cannot create the output folder {str(out_dir)!r}: {str(holder)!r} is a file, not a "
                                 "folder; pass an --out inside a folder")
-    if not os.access(holder, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"cannot write the output folder {str(out_dir)!r}: {str(holder)!r} is not writable; "
-                                "pass an --out inside a folder you can write")
+    raise OutputFolderError(f"cannot write the output folder {str(out_dir)!r}: {str(holder)!r} is not writable; "
+                            "pass an --out inside a folder you can write")
 
 
 def photo_to_mesh(

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 
 @contextmanager
@@ -73,3 +74,18 @@ def staged_folder(target: str | Path, replace: bool = True) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def creation_blocker(folder: Path) -> tuple[Path, Literal["file", "read-only"]] | None:
+    """Why ``folder`` could not be created or written into, checked before any work (nothing is created).
+
+    Returns ``folder``'s nearest existing ancestor (or itself) with ``"file"`` when that is a file or
+    ``"read-only"`` when it is not writable, or None when the folder can be made. Writability is ``os.access``:
+    as root it is always granted.
+    """
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return existing, "file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return existing, "read-only"
+    return None
