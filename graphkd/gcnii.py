@@ -18,13 +18,17 @@ The paper decays the GCNII layers' weights more strongly than the two dense laye
 CiteSeer: 0.01 vs 5e-4); :meth:`GCNII.parameter_groups` says so to the optimizer (see
 :func:`graphkd.parameter_groups.optimizer_groups`).
 
-The edge weights of ``P`` are computed once per forward and shared by all layers (PyG's example
-does it once as a transform); ``GCN2Conv`` normalising by itself would redo it in each of 64 layers.
-A sparse CSR ``P`` was tried for the 64-layer Cora model and was no faster than these weighted edges
-on one CPU thread (an ad-hoc comparison of training steps), so the plain edge list is kept.
+``P`` is built once per forward as a sparse CSR matrix and shared by all layers (PyG's example
+normalises once as a transform; ``GCN2Conv`` normalising by itself would redo it in each of 64
+layers). Each layer's propagation is then one sparse-dense product: on Amazon Computers (491,722
+edges, width 64, one CPU thread) a layer's forward + backward takes 0.049 s against 0.349 s for the
+scatter over a weighted edge list (7.1x), with outputs equal to 2e-7. The input may also be a sparse
+CSR adjacency ``adj_t`` (rows are targets, PyG's convention) instead of an edge list, and the features
+sparse CSR (bag-of-words inputs; the first layer is then a sparse product).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -33,15 +37,24 @@ from torch import Tensor, nn
 from torch_geometric.nn import GCN2Conv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
+from graphkd.feature_dropout import feature_dropout
 from graphkd.outputs import GNNOutput
 
 
-def normalized_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``edge_index (2, E)`` -> the edges of ``P = D^-1/2 (A + I) D^-1/2``: ``(2, E + N)`` and weights ``(E + N,)``.
+def propagation_matrix(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> Tensor:
+    """``P = D^-1/2 (A + I) D^-1/2`` as a sparse CSR ``(N, N)`` matrix whose row ``i`` aggregates into node ``i``.
 
-    Degrees are counted on targets, as in ``GCNConv``.
+    ``edge_index`` is either ``(2, E)`` (source, target) pairs or a sparse CSR ``adj_t`` (rows are targets);
+    degrees are counted on targets, as in ``GCNConv``.
     """
-    return gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
+    with warnings.catch_warnings():  # torch calls its CSR support "beta" at every first use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        if edge_index.layout == torch.sparse_csr:
+            return gcn_norm(edge_index.to(dtype), None, num_nodes, add_self_loops=True, dtype=dtype)[0]
+        (source, target), weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
+        adjacency = torch.sparse_coo_tensor(torch.stack([target, source]), weight, (num_nodes, num_nodes),
+                                            check_invariants=False)
+        return adjacency.coalesce().to_sparse_csr()
 
 
 class GCNII(nn.Module):
@@ -95,14 +108,15 @@ class GCNII(nn.Module):
         self.layer_dims = [*[hidden_channels] * num_layers, out_channels]
 
     def forward(self, x: Tensor, edge_index: Tensor) -> GNNOutput:
-        """``x (N, in)`` (dense), ``edge_index (2, E)`` -> logits ``(N, out)``, the ``L`` layers' ``(N, hidden)``."""
-        edge_index, edge_weight = normalized_adjacency(edge_index, x.size(0), x.dtype)
-        x = F.dropout(x, self.dropout, self.training)
+        """``x (N, in)`` (dense or CSR), ``edge_index (2, E)`` or CSR ``adj_t (N, N)`` -> logits ``(N, out)``,
+        the ``L`` layers' ``(N, hidden)``."""
+        propagation = propagation_matrix(edge_index, x.size(0), self.lins[0].weight.dtype)
+        x = feature_dropout(x, self.dropout, self.training)
         x = x_0 = self.lins[0](x).relu()
         hidden: list[Tensor] = []
         for conv in self.convs:
             x = F.dropout(x, self.dropout, self.training)
-            x = conv(x, x_0, edge_index, edge_weight).relu()
+            x = conv(x, x_0, propagation).relu()
             hidden.append(x)
         x = F.dropout(x, self.dropout, self.training)
         return GNNOutput(logits=self.lins[1](x), hidden=hidden)

@@ -65,6 +65,7 @@ from graphkd.outputs import GNNOutput
 
 Alignment = Literal["pooled", "node"]
 Layers = Literal["hidden", "all"]
+Attention = Literal["learned", "uniform", "last"]
 
 
 def participating_widths(dims: list[int], layers: Layers, side: str) -> list[int]:
@@ -124,6 +125,8 @@ class ABKD(Distiller):
         proj_dim: common width of the projected layers; None compares raw outputs (equal widths only).
         alignment: "pooled" (one mean vector per layer, as in the paper) or "node" (per-node distances).
         layers: "hidden" (intermediate layers only) or "all" (hidden layers and logits).
+        attention: "learned" (ABKD), or a fixed ``A`` for ablations: "uniform" (every teacher layer alike)
+            or "last" (each student layer aligned with the last participating teacher layer only).
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class ABKD(Distiller):
         proj_dim: int | None = 128,
         alignment: Alignment = "pooled",
         layers: Layers = "hidden",
+        attention: Attention = "learned",
     ) -> None:
         super().__init__(student_dims, teacher_dims)
         if temperature <= 0 or attention_temperature <= 0:
@@ -166,7 +170,16 @@ class ABKD(Distiller):
             for t, d in enumerate(teacher_widths):
                 self.register_buffer(f"teacher_projection_{t}", nn.init.orthogonal_(torch.empty(d, proj_dim)))
         self.proj_dim = proj_dim
-        self.attention_logits = nn.Parameter(torch.zeros(len(student_widths), len(teacher_widths)))
+        logits = torch.zeros(len(student_widths), len(teacher_widths))
+        if attention == "learned":
+            self.attention_logits = nn.Parameter(logits)
+        elif attention in ("uniform", "last"):
+            if attention == "last":
+                logits[:, :-1] = float("-inf")
+            self.register_buffer("attention_logits", logits)
+        else:
+            raise ValueError(f"attention must be 'learned', 'uniform' or 'last', got {attention!r}")
+        self.attention_mode = attention
 
     def attention(self) -> Tensor:
         """Row-normalised attention ``A`` of shape ``(S, T)`` in fp32, with gradient."""
@@ -190,12 +203,20 @@ class ABKD(Distiller):
         check_widths(student, self.student_dims, "student")
         check_widths(teacher, self.teacher_dims, "teacher")
         mask = masked_rows(context.mask, student.logits.shape[0])
+        # Pooled alignment pools before projecting: the projections are affine, so this is the same vector,
+        # and a 64-layer teacher then costs 64 (n,) @ (n, d) row averages instead of 64 (n, d) @ (d, p)
+        # projections (and no (n, d) copies of the masked rows) per step.
+        if self.alignment == "pooled":
+            weights = mask.float() / mask.sum()
+            rows = lambda h: (weights.to(h.dtype) @ h)[None]  # noqa: E731
+        else:
+            rows = lambda h: h[mask]  # noqa: E731
         projected_student = [
-            projection(h[mask]) for projection, h in zip(self.student_projections, self._layers(student))
+            projection(rows(h)) for projection, h in zip(self.student_projections, self._layers(student))
         ]
         with torch.autocast(device_type=mask.device.type, enabled=False):
             projected_teacher = [
-                self._project_teacher(t, h[mask].detach()) for t, h in enumerate(self._layers(teacher))
+                self._project_teacher(t, rows(h.detach())) for t, h in enumerate(self._layers(teacher))
             ]
             dissimilarities = dissimilarity(projected_student, projected_teacher, self.alignment)
             align = (self.attention() * dissimilarities).sum(dim=1).mean()

@@ -155,3 +155,26 @@ def test_invalid_configurations_raise_clear_errors():
     abkd = ABKD(STUDENT_DIMS, TEACHER_DIMS)
     with pytest.raises(ValueError, match="layer widths"):
         abkd(random_output(4, [6, 3], seed=0), random_output(4, TEACHER_DIMS, seed=1), context(4))
+
+
+@pytest.mark.parametrize("attention", ["uniform", "last"])
+def test_fixed_attention_is_not_learned(attention):
+    distiller = ABKD([8, 8, 3], [6, 6, 6, 3], attention=attention)
+    expected = torch.full((2, 3), 1 / 3) if attention == "uniform" else torch.tensor([[0.0, 0, 1], [0, 0, 1]])
+    torch.testing.assert_close(distiller.attention_scores(), expected)
+    assert "attention_logits" not in dict(distiller.named_parameters())
+    assert "attention_logits" in distiller.state_dict()
+
+
+def test_pooled_alignment_equals_projecting_every_row_then_pooling():
+    torch.manual_seed(0)
+    distiller = ABKD([8, 8, 3], [6, 6, 6, 3], proj_dim=5, attention="uniform", logit_weight=0.0)
+    student = GNNOutput(logits=torch.randn(10, 3), hidden=[torch.randn(10, 8) for _ in range(2)])
+    teacher = GNNOutput(logits=torch.randn(10, 3), hidden=[torch.randn(10, 6) for _ in range(3)])
+    mask = torch.rand(10) > 0.4
+    projected_s = [p(h[mask]) for p, h in zip(distiller.student_projections, student.hidden)]
+    projected_t = [h[mask] @ getattr(distiller, f"teacher_projection_{t}") for t, h in enumerate(teacher.hidden)]
+    expected = dissimilarity(projected_s, projected_t, "pooled").mean()  # uniform A: the mean over teacher layers x 1
+    terms = distiller(student, teacher, DistillContext(mask=mask, edge_index=torch.empty(2, 0, dtype=torch.long),
+                                                        labels=torch.zeros(10, dtype=torch.long)))
+    torch.testing.assert_close(terms["kd_align"], expected)

@@ -122,3 +122,15 @@ def test_abkd_from_a_gcnii_teacher_to_an_mlp_student():
     grads = [abkd.attention_logits.grad, *(p.grad for p in student.parameters())]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert abkd.attention_logits.grad.abs().sum() > 0
+
+
+def test_sparse_adjacency_and_sparse_features_give_the_edge_list_outputs():
+    torch.manual_seed(0)
+    model = GCNII(3, 5, 2, num_layers=4, dropout=0.0).double().eval()
+    x = torch.rand(4, 3, dtype=torch.float64) * (torch.rand(4, 3) > 0.5)
+    adj_t = torch.sparse_coo_tensor(EDGES.flip(0), torch.ones(EDGES.shape[1]), (4, 4)).coalesce().to_sparse_csr()
+    reference = model(x, EDGES)
+    for out in (model(x, adj_t), model(x.to_sparse_csr(), EDGES)):
+        torch.testing.assert_close(out.logits, reference.logits)
+        for h, h_ref in zip(out.hidden, reference.hidden, strict=True):
+            torch.testing.assert_close(h, h_ref)

@@ -6,8 +6,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from graphkd.feature_dropout import feature_dropout
 from graphkd.graph_info import HeteroSchema
-from graphkd.models import RGCN, build_gnn, count_parameters, feature_dropout
+from graphkd.models import RGCN, build_gnn, count_parameters
 
 MAG_SCHEMA = HeteroSchema(
     node_types=("author", "field_of_study", "institution", "paper"),

@@ -1,0 +1,208 @@
+"""ABKD where attention over layers has something to choose: deep GCNII teachers, GCN and MLP students, 10 seeds.
+
+    python -m benchmarks.abkd_deep --data-root data --out outputs/abkd_deep                 # the whole table
+    python -m benchmarks.abkd_deep --datasets Cora --seeds 3 --ablation --out outputs/abkd_ablation
+
+Per dataset a GCNII teacher is trained once (GCNII's published shape and settings where it has them,
+kept at its lowest validation loss, as ``configs/gcnii_*.yaml`` do; ``--teacher-checkpoint
+Cora=checkpoints/gcnii_cora/version_0/best.ckpt`` uses one trained by ``main.py`` instead). Then for
+every student cell (a 4-layer GCN, the paper's student, and a 3-layer MLP, the GLNN setting, each at
+the widest width that is >= 8x and >= 30x smaller than the teacher), every method and every seed a
+student is trained from the same initialisation per seed, stopped on validation accuracy (patience),
+and scored on the test split at its best validation epoch. The split is fixed per dataset (public, or
+Shchur et al.'s 20/30 per class drawn with seed 0) because the teacher was trained on it; seeds vary
+the student's initialisation and dropout. Every finished run is appended to ``runs.jsonl`` in the
+output folder, so an interrupted experiment resumes where it stopped; ``report.md``, ``results.json``
+and one attention heatmap per dataset and cell are rewritten from all runs at the end of each dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.abkd_deep_report import write_report
+from benchmarks.kd_training import Budget, Graph, accuracy, fit, inference_latency, load_graph, teacher_outputs
+from benchmarks.machine import use_threads
+from graphkd.distill import ABKD, GCRD, LSP, Distiller, FitNet, LogitKD, NoKD
+from graphkd.models import build_gnn, count_parameters
+from lightning_modules.distillation import read_classifier
+
+
+@dataclass(frozen=True)
+class TeacherShape:
+    """A GCNII teacher and its training rule (chennnM/GCNII ``semi.sh`` where published)."""
+
+    layers: int
+    hidden: int
+    lamda: float
+    dropout: float
+    conv_weight_decay: float = 0.01
+    max_epochs: int = 1500
+    patience: int = 100
+
+
+TEACHERS: dict[str, TeacherShape] = {
+    "Cora": TeacherShape(64, 64, 0.5, 0.6),
+    "CiteSeer": TeacherShape(32, 256, 0.6, 0.7),
+    "PubMed": TeacherShape(16, 256, 0.4, 0.5, conv_weight_decay=5e-4),
+    # Not in GCNII's paper: 16 layers (a 64-layer epoch costs ~4 s on these graphs on one CPU thread),
+    # Cora's other settings, a 300-epoch cap with patience 50.
+    "Computers": TeacherShape(16, 64, 0.5, 0.5, max_epochs=300, patience=50),
+    "Physics": TeacherShape(16, 64, 0.5, 0.5, max_epochs=300, patience=50),
+}
+PUBLISHED_GCNII = {"Cora": 85.5, "CiteSeer": 73.4, "PubMed": 80.3}
+STUDENTS = {"GCN": ("gcn", 4), "MLP": ("mlp", 3)}  # cell family -> (arch, layers)
+RATIOS = (8, 30)
+
+Factory = Callable[[list[int], list[int]], Distiller]
+
+
+def methods(kd_weight: float) -> dict[str, Factory]:
+    """The compared methods; FitNet, LSP and G-CRD are their papers' representation losses (no logit term)."""
+    return {
+        "no KD": NoKD,
+        "logit KD": lambda s, t: LogitKD(s, t, weight=kd_weight),
+        "FitNet": lambda s, t: FitNet(s, t, weight=0.1),
+        "LSP": lambda s, t: LSP(s, t, weight=10.0),
+        "G-CRD": lambda s, t: GCRD(s, t, weight=0.1),
+        "ABKD": lambda s, t: ABKD(s, t, logit_weight=kd_weight),
+    }
+
+
+def ablation(kd_weight: float) -> dict[str, Factory]:
+    """ABKD with one choice changed: a fixed attention, or per-node alignment."""
+    return {
+        "ABKD uniform A": lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="uniform"),
+        "ABKD last teacher layer": lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="last"),
+        "ABKD per-node": lambda s, t: ABKD(s, t, logit_weight=kd_weight, alignment="node"),
+    }
+
+
+def student_width(arch: str, layers: int, graph: Graph, budget: int) -> int:
+    """The widest hidden width whose model has at most ``budget`` parameters."""
+    params = lambda h: count_parameters(build_gnn(arch, graph.num_features, h, graph.num_classes, layers))
+    width = 1
+    while params(width + 1) <= budget:
+        width += 1
+    if params(width) > budget:
+        raise SystemExit(f"no {arch} of {layers} layers fits in {budget} parameters on {graph.name}")
+    return width
+
+
+def train_teacher(graph: Graph, shape: TeacherShape, folder: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, dict]:
+    """The dataset's teacher: loaded from ``folder/teacher.pt`` or a ``main.py`` checkpoint, or trained (seed 0)."""
+    if checkpoint is not None:
+        classifier, hparams = read_classifier(checkpoint)
+        if hparams.get("num_features") != graph.num_features:
+            raise SystemExit(f"{checkpoint} was trained on {hparams.get('num_features')} features, {graph.name} has "
+                             f"{graph.num_features}")
+        teacher = classifier.model
+        out = teacher_outputs(teacher, graph)
+        info = {"source": str(checkpoint), "val": accuracy(out.logits, graph.y, graph.val_mask),
+                "test": accuracy(out.logits, graph.y, graph.test_mask), "layers": hparams["num_layers"],
+                "hidden": hparams["hidden_channels"]}
+        return teacher, info
+    build = lambda: build_gnn("gcnii", graph.num_features, shape.hidden, graph.num_classes, shape.layers, shape.dropout,
+                              arch_options={"alpha": 0.1, "lamda": shape.lamda,
+                                            "conv_weight_decay": shape.conv_weight_decay})
+    file = folder / "teacher.pt"
+    if file.is_file():
+        saved = torch.load(file, weights_only=True)
+        teacher = build()
+        teacher.load_state_dict(saved["state_dict"])
+        return teacher, saved["info"]
+    torch.manual_seed(0)
+    teacher = build()
+    budget = Budget(max_epochs=shape.max_epochs, patience=shape.patience, monitor="loss")
+    result, _ = fit(teacher, graph, budget, progress=f"{graph.name} teacher (epochs)")
+    info = {"source": "trained here (seed 0)", **asdict(result), **asdict(shape)}
+    torch.save({"state_dict": teacher.state_dict(), "info": info}, file)
+    return teacher, info
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> None:
+    """All runs of one dataset that are not in its ``runs.jsonl`` yet, then the dataset's summary."""
+    folder = args.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = load_graph(name, args.data_root)
+    teacher, teacher_info = train_teacher(graph, TEACHERS[name], folder, args.teacher_checkpoint.get(name))
+    teacher_params = count_parameters(teacher)
+    teacher_info |= {"params": teacher_params, "published": PUBLISHED_GCNII.get(name)}
+    teacher_out = teacher_outputs(teacher, graph)
+    chosen = methods(args.kd_weight) | (ablation(args.kd_weight) if args.ablation else {})
+    chosen = {m: f for m, f in chosen.items() if args.methods is None or m in args.methods}
+    runs_file = folder / "runs.jsonl"
+    done = {(r["cell"], r["method"], r["seed"]) for r in map(json.loads, runs_file.read_text().splitlines())} \
+        if runs_file.is_file() else set()
+    cells = {}
+    for family, (arch, layers) in STUDENTS.items():
+        for ratio in args.ratios:
+            width = student_width(arch, layers, graph, teacher_params // ratio)
+            cells[f"{family} {layers}x{width} (>={ratio}x)"] = (arch, layers, width)
+    budget = Budget(max_epochs=args.max_epochs, patience=args.patience)
+    # Seed-major order: whenever the experiment stops, every finished seed has every method (paired runs).
+    todo = [(c, m, s) for s in range(args.seeds) for c in cells for m in chosen if (c, m, s) not in done
+            and (m in methods(args.kd_weight) or c == next(iter(cells)))]  # ablations on the first cell only
+    for cell, method, seed in tqdm(todo, desc=name, unit="run"):
+        arch, layers, width = cells[cell]
+        torch.manual_seed(seed)
+        student = build_gnn(arch, graph.num_features, width, graph.num_classes, layers, args.dropout)
+        distiller = chosen[method](list(student.layer_dims), list(teacher.layer_dims))
+        result, _ = fit(student, graph, budget, teacher_out, distiller)
+        record = {"cell": cell, "method": method, "seed": seed, **asdict(result),
+                  "params": count_parameters(student)}
+        scores = distiller.attention_scores()
+        if scores is not None and seed == 0:
+            record["attention"] = scores.tolist()
+        with runs_file.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+    latency = {"teacher": inference_latency(teacher, graph, hops=len(teacher.layer_dims) - 1)}
+    for cell, (arch, layers, width) in cells.items():
+        student = build_gnn(arch, graph.num_features, width, graph.num_classes, layers)
+        latency[cell] = inference_latency(student, graph, hops=0 if arch == "mlp" else layers)
+    summary = {"teacher": teacher_info, "latency_ms": latency, "kd_weight": args.kd_weight,
+               "budget": asdict(budget), "cells": {c: {"arch": a, "layers": la, "width": w} for c, (a, la, w) in cells.items()}}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=Path("data"),
+                        help="folder with planetoid/<Name>/raw and pyg/<Name>/raw (the CLI configs' layout)")
+    parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer", "Computers", "Physics"],
+                        choices=sorted(TEACHERS), help="graphs, run in this order")
+    parser.add_argument("--out", type=Path, default=Path("outputs/abkd_deep"), help="output folder (resumable)")
+    parser.add_argument("--seeds", type=int, default=10, help="student seeds per method and cell")
+    parser.add_argument("--ratios", nargs="+", type=int, default=list(RATIOS),
+                        help="compression ratios of the student cells (each student is the widest within teacher / ratio)")
+    parser.add_argument("--kd-weight", type=float, default=1.0, help="weight of the T^2 KL logit term (logit KD, ABKD)")
+    parser.add_argument("--max-epochs", type=int, default=500, help="student epoch cap")
+    parser.add_argument("--patience", type=int, default=50, help="student epochs without a better validation accuracy")
+    parser.add_argument("--dropout", type=float, default=0.5, help="student dropout")
+    parser.add_argument("--methods", nargs="+", default=None, choices=[*methods(1.0), *ablation(1.0)],
+                        help="run only these methods (default: all; ablations need --ablation)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also ABKD with uniform / last-layer attention and per-node alignment (first cell only)")
+    parser.add_argument("--teacher-checkpoint", nargs="*", default=[], metavar="NAME=CKPT",
+                        help="use a teacher trained by main.py for dataset NAME")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    args.teacher_checkpoint = dict(item.split("=", 1) for item in args.teacher_checkpoint)
+    args.teacher_checkpoint = {k: Path(v) for k, v in args.teacher_checkpoint.items()}
+    use_threads(args.threads)
+    start = time.perf_counter()
+    for name in args.datasets:
+        run_dataset(name, args)
+        print(write_report(args.out, [n for n in args.datasets if (args.out / n / "summary.json").is_file()]))
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
