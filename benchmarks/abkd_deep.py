@@ -77,11 +77,12 @@ def methods(kd_weight: float) -> dict[str, Factory]:
 
 
 def ablation(kd_weight: float) -> dict[str, Factory]:
-    """ABKD with one choice changed: a fixed attention, or per-node alignment."""
+    """ABKD with one choice changed: a fixed attention, per-node alignment, or no learnable student projection."""
     return {
         "ABKD uniform A": lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="uniform"),
         "ABKD last teacher layer": lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="last"),
         "ABKD per-node": lambda s, t: ABKD(s, t, logit_weight=kd_weight, alignment="node"),
+        "ABKD no learned projection": lambda s, t: ABKD(s, t, logit_weight=kd_weight, learn_projection=False),
     }
 
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=10, help="student seeds per method and cell")
     parser.add_argument("--ratios", nargs="+", type=int, default=list(RATIOS),
                         help="compression ratios of the student cells (each student is the widest within teacher / ratio)")
-    parser.add_argument("--kd-weight", type=float, default=1.0, help="weight of the T^2 KL logit term (logit KD, ABKD)")
+    parser.add_argument("--kd-weight", type=float, default=3.0, help="weight of the T^2 KL logit term (logit KD, ABKD)")
     parser.add_argument("--max-epochs", type=int, default=500, help="student epoch cap")
     parser.add_argument("--patience", type=int, default=50, help="student epochs without a better validation accuracy")
     parser.add_argument("--dropout", type=float, default=0.5, help="student dropout")

@@ -127,6 +127,8 @@ class ABKD(Distiller):
         layers: "hidden" (intermediate layers only) or "all" (hidden layers and logits).
         attention: "learned" (ABKD), or a fixed ``A`` for ablations: "uniform" (every teacher layer alike)
             or "last" (each student layer aligned with the last participating teacher layer only).
+        learn_projection: False drops the student's learnable maps (an ablation): the raw student layers (of
+            one common width) are compared with the teacher layers under fixed orthogonal maps to that width.
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class ABKD(Distiller):
         alignment: Alignment = "pooled",
         layers: Layers = "hidden",
         attention: Attention = "learned",
+        learn_projection: bool = True,
     ) -> None:
         super().__init__(student_dims, teacher_dims)
         if temperature <= 0 or attention_temperature <= 0:
@@ -166,7 +169,13 @@ class ABKD(Distiller):
                 )
             self.student_projections = nn.ModuleList(nn.Identity() for _ in student_widths)
         else:
-            self.student_projections = nn.ModuleList(nn.Linear(d, proj_dim) for d in student_widths)
+            if not learn_projection:
+                if len(set(student_widths)) != 1:
+                    raise ValueError(f"learn_projection=False compares the raw student layers, which needs equal "
+                                     f"widths, but they are {student_widths}; keep learn_projection=True")
+                proj_dim = student_widths[0]
+            self.student_projections = nn.ModuleList(
+                nn.Linear(d, proj_dim) if learn_projection else nn.Identity() for d in student_widths)
             for t, d in enumerate(teacher_widths):
                 self.register_buffer(f"teacher_projection_{t}", nn.init.orthogonal_(torch.empty(d, proj_dim)))
         self.proj_dim = proj_dim

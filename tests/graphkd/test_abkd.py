@@ -178,3 +178,21 @@ def test_pooled_alignment_equals_projecting_every_row_then_pooling():
     terms = distiller(student, teacher, DistillContext(mask=mask, edge_index=torch.empty(2, 0, dtype=torch.long),
                                                         labels=torch.zeros(10, dtype=torch.long)))
     torch.testing.assert_close(terms["kd_align"], expected)
+
+
+def test_without_learned_projection_raw_student_layers_meet_fixed_teacher_maps():
+    distiller = ABKD([8, 8, 3], [6, 6, 6, 3], learn_projection=False, attention="uniform", logit_weight=0.0)
+    assert not list(distiller.parameters())  # nothing to learn: fixed maps and a fixed attention
+    assert distiller.teacher_projection_0.shape == (6, 8)
+    teacher = GNNOutput(logits=torch.randn(10, 3), hidden=[torch.randn(10, 6) for _ in range(3)])
+    # a student whose layers are the teacher's last layer under its fixed map is at distance 0 from it
+    image = teacher.hidden[2] @ distiller.teacher_projection_2
+    student = GNNOutput(logits=torch.randn(10, 3), hidden=[image, image])
+    context = DistillContext(mask=torch.ones(10, dtype=torch.bool), edge_index=torch.empty(2, 0, dtype=torch.long),
+                             labels=torch.zeros(10, dtype=torch.long))
+    distance = dissimilarity([image, image], [h @ getattr(distiller, f"teacher_projection_{t}")
+                                              for t, h in enumerate(teacher.hidden)], "pooled")
+    assert torch.allclose(distance[:, 2], torch.zeros(2), atol=1e-6)
+    torch.testing.assert_close(distiller(student, teacher, context)["kd_align"], distance.mean())
+    with pytest.raises(ValueError, match="learn_projection=False"):
+        ABKD([8, 5, 3], [6, 6, 3], learn_projection=False)
