@@ -53,6 +53,8 @@ reviews (see docs/abkd.md). Each unstated detail is decided here, with its reaso
 """
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -86,6 +88,25 @@ def participating_widths(dims: list[int], layers: Layers, side: str) -> list[int
     return list(dims[:-1])
 
 
+def unit_layers(layers: list[Tensor], alignment: Alignment) -> Tensor:
+    """``L`` tensors ``(n, p)`` -> ``(L, m, p)`` L2-normalised rows in fp32: ``m = 1`` pooled, ``m = n`` per node."""
+    u = torch.stack([h.float() for h in layers])
+    if alignment == "pooled":
+        u = u.mean(dim=1, keepdim=True)
+    elif alignment != "node":
+        raise ValueError(f"alignment must be 'pooled' or 'node', got {alignment!r}")
+    return F.normalize(u, dim=-1)
+
+
+def layer_distances(u_s: Tensor, u_t: Tensor) -> Tensor:
+    """Mean squared Euclidean distance over rows between every student and teacher layer: ``(S, T)``."""
+    # ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b, averaged over rows; O((S + T) n p) memory.
+    n = u_s.shape[1]
+    cross = torch.einsum("snp,tnp->st", u_s, u_t) / n
+    distance = u_s.pow(2).sum(-1).mean(-1)[:, None] + u_t.pow(2).sum(-1).mean(-1)[None, :] - 2 * cross
+    return distance.clamp_min(0.0)  # remove round-off below zero
+
+
 def dissimilarity(student_layers: list[Tensor], teacher_layers: list[Tensor], alignment: Alignment) -> Tensor:
     """Squared Euclidean distances between L2-normalised layer outputs, in fp32.
 
@@ -98,18 +119,7 @@ def dissimilarity(student_layers: list[Tensor], teacher_layers: list[Tensor], al
     Returns:
         ``D`` of shape ``(S, T)``, entries in ``[0, 4]``.
     """
-    u_s = torch.stack([h.float() for h in student_layers])  # (S, n, p)
-    u_t = torch.stack([h.float() for h in teacher_layers])  # (T, n, p)
-    if alignment == "pooled":
-        u_s, u_t = u_s.mean(dim=1, keepdim=True), u_t.mean(dim=1, keepdim=True)
-    elif alignment != "node":
-        raise ValueError(f"alignment must be 'pooled' or 'node', got {alignment!r}")
-    u_s, u_t = F.normalize(u_s, dim=-1), F.normalize(u_t, dim=-1)
-    # ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b, averaged over rows; O((S + T) n p) memory.
-    n = u_s.shape[1]
-    cross = torch.einsum("snp,tnp->st", u_s, u_t) / n
-    distance = u_s.pow(2).sum(-1).mean(-1)[:, None] + u_t.pow(2).sum(-1).mean(-1)[None, :] - 2 * cross
-    return distance.clamp_min(0.0)  # remove round-off below zero
+    return layer_distances(unit_layers(student_layers, alignment), unit_layers(teacher_layers, alignment))
 
 
 class ABKD(Distiller):
@@ -189,6 +199,7 @@ class ABKD(Distiller):
         else:
             raise ValueError(f"attention must be 'learned', 'uniform' or 'last', got {attention!r}")
         self.attention_mode = attention
+        self._teacher_cache: tuple[list[tuple[weakref.ref[Tensor], int]], Tensor] | None = None
 
     def attention(self) -> Tensor:
         """Row-normalised attention ``A`` of shape ``(S, T)`` in fp32, with gradient."""
@@ -208,6 +219,25 @@ class ABKD(Distiller):
             return h.float()
         return h.float() @ getattr(self, f"teacher_projection_{index}").float()
 
+    def _teacher_units(self, layers: list[Tensor], mask: Tensor, rows: Callable[[Tensor], Tensor]) -> Tensor:
+        """The teacher side of ``D``: projected, pooled or per-node, normalised rows ``(T, m, p)``.
+
+        A frozen teacher hands back the same tensors at every full-batch step (the teacher cache), and its
+        fixed projections do not change, so the result is kept and reused while the teacher tensors, the
+        mask and the projection buffers are the same unmodified objects (checked by identity and version
+        counter). For a 64-layer teacher with per-node alignment this saves 64 ``(n, d) @ (d, p)`` products
+        and their normalisation per step.
+        """
+        buffers: list[Tensor] = [b for name, b in self.named_buffers() if name.startswith("teacher_projection_")]
+        key: list[Tensor] = [*layers, mask, *buffers]
+        if self._teacher_cache is not None and len(self._teacher_cache[0]) == len(key) and all(
+                tensor._version == version and ref() is tensor
+                for (ref, version), tensor in zip(self._teacher_cache[0], key)):
+            return self._teacher_cache[1]
+        u_t = unit_layers([self._project_teacher(t, rows(h.detach())) for t, h in enumerate(layers)], self.alignment)
+        self._teacher_cache = ([(weakref.ref(tensor), tensor._version) for tensor in key], u_t)
+        return u_t
+
     def forward(self, student: GNNOutput, teacher: GNNOutput, context: DistillContext) -> dict[str, Tensor]:
         check_widths(student, self.student_dims, "student")
         check_widths(teacher, self.teacher_dims, "teacher")
@@ -224,10 +254,8 @@ class ABKD(Distiller):
             projection(rows(h)) for projection, h in zip(self.student_projections, self._layers(student))
         ]
         with torch.autocast(device_type=mask.device.type, enabled=False):
-            projected_teacher = [
-                self._project_teacher(t, rows(h.detach())) for t, h in enumerate(self._layers(teacher))
-            ]
-            dissimilarities = dissimilarity(projected_student, projected_teacher, self.alignment)
+            u_t = self._teacher_units(self._layers(teacher), mask, rows)
+            dissimilarities = layer_distances(unit_layers(projected_student, self.alignment), u_t)
             align = (self.attention() * dissimilarities).sum(dim=1).mean()
             kl = distillation_kl(student.logits[mask], teacher.logits[mask], self.temperature, context.multilabel)
         return {

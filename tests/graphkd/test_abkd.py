@@ -196,3 +196,31 @@ def test_without_learned_projection_raw_student_layers_meet_fixed_teacher_maps()
     torch.testing.assert_close(distiller(student, teacher, context)["kd_align"], distance.mean())
     with pytest.raises(ValueError, match="learn_projection=False"):
         ABKD([8, 5, 3], [6, 6, 3], learn_projection=False)
+
+
+@pytest.mark.parametrize("alignment", ["pooled", "node"])
+def test_teacher_side_is_reused_only_while_the_same_unmodified_tensors_come_back(alignment):
+    torch.manual_seed(0)
+    distiller = ABKD([8, 8, 3], [6, 6, 6, 3], proj_dim=5, alignment=alignment)
+    student = GNNOutput(logits=torch.randn(10, 3), hidden=[torch.randn(10, 8) for _ in range(2)])
+    teacher = GNNOutput(logits=torch.randn(10, 3), hidden=[torch.randn(10, 6) for _ in range(3)])
+    context = DistillContext(mask=torch.rand(10) > 0.3, edge_index=torch.empty(2, 0, dtype=torch.long),
+                             labels=torch.zeros(10, dtype=torch.long))
+
+    def fresh(output: GNNOutput) -> torch.Tensor:  # the same computation with nothing cached
+        distiller._teacher_cache = None
+        return distiller(student, output, context)["kd_align"]
+
+    first = distiller(student, teacher, context)["kd_align"]
+    cached_units = distiller._teacher_cache[1]
+    assert distiller(student, teacher, context)["kd_align"].item() == first.item()
+    assert distiller._teacher_cache[1] is cached_units  # reused, not recomputed
+    teacher.hidden[1].mul_(-1.0)  # an in-place change of a teacher tensor invalidates it
+    changed = distiller(student, teacher, context)["kd_align"]
+    assert not torch.isclose(changed, first)
+    torch.testing.assert_close(changed, fresh(teacher))
+    with torch.no_grad():  # so does a change of a fixed projection (e.g. by load_state_dict)
+        distiller.teacher_projection_0.mul_(-1.0)
+    torch.testing.assert_close(distiller(student, teacher, context)["kd_align"], fresh(teacher))
+    other = GNNOutput(logits=teacher.logits, hidden=[2 * h + 1 for h in teacher.hidden])  # new tensors
+    torch.testing.assert_close(distiller(student, other, context)["kd_align"], fresh(other))
