@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from tqdm import tqdm
 
 from benchmarks.abkd_deep_report import write_report
@@ -97,6 +99,30 @@ def student_width(arch: str, layers: int, graph: Graph, budget: int) -> int:
     return width
 
 
+def linear_cka(a: Tensor, b: Tensor) -> float:
+    """Linear centred kernel alignment of two ``(n, d)`` representations (1: equal up to rotation and scale)."""
+    a, b = a - a.mean(0), b - b.mean(0)
+    return float((a.T @ b).norm() ** 2 / ((a.T @ a).norm() * (b.T @ b).norm()))
+
+
+def layer_similarity(hidden: list[Tensor]) -> dict[str, float]:
+    """How alike the teacher's layers are, i.e. how much ABKD's attention over them can choose.
+
+    ``pooled_cos_min``: the smallest cosine between two layers' mean vectors (what pooled alignment
+    compares); ``node_cos_first_last`` / ``node_cos_middle_last``: mean per-node cosine of the first / middle
+    layer with the last; ``cka_first_last`` / ``cka_middle_last``: linear CKA of the same pairs.
+    """
+    pooled = F.normalize(torch.stack([h.mean(0) for h in hidden]), dim=-1)
+    middle = hidden[len(hidden) // 2]
+    return {
+        "pooled_cos_min": float((pooled @ pooled.T).min()),
+        "node_cos_first_last": float(F.cosine_similarity(hidden[0], hidden[-1], dim=-1).mean()),
+        "node_cos_middle_last": float(F.cosine_similarity(middle, hidden[-1], dim=-1).mean()),
+        "cka_first_last": linear_cka(hidden[0], hidden[-1]),
+        "cka_middle_last": linear_cka(middle, hidden[-1]),
+    }
+
+
 def train_teacher(graph: Graph, shape: TeacherShape, folder: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, dict]:
     """The dataset's teacher: loaded from ``folder/teacher.pt`` or a ``main.py`` checkpoint, or trained (seed 0)."""
     if checkpoint is not None:
@@ -137,6 +163,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     teacher_params = count_parameters(teacher)
     teacher_info |= {"params": teacher_params, "published": PUBLISHED_GCNII.get(name)}
     teacher_out = teacher_outputs(teacher, graph)
+    teacher_info["layer_similarity"] = layer_similarity(teacher_out.hidden)
     chosen = methods(args.kd_weight) | (ablation(args.kd_weight) if args.ablation else {})
     chosen = {m: f for m, f in chosen.items() if args.methods is None or m in args.methods}
     runs_file = folder / "runs.jsonl"

@@ -50,6 +50,16 @@ def heatmap(attention: list[list[float]], title: str, path: Path) -> None:
     plt.close(figure)
 
 
+def similarity_lines(similarity: dict[str, float] | None) -> list[str]:
+    """One sentence on how alike the teacher's layers are (what ABKD's attention can choose from)."""
+    if not similarity:
+        return []
+    return ["", f"Teacher layers: smallest cosine between two layers' pooled vectors {similarity['pooled_cos_min']:.4f}; "
+            f"first / middle layer vs last: per-node cosine {similarity['node_cos_first_last']:.3f} / "
+            f"{similarity['node_cos_middle_last']:.3f}, linear CKA {similarity['cka_first_last']:.3f} / "
+            f"{similarity['cka_middle_last']:.3f}."]
+
+
 def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
     """Markdown lines and the numbers of one dataset."""
     folder = out / name
@@ -63,6 +73,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
     lines = [f"### {name}", "",
              f"Teacher GCNII {teacher['layers']} x {teacher['hidden']} ({teacher['params']:,} parameters; "
              f"{teacher['source']}): test {100 * teacher['test']:.2f}{published}, validation {100 * teacher['val']:.2f}.",
+             *similarity_lines(teacher.get("layer_similarity")),
              "", "| method | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
     numbers: dict[str, Any] = {"teacher": teacher, "cells": summary["cells"], "scores": {}, "paired": {}}
     for method in method_names:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import abkd_deep
 from benchmarks.abkd_deep_report import paired_difference
@@ -56,3 +57,15 @@ def test_experiment_runs_every_cell_method_and_seed_then_resumes(tmp_path: Path,
 
     abkd_deep.main(argv)  # resumes: nothing is run again
     assert len((folder / "runs.jsonl").read_text().splitlines()) == len(runs)
+
+
+def test_layer_similarity_known_answers():
+    torch.manual_seed(0)
+    h = torch.rand(50, 8)
+    same = abkd_deep.layer_similarity([h, 2 * h, h @ torch.linalg.qr(torch.randn(8, 8))[0]])
+    assert same["pooled_cos_min"] < 1  # the rotated layer's mean points elsewhere
+    assert same["cka_first_last"] == pytest.approx(1.0, abs=1e-5)  # CKA ignores rotations
+    assert same["node_cos_middle_last"] < 1 and abs(abkd_deep.linear_cka(h, 2 * h) - 1) < 1e-5
+    scaled = abkd_deep.layer_similarity([h, 3 * h])
+    assert scaled["pooled_cos_min"] == pytest.approx(1.0) and scaled["node_cos_first_last"] == pytest.approx(1.0)
+    assert abkd_deep.linear_cka(h, torch.rand(50, 8)) < 0.5  # unrelated features
