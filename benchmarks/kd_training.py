@@ -4,7 +4,7 @@ The step is the one of ``lightning_modules.distillation`` (cross-entropy on the 
 distiller's weighted terms on all nodes, the transductive setting), written as a plain loop so hundreds
 of runs fit on a CPU. Graphs come through the framework's datamodules, from the same folders the CLI's
 configs read (``<data_root>/planetoid/<Name>/raw`` for Planetoid, ``<data_root>/pyg/<Name>/raw`` for
-Amazon / Coauthor), with the same feature normalisation as ``configs/gcnii_*.yaml``.
+Amazon / Coauthor), with the same feature normalisation as ``configs/gcnii_*.yaml`` for Planetoid.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class Graph:
 
     Attributes:
         name: dataset name.
-        x: ``(N, F)`` row-normalised features; sparse CSR when at most ``SPARSE_DENSITY`` of the entries are
+        x: ``(N, F)`` features (row-normalised for Planetoid); sparse CSR when at most ``SPARSE_DENSITY`` of the entries are
             non-zero (bag-of-words inputs: a cheap first layer), dense otherwise (Amazon's 35% dense features
             train 20x slower as CSR, whose backward transposes the matrix every step).
         edge_index: ``(2, E)`` edges (for structure losses such as LSP).
@@ -77,8 +77,11 @@ def load_graph(name: str, data_root: Path, split_seed: int = 0) -> Graph:
     if name not in DATASETS:
         raise SystemExit(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     dataset, folder = DATASETS[name]
+    # Row-normalised features are GCNII's Planetoid preprocessing (configs/gcnii_*.yaml); on Amazon Computers
+    # they stall training (GCNII 8 x 64: training loss still ln 10 after 60 epochs, against 84% validation
+    # accuracy at epoch 40 on the raw binary features), so the other graphs keep their raw features.
     module = PyGDataModule(dataset, {"name": name}, root=str(data_root / folder), split_seed=split_seed,
-                           normalize_features=True)
+                           normalize_features=folder == "planetoid")
     data = module.graph
     n = data.num_nodes
     with warnings.catch_warnings():  # torch calls its CSR support "beta" at every first use
