@@ -17,8 +17,9 @@ def test_epoch_overhead_times_every_case_against_the_hand_loop(shared_assets, ca
         assert set(times) == cases
         assert all(math.isfinite(t[k]) and t[k] > 0 for t in times.values() for k in ("wall", "cpu"))
         peer = times[epoch_overhead.PEER]
-        assert f"| {graph} | {epoch_overhead.PEER} | {1e3 * peer['wall']:.1f} | 1.00 | {1e3 * peer['cpu']:.1f} | 1.00 | 0.00 | 0.0 |" in table
+        assert f"| {graph} | {epoch_overhead.PEER} | {1e3 * peer['wall']:.1f} | 1.00 | {1e3 * peer['cpu']:.1f} | 1.00 | 0.0 | 0.00 | 0.0 |" in table
         assert times["Trainer.fit"]["files_per_epoch"] == times["Trainer.fit"]["bytes_per_epoch"] == 0
+        assert times["Trainer.fit"]["saving"] == 0 < times[epoch_overhead.POLICY]["saving"]
         # per epoch the policy writes one checkpoint file, the two-callback layout one (last) or two (best too)
         before, policy = times[epoch_overhead.BEFORE], times[epoch_overhead.POLICY]
         assert policy["files_per_epoch"] == 1 and 1 <= before["files_per_epoch"] <= 2
