@@ -1,7 +1,7 @@
 """What Lightning and this project's module add to a full-batch epoch: ``Trainer.fit`` of ``NodeClassifier`` vs a
 hand-written loop of the same model, on real Cora and the generated MAG graph; prints a Markdown table.
 
-    python -m benchmarks.epoch_overhead                  # Cora GCN 2 x 16 and MAG R-GCN 2 x 16, about two minutes
+    python -m benchmarks.epoch_overhead                  # Cora GCN 2 x 16 and MAG R-GCN 2 x 16, about three minutes
     python -m benchmarks.epoch_overhead --rounds 1 --epochs 3          # seconds (a smoke test)
 
 One epoch is what the configs do per epoch on a full-batch graph: a training step (dropout on, forward,
@@ -21,8 +21,8 @@ load from other processes on a shared machine inflates the first much more than 
 fit is a warm-up and not counted. Checkpoint bytes per epoch: the sizes of the regular files in the checkpoint
 folder that are new (another inode or modification time) at each epoch start, so a link counts nothing; the
 time inside the checkpoint callbacks' saving hooks (``on_train_epoch_end``, ``on_validation_end``) is timed too. The
-cases are run in turn, round after round, so load from other processes falls on all of them alike; each time
-is the median over all counted epochs. Cora: the ``ind.cora.*`` files of ``../shared/assets/graphs/planetoid``.
+cases are run in turn, round after round (many short fits), so load from other processes falls on all of them
+alike; each time is the median over all counted epochs, each ratio the median over rounds of that round's ratio. Cora: the ``ind.cora.*`` files of ``../shared/assets/graphs/planetoid``.
 """
 from __future__ import annotations
 
@@ -180,52 +180,56 @@ Result = dict[str, dict[str, dict[str, float]]]
 
 
 def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epochs: int, root: Path) -> Result:
-    """Per (graph, case): median wall and CPU seconds of an epoch, mean checkpoint files and bytes written per epoch; the cases
-    run in turn round after round."""
+    """Per (graph, case): median wall and CPU seconds of an epoch, their ratios to the hand loop (the median over
+    rounds of each round's ratio of medians, so load that drifts between rounds cancels out), the median time in
+    the checkpoint callbacks, mean checkpoint files and bytes written per epoch; the cases run in turn round after
+    round."""
     cases: dict[str, Callable[[NodeDataModule, str], Epochs]] = {
         PEER: lambda dm, arch: hand_epochs(dm, arch, epochs),
         "Trainer.fit": lambda dm, arch: lightning_epochs(dm, arch, epochs, None, root),
         BEFORE: lambda dm, arch: lightning_epochs(dm, arch, epochs, BEFORE, root),
         POLICY: lambda dm, arch: lightning_epochs(dm, arch, epochs, POLICY, root),
     }
-    samples = {graph: {case: Epochs() for case in cases} for graph in datamodules}
+    runs: dict[str, dict[str, list[Epochs]]] = {graph: {case: [] for case in cases} for graph in datamodules}
     for _ in range(rounds):
         for graph, (datamodule, arch) in datamodules.items():
             for case, run in cases.items():
                 torch.manual_seed(0)
-                measured, into = run(datamodule, arch), samples[graph][case]
-                into.wall += measured.wall
-                into.cpu += measured.cpu
-                into.saving += measured.saving
-                into.files += measured.files
-                into.written += measured.written
-    return {graph: {case: {"wall": statistics.median(e.wall), "cpu": statistics.median(e.cpu),
-                           "saving": statistics.median(e.saving),
-                           "files_per_epoch": statistics.fmean(e.files), "bytes_per_epoch": statistics.fmean(e.written)} for case, e in by_case.items()}
-            for graph, by_case in samples.items()}
+                runs[graph][case].append(run(datamodule, arch))
+    results: Result = {}
+    for graph, by_case in runs.items():
+        results[graph] = {}
+        for case, measured in by_case.items():
+            pooled = {key: [x for one in measured for x in getattr(one, key)] for key in ("wall", "cpu", "saving", "files", "written")}
+            results[graph][case] = {
+                "wall": statistics.median(pooled["wall"]), "cpu": statistics.median(pooled["cpu"]),
+                **{f"x_{key}": statistics.median(statistics.median(getattr(one, key)) / statistics.median(getattr(peer, key))
+                                                 for one, peer in zip(measured, by_case[PEER])) for key in ("wall", "cpu")},
+                "saving": statistics.median(pooled["saving"]), "files_per_epoch": statistics.fmean(pooled["files"]),
+                "bytes_per_epoch": statistics.fmean(pooled["written"])}
+    return results
 
 
 def markdown(results: Result, rounds: int, epochs: int) -> str:
     lines = [machine_line(machine()), "",
-             (f"One full-batch epoch (train step + validation), median over {rounds} rounds x {epochs - 1} epochs, "
-              "ratios vs the hand-written loop; in checkpoint callbacks: median wall ms per epoch; files and KiB written per "
-              "epoch: means"), "",
+             (f"One full-batch epoch (train step + validation), median over {rounds} rounds x {epochs - 1} epochs; "
+              "x hand loop: the median over rounds of each round's ratio; in checkpoint callbacks: median wall ms per "
+              "epoch; files and KiB written per epoch: means"), "",
              "| graph, model | case | epoch ms (wall) | x hand loop | epoch CPU ms | x hand loop | in checkpoint callbacks ms "
              "| files written per epoch | KiB written per epoch |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for graph, times in results.items():
-        peer = times[PEER]
         for case, t in times.items():
-            lines.append(f"| {graph} | {case} | {1e3 * t['wall']:.1f} | {t['wall'] / peer['wall']:.2f} | "
-                         f"{1e3 * t['cpu']:.1f} | {t['cpu'] / peer['cpu']:.2f} | {1e3 * t['saving']:.1f} | {t['files_per_epoch']:.2f} | "
+            lines.append(f"| {graph} | {case} | {1e3 * t['wall']:.1f} | {t['x_wall']:.2f} | {1e3 * t['cpu']:.1f} | "
+                         f"{t['x_cpu']:.2f} | {1e3 * t['saving']:.1f} | {t['files_per_epoch']:.2f} | "
                          f"{t['bytes_per_epoch'] / 1024:.1f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> Result:
     parser = benchmark_parser(__doc__, planetoid=True)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every case")
-    parser.add_argument("--epochs", type=int, default=21, help="epochs per fit (the first is not counted)")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of every case")
+    parser.add_argument("--epochs", type=int, default=7, help="epochs per fit (the first is not counted)")
     parser.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.epochs < 3:

@@ -17,6 +17,7 @@ def test_epoch_overhead_times_every_case_against_the_hand_loop(shared_assets, ca
         assert set(times) == cases
         assert all(math.isfinite(t[k]) and t[k] > 0 for t in times.values() for k in ("wall", "cpu"))
         peer = times[epoch_overhead.PEER]
+        assert peer["x_wall"] == peer["x_cpu"] == 1
         assert f"| {graph} | {epoch_overhead.PEER} | {1e3 * peer['wall']:.1f} | 1.00 | {1e3 * peer['cpu']:.1f} | 1.00 | 0.0 | 0.00 | 0.0 |" in table
         assert times["Trainer.fit"]["files_per_epoch"] == times["Trainer.fit"]["bytes_per_epoch"] == 0
         assert times["Trainer.fit"]["saving"] == 0 < times[epoch_overhead.POLICY]["saving"]
