@@ -153,3 +153,15 @@ def test_writing_last_replaces_the_link_and_never_writes_through_it(tmp_path):
     assert (folder / "best.ckpt").read_bytes() == best_bytes and not (folder / "last.ckpt").is_symlink()
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
 
+
+
+def test_without_symbolic_links_last_is_written_as_a_file(tmp_path, monkeypatch):
+    """A file system that refuses links (e.g. Windows without the privilege): both files written, as before."""
+    def refuse(*args, **kwargs):
+        raise OSError("symbolic links not permitted")
+    monkeypatch.setattr(os, "symlink", refuse)
+    folder = tmp_path / "version_0"
+    fit(folder, 2)
+    assert not (folder / "last.ckpt").is_symlink()
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1 == torch.load(folder / "best.ckpt", weights_only=True)["epoch"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
