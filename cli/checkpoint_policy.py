@@ -42,16 +42,12 @@ class CheckpointPolicy:
         return root / f"version_{versions[-1] + 1 if versions else 0}"
 
     def callbacks(self, folder: Path) -> list[Any]:
-        """``best.ckpt`` by ``monitor`` (first: ``ckpt_path="best"`` uses it) and ``last.ckpt`` at every epoch end.
+        """One :class:`~callbacks.best_and_last.BestAndLastCheckpoint`: ``best.ckpt`` by ``monitor`` and
+        ``last.ckpt`` at every epoch end (``--ckpt_path last``), each epoch's state written once (``last.ckpt``
+        is a relative link to ``best.ckpt`` when the epoch is the best so far)."""
+        from callbacks.best_and_last import BestAndLastCheckpoint
 
-        Lightning 2.6's ``save_last=True`` rewrites ``last.ckpt`` only when the monitored score improves, so an
-        unmonitored second ``ModelCheckpoint`` keeps it current for ``--ckpt_path last``.
-        """
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        return [ModelCheckpoint(dirpath=folder, filename="best", monitor=self.monitor, mode=self.mode,
-                                enable_version_counter=False),
-                ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
+        return [BestAndLastCheckpoint(folder, monitor=self.monitor, mode=self.mode)]
 
 
 def version_numbers(root: Path) -> list[int]:

@@ -179,6 +179,7 @@ class DistillationModule(NodeClassifier):
         self.teacher_sha256 = "" if train_teacher else file_sha256(teacher_checkpoint)
         self.teacher_cache = FrozenTeacherCache()
         self.distiller = distiller(list(self.model.layer_dims), list(self.teacher.layer_dims))
+        self._parameters_logged = False  # params/* logged in this fit yet
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Keep a frozen teacher in eval mode (no dropout, fixed BatchNorm) while the student trains."""
@@ -270,9 +271,17 @@ class DistillationModule(NodeClassifier):
         terms.update(self.distiller(output, teacher, context))
         return terms
 
+    def on_fit_start(self) -> None:
+        self._parameters_logged = False  # every fit (a resumed one too) logs them in its first epoch
+
     def on_train_epoch_end(self) -> None:
+        """The epoch's metrics; the parameter counts once per fit (they never change, and each logged name costs
+        Lightning ~0.4 ms per epoch: ``benchmarks.epoch_overhead``, docs/performance.md)."""
         super().on_train_epoch_end()
+        if self._parameters_logged:
+            return
         student, teacher = count_parameters(self.model), count_parameters(self.teacher)
         # the same on every rank; sync_dist averages equal values (see NodeClassifier.log_rank_invariant)
         self.log_dict({"params/student": float(student), "params/teacher": float(teacher),
                        "params/compression_ratio": teacher / student}, sync_dist=True)
+        self._parameters_logged = True

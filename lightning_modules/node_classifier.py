@@ -104,12 +104,18 @@ class NodeClassifier(L.LightningModule):
         rows = view.split_rows("train")
         terms = self.loss_terms(view, output, rows)
         loss = torch.stack(list(terms.values())).sum()
-        batch_size = int(rows.sum())
+        batch_size = self.row_count(view, rows)
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value, batch_size=batch_size)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self._collect("train", view, output, rows)
         return loss
+
+    @staticmethod
+    def row_count(view: NodeBatch, rows: Tensor) -> int:
+        """How many rows the bool mask ``rows`` selects: a sampled batch's seed count (known on the host, so no
+        device sync per step), else the mask's sum."""
+        return view.seed_count if view.seed_count is not None else int(rows.sum())
 
     def _collect(self, split: str, view: NodeBatch, output: GNNOutput, rows: Tensor) -> None:
         self._epoch_outputs[split].append((view.node_ids(rows), view.labels[rows].detach(),
@@ -128,7 +134,7 @@ class NodeClassifier(L.LightningModule):
         for split in splits:
             rows = view.split_rows(split)
             self._collect(split, view, output, rows)
-            self.log(f"{split}/loss", self.task_loss(output.logits[rows], view.labels[rows]), batch_size=int(rows.sum()),
+            self.log(f"{split}/loss", self.task_loss(output.logits[rows], view.labels[rows]), batch_size=self.row_count(view, rows),
                      add_dataloader_idx=False, sync_dist=True)
 
     def validation_step(self, batch: Data | HeteroData, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -10,6 +10,7 @@ import yaml
 
 import main
 from benchmarks.abkd_report import ReportSpec
+from callbacks.best_and_last import BestAndLastCheckpoint
 from callbacks.rng_state import RNG_STATES_KEY
 from cli.checkpoint_policy import CheckpointPolicy
 from tests.graph_fixtures import TINY_MAG
@@ -119,17 +120,15 @@ def test_training_configs_name_their_own_checkpoint_folder(config):
 
 
 def test_checkpoint_policy_writes_best_and_a_last_checkpoint_every_epoch(tmp_path):
-    """``--ckpt_path last`` (the SLURM templates) needs ``last.ckpt`` from every epoch end. Lightning 2.6's
-    ``save_last: true`` only rewrites it when the monitored score improves, so a second, unmonitored
-    ModelCheckpoint named ``last`` keeps it; the monitored one comes first (``ckpt_path="best"`` uses it)."""
+    """``--ckpt_path last`` (the SLURM templates) needs ``last.ckpt`` from every epoch end, ``ckpt_path="best"``
+    the monitored ``best.ckpt``: one callback writes both, each epoch once (tests/framework/test_best_and_last.py)."""
     policy = CheckpointPolicy(dirpath=str(tmp_path), monitor="val/nme", mode="min")
     (tmp_path / "version_0").mkdir(), (tmp_path / "version_3").mkdir(), (tmp_path / "notes").mkdir()
     assert policy.run_folder(resume=False) == tmp_path / "version_4"
     assert policy.run_folder(resume=True) == tmp_path / "version_3"
-    best, last = policy.callbacks(tmp_path / "version_4")
-    assert (best.filename, best.monitor, best.mode) == ("best", "val/nme", "min")
-    assert (last.filename, last.monitor) == ("last", None)
-    assert best.dirpath == last.dirpath == str(tmp_path / "version_4") and not best.save_last and not last.save_last
+    (callback,) = policy.callbacks(tmp_path / "version_4")
+    assert isinstance(callback, BestAndLastCheckpoint) and callback.dirpath == str(tmp_path / "version_4")
+    assert (callback.filename, callback.monitor, callback.mode, callback.save_top_k) == ("best", "val/nme", "min", 1)
 
 
 def test_face_regressor_config_runs_through_main(shared_assets, tmp_path):

@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SINGLE_NODE = REPO_ROOT / "scripts" / "slurm" / "single_node.sbatch"
 MAX_EPOCHS = 5
 KILL_EPOCH = 3  # killed inside this epoch (0-based); last.ckpt then holds the end of epoch KILL_EPOCH - 1
+RUN = "version_0"  # the checkpoint policy's folder of every run here (resumed runs continue it)
 TEACHER = {"class_path": "lightning_modules.node_classifier.NodeClassifier",
            "init_args": {"arch": "rgcn", "hidden_channels": 16, "num_layers": 2, "dropout": 0.5,
                          "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01, "weight_decay": 5e-4}}}}
@@ -72,20 +73,16 @@ def data_root(tmp_path_factory) -> Path:
 
 def write_config(path: Path, model: dict, data_root: Path, ckpt_dir: Path, batch_size: int | None,
                  extra_callbacks: tuple[dict, ...] | list[dict] = ()) -> str:
-    """A run on the tiny MAG checkpointing into ``ckpt_dir``; full batch when ``batch_size`` is None."""
+    """A run on the tiny MAG checkpointing into ``ckpt_dir/version_0``; full batch when ``batch_size`` is None."""
     config = {
         "seed_everything": 0,
         "trainer": {
             "max_epochs": MAX_EPOCHS, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-            "default_root_dir": str(ckpt_dir),
-            "callbacks": [  # the layout of configs/*.yaml: best.ckpt by val/acc, last.ckpt at every epoch end
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"dirpath": str(ckpt_dir), "filename": "best", "monitor": "val/acc", "mode": "max",
-                               "enable_version_counter": False}},
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"dirpath": str(ckpt_dir), "filename": "last", "enable_version_counter": False}},
-                *extra_callbacks],
+            "default_root_dir": str(ckpt_dir), "callbacks": list(extra_callbacks),
         },
+        # main.py's checkpoint policy, as configs/*.yaml: best.ckpt by val/acc, last.ckpt at every epoch end (a link
+        # to best.ckpt when they coincide), in ckpt_dir/version_0 (the runs here resume with --ckpt_path last)
+        "checkpoint": {"dirpath": str(ckpt_dir)},
         "model": model,
         "data": {"class_path": "datamodules.ogb.SyntheticMAGDataModule",
                  "init_args": {"root": str(data_root), "hetero": True, "synthetic": dict(TINY_MAG.__dict__),
@@ -140,7 +137,7 @@ def kill_when_paused(process: subprocess.Popen, log: Path, marker: Path, ckpt_di
     the run's process group (every rank, and bash above them); the folder is copied to ``as_killed``."""
     try:
         wait_for(marker, process, log)
-        checkpoint = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
+        checkpoint = torch.load(ckpt_dir / RUN / "last.ckpt", map_location="cpu", weights_only=True)
         assert checkpoint["epoch"] == KILL_EPOCH - 1 and len(checkpoint[RNG_STATES_KEY]) == ranks
         if before_kill is not None:
             before_kill(int(marker.read_text()))
@@ -150,7 +147,7 @@ def kill_when_paused(process: subprocess.Popen, log: Path, marker: Path, ckpt_di
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    shutil.copytree(ckpt_dir, ckpt_dir.parent / "as_killed")
+    shutil.copytree(ckpt_dir, ckpt_dir.parent / "as_killed", symlinks=True)  # last.ckpt may be a link to best.ckpt
 
 
 def fit(config: str) -> tuple[dict, dict]:
@@ -177,7 +174,7 @@ def assert_equal_trees(expected: Any, actual: Any, where: str = "") -> None:
 
 def assert_same_final_checkpoint(expected: Path, actual: Path) -> None:
     """Two runs' ``last.ckpt``: same weights, optimiser, epoch, step, generators and best val/acc."""
-    expected, actual = (torch.load(path / "last.ckpt", map_location="cpu", weights_only=True) for path in (expected, actual))
+    expected, actual = (torch.load(path / RUN / "last.ckpt", map_location="cpu", weights_only=True) for path in (expected, actual))
     assert expected["epoch"] == MAX_EPOCHS - 1
     for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch", "global_step", RNG_STATES_KEY):
         assert_equal_trees(expected[key], actual[key], key)
@@ -254,7 +251,7 @@ def test_slurm_job_signalled_killed_and_requeued_ends_like_an_uninterrupted_job(
     requeued = launch(write_config(tmp_path / "resume.yaml", TEACHER, data_root, killed_dir, None), requeued_log,
                       slurm_env={**slurm_env, "SLURM_RESTART_COUNT": "1"}, job_dir=tmp_path / "job")
     assert requeued.wait(timeout=600) == 0, requeued_log.read_text()[-3000:]
-    assert f"Restoring states from the checkpoint path at {killed_dir / 'last.ckpt'}" in requeued_log.read_text()
+    assert f"Restoring states from the checkpoint path at {killed_dir / RUN / 'last.ckpt'}" in requeued_log.read_text()
     assert_same_final_checkpoint(tmp_path / "whole", killed_dir)
 
 
@@ -263,9 +260,10 @@ def test_neighbor_loader_resume_is_exact_and_needs_the_rng_states(tmp_path, data
     uninterrupted = kill_resume_and_compare(tmp_path, TEACHER, data_root, batch_size=48, steps=2)
 
     as_killed = tmp_path / "as_killed"
-    checkpoint = torch.load(as_killed / "last.ckpt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(as_killed / RUN / "last.ckpt", map_location="cpu", weights_only=True)
     del checkpoint[RNG_STATES_KEY]
-    torch.save(checkpoint, as_killed / "last.ckpt")
+    (as_killed / RUN / "last.ckpt").unlink()  # it may be a link: writing through it would change best.ckpt
+    torch.save(checkpoint, as_killed / RUN / "last.ckpt")
     with pytest.warns(UserWarning, match="without restoring the random generators"):
         _, control_weights = fit(write_config(tmp_path / "control.yaml", TEACHER, data_root, as_killed, 48))
     assert any(not torch.equal(value, control_weights[name]) for name, value in uninterrupted[1].items())
@@ -275,13 +273,13 @@ def test_full_batch_abkd_student_resume_is_exact(tmp_path, data_root):
     teacher_config = write_config(tmp_path / "teacher.yaml", TEACHER, data_root, tmp_path / "teacher", None)
     main.main(["fit", "--config", teacher_config, "--trainer.max_epochs", "2"])
     student = {"class_path": "lightning_modules.distillation.DistillationModule",
-               "init_args": {"teacher_checkpoint": str(tmp_path / "teacher" / "best.ckpt"), "arch": "rgcn",
+               "init_args": {"teacher_checkpoint": str(tmp_path / "teacher" / RUN / "best.ckpt"), "arch": "rgcn",
                              "hidden_channels": 8, "num_layers": 2, "dropout": 0.5,
                              "distiller": {"class_path": "graphkd.distill.ABKD"}}}
     kill_resume_and_compare(tmp_path, student, data_root, None)
-    resumed_from = torch.load(tmp_path / "as_killed" / "last.ckpt", map_location="cpu", weights_only=True)
+    resumed_from = torch.load(tmp_path / "as_killed" / RUN / "last.ckpt", map_location="cpu", weights_only=True)
     assert not any(key.startswith("teacher.") for key in resumed_from["state_dict"])  # the teacher is referenced
-    assert resumed_from["teacher_reference"]["path"] == str(tmp_path / "teacher" / "best.ckpt")
+    assert resumed_from["teacher_reference"]["path"] == str(tmp_path / "teacher" / RUN / "best.ckpt")
 
 
 @pytest.mark.slow
@@ -298,7 +296,7 @@ def test_two_rank_ddp_resume_is_exact_with_per_rank_states(tmp_path, data_root):
     finally:
         whole_code = whole.wait(timeout=600)
     assert whole_code == 0, whole_log.read_text()[-3000:]
-    states = torch.load(tmp_path / "as_killed" / "last.ckpt", map_location="cpu", weights_only=True)[RNG_STATES_KEY]
+    states = torch.load(tmp_path / "as_killed" / RUN / "last.ckpt", map_location="cpu", weights_only=True)[RNG_STATES_KEY]
     assert not torch.equal(states[0]["torch"], states[1]["torch"])
 
     resumed = launch(write_config(tmp_path / "resume.yaml", TEACHER, data_root, killed_dir, 24), resumed_log,

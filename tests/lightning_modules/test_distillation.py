@@ -2,6 +2,9 @@
 errors for unusable teachers."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -109,6 +112,24 @@ def test_minibatch_hetero_distillation_matches_schema(tmp_path_factory, tmp_path
     t2 = trainer(tmp_path, epochs=1)
     t2.fit(student, dm)
     assert {"train/loss_kd_align", "val/acc", "params/compression_ratio"} <= set(t2.callback_metrics)
+
+
+def test_parameter_counts_are_logged_once_per_fit(datamodule, teacher_ckpt, tmp_path):
+    """``params/*`` never change during a fit: logged in its first epoch only, they stay in ``callback_metrics``;
+    a second fit (e.g. a resumed one) logs them again."""
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), arch="gcn",
+                                hidden_channels=8, num_layers=2)
+    for fit in range(2):
+        t = L.Trainer(max_epochs=3, logger=L.pytorch.loggers.CSVLogger(tmp_path, name=f"fit{fit}"),
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      log_every_n_steps=1)
+        t.fit(module, datamodule)
+        rows = list(csv.DictReader((Path(t.logger.log_dir) / "metrics.csv").read_text().splitlines()))
+        logged = [row for row in rows if row.get("params/student")]
+        assert len(logged) == 1 and logged[0]["epoch"] == "0"
+        assert len([row for row in rows if row.get("val/acc")]) == 3  # the epoch metrics: every epoch
+        student = sum(p.numel() for p in module.model.parameters())
+        assert float(logged[0]["params/student"]) == t.callback_metrics["params/student"] == student
 
 
 def test_injected_optimizer_trains_the_student_and_the_kd_parameters(datamodule, teacher_ckpt):
