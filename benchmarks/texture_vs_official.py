@@ -20,7 +20,7 @@ only the texture differs. Coverage is over the *face region*: chart texels insid
 raised brows, ``face_mask.inner_face_vertices``). A texel *holds photo colour* when it was read from the photo
 (official: every chart texel, visible or not; ours: ``TexelSource.VIEW``); *seen* counts those of them whose surface
 point the photo shows (visible on the official mesh and facing the camera). The midline strip score is
-:func:`midline_strip` on each map. ``--pictures`` writes ``texture_official_<stem>.png`` (maps and re-renders).
+:func:`midline_strip` on each map (``--default-model``: also on the photo job's default Surrey-model map). ``--pictures`` writes ``texture_official_<stem>.png`` (maps and re-renders).
 Photos and weights come from ``../shared/assets`` (or ``$SHARED_ASSETS``, or ``--assets``).
 """
 from __future__ import annotations
@@ -128,13 +128,25 @@ def crop_box(screen: Tensor, height: int, width: int, margin: float = 1.15) -> t
     return top, left, min(height, int(centre[1] + half)), min(width, int(centre[0] + half))
 
 
+def default_midline(model: MorphableModel, image: Tensor, landmarks: Tensor, size: int) -> dict[str, float]:
+    """:func:`midline_strip` of the photo job's map with another face model (its default, the Surrey model)."""
+    texture = texture_views(model, image, fit_views(model, landmarks), size).fused.texture
+    column, half_width = midline_column(model, size), round(MIDLINE_HALF_WIDTH * size)
+    strip, steps = midline_strip(texture, face_region(model, size), column, half_width)
+    return {"midline_strip": strip, "midline_steps": steps}
+
+
 def compare_photo(photo: Path, face: dict[str, Any], model: MorphableModel, detector: FaceDetector,
-                  regressor: FaceRegressor, size: int, official: Tensor | None) -> tuple[dict[str, Any], list[Tensor]]:
-    """The numbers of one photo (see the module docstring) and its picture's cells."""
+                  regressor: FaceRegressor, size: int, official: Tensor | None,
+                  default_model: MorphableModel | None = None) -> tuple[dict[str, Any], list[Tensor]]:
+    """The numbers of one photo (see the module docstring) and its picture's cells; with ``default_model``, also
+    the midline strip of the photo job's default map (``default_model`` in ``row``)."""
     pixels = load_image(photo)
     image = pixels.float()[None] / 255.0
     regression, _ = regress_face(pixels, detector, regressor)
     ours = texture_views(model, image, fit_views(model, regression.landmarks[:, :, :2]), size).fused
+    default = None if default_model is None else default_midline(default_model, image, regression.landmarks[:, :, :2],
+                                                                   size)
     mesh = official_mesh(model, face)
     top, left, bottom, right = crop_box(mesh[0], *image.shape[-2:])  # the rest is scored on the face's crop
     image = image[..., top:bottom, left:right].contiguous()
@@ -175,6 +187,8 @@ def compare_photo(photo: Path, face: dict[str, Any], model: MorphableModel, dete
                              "midline_strip": strip, "midline_steps": steps}
     overlays = [renders[k] * covered[k] + image[0] * (1 - covered[k]) for k in range(len(maps))]
     cells = [image[0], *maps.values(), *overlays]
+    if default is not None:
+        row["default_model"] = default
     return row, cells
 
 
@@ -192,6 +206,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         for name, m in row["maps"].items():
             lines.append(f"| `{row['photo']}` | {name} | {m['midline_strip']:.4f} | {m['midline_steps']:.2f} |")
+        if "default_model" in row:
+            m = row["default_model"]
+            lines.append(f"| `{row['photo']}` | ours, Surrey model (the default) | {m['midline_strip']:.4f} "
+                         f"| {m['midline_steps']:.2f} |")
     return "\n".join(lines)
 
 
@@ -204,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), help="file names under ASSETS/faces")
     parser.add_argument("--pictures", type=Path, default=None,
                         help="folder to write texture_official_<stem>.png into (photo | maps | re-renders)")
+    parser.add_argument("--default-model", action="store_true",
+                        help="also the midline strip of the photo job's default map (Surrey model, its own layout)")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     use_threads(args.threads)
@@ -214,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     outputs = json.loads((args.assets / "3ddfa_v2" / "official_outputs.json").read_text())
     faces = {Path(entry["image"]).name: entry["faces"][0] for entry in outputs["images"] if not entry["flipped"]}
     model = load_face_model(assets, "bfm")
+    default_model = load_face_model(assets, "sfm") if args.default_model else None
     detector = FaceDetector.from_checkpoint(assets.detector)
     regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases)
     rows = []
@@ -221,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name in tqdm(args.photos, desc="photos"):
             official = None if args.official is None else read_official_map(args.official, Path(name).stem, args.size)
             row, cells = compare_photo(args.assets / "faces" / name, faces[name], model, detector, regressor,
-                                       args.size, official)
+                                       args.size, official, default_model)
             rows.append(row)
             if args.pictures is not None:
                 labels = ["photo", *(f"{k} map" for k in row["maps"]),

@@ -50,10 +50,11 @@ def test_the_official_mesh_is_the_mean_face_in_the_official_pose(shared_assets: 
 
 @pytest.mark.slow
 def test_our_side_alone_on_one_photo(shared_assets: Path, tmp_path: Path) -> None:
-    """Without official maps: our two maps on one real photo, coverage and scores in range, a picture per photo."""
+    """Without official maps: our two maps (and the default model's midline) on one real photo, coverage and scores
+    in range, a picture per photo; a missing official map is named."""
     out = tmp_path / "numbers.json"
     report = bench.main(["--assets", str(shared_assets), "--photos", "jianzhu_guo.jpg", "--size", "256",
-                         "--pictures", str(tmp_path), "--out", str(out)])
+                         "--pictures", str(tmp_path), "--default-model", "--out", str(out)])
     row = json.loads(out.read_text())["photos"][0]
     assert report["photos"][0]["photo"] == row["photo"] == "jianzhu_guo.jpg"
     assert set(row["maps"]) == {"ours", "ours on the official mesh"}
@@ -61,6 +62,7 @@ def test_our_side_alone_on_one_photo(shared_assets: Path, tmp_path: Path) -> Non
         assert 0.5 < numbers["holds_photo_colour"] < 1.0  # ours reads the texels the photo shows, only those
         assert numbers["holds_seen_colour"] == pytest.approx(numbers["holds_photo_colour"], abs=0.01)
         assert numbers["psnr"] > 25.0 and 0.0 < numbers["midline_strip"] < 0.2
+    assert 0.0 < row["default_model"]["midline_strip"] < 0.2  # the photo job's default (Surrey) map
     assert (tmp_path / "texture_official_jianzhu_guo.png").is_file()
     with pytest.raises(SystemExit, match="no jianzhu_guo.png"):
         bench.main(["--assets", str(shared_assets), "--photos", "jianzhu_guo.jpg", "--official", str(tmp_path)])
