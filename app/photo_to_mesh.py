@@ -24,13 +24,19 @@ from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_
 from facetex.face3d.rasterizer import active_backend
 from facetex.face3d.reconstruction import fit_views, texture_views
 from facetex.face3d.regressor import FaceRegressor
-from facetex.face3d.render import render_turntable, rerender
+from facetex.face3d.render import render_turntable, rerender, score_masks, score_views
 from facetex.face3d.texture import TexelSource
 from facetex.gallery import build_gallery, write_photo
 from foundation.errors import InputError
 from foundation.files import creation_blocker
 
 DEFAULT_YAWS = (-45.0, -20.0, 0.0, 20.0, 45.0)
+# what metrics.json's rerender psnr/ssim are scored over (its covered_psnr/covered_ssim: every pixel the mesh covers)
+SCORED_IN = {
+    True: "face skin mask: the pixels the mesh covers minus the mouth interior and non-skin colours outside the "
+          "landmark outline (face_mask.face_skin_mask), the pixels that fed the texture",
+    False: "every pixel the mesh covers (the face model marks too few landmarks for a face-skin mask)",
+}
 STAGES = ("load image", "detect + 3DDFA landmarks", "fit face model", "fuse texture", "re-render + score",
           "write files")
 
@@ -81,7 +87,8 @@ def photo_to_mesh(
     Everything runs on ``device``. ``crop_policy`` is 3DDFA_V2's (``pipeline.regress_landmarks``): the
     official single crop from the detector box, or ``"landmark"`` for a second crop around its landmarks. ``out_dir`` appears with all its files or not at all (an earlier face
     folder there is replaced). ``score_threshold``: the face detector's, in [0, 1). Returns the metrics
-    written to ``metrics.json`` (scores, pose, fit error, texel sources, rasteriser backend, which face was
+    written to ``metrics.json`` (re-render scores inside the face-skin mask, ``rerender_scored_in`` saying which
+    mask, and over every pixel the mesh covers as ``covered_psnr``/``covered_ssim``; pose, fit error, texel sources, rasteriser backend, which face was
     used and how many were found (``faces``), seconds per stage). Raises ``ImageDecodeError`` or
     ``FileNotFoundError`` for an unreadable image, ``NoFaceError`` when the detector finds no face and
     :class:`OutputFolderError` for an ``out_dir`` that holds something else.
@@ -116,6 +123,7 @@ def photo_to_mesh(
     reconstruction = texture_views(model, image, fit, texture_size)
     stage("re-render + score")
     scored = rerender(image, reconstruction, model)
+    covered_psnr, covered_ssim = score_views(scored.renders, image, scored.masks)
     turntable = render_turntable(reconstruction.vertices[0], model, reconstruction.fused.texture, yaws, 256)
     stage("write files")
     fused = reconstruction.fused
@@ -127,7 +135,10 @@ def photo_to_mesh(
         "crop_policy": crop_policy,
         "faces": {**face.metrics(), "score_threshold": score_threshold},
         "rerender": {"psnr": float(scored.psnr.mean()), "ssim": float(scored.ssim.mean()),
+                     "score_mask_fraction": float(score_masks(reconstruction, scored.masks).mean()),
+                     "covered_psnr": float(covered_psnr.mean()), "covered_ssim": float(covered_ssim.mean()),
                      "mask_fraction": float(scored.masks.mean())},
+        "rerender_scored_in": SCORED_IN[reconstruction.masks is not None],
         "pose_degrees": {"yaw": float(fit.yaw[0, 0]), "pitch": float(fit.pitch[0, 0]), "roll": float(fit.roll[0, 0])},
         "regressor_pose_degrees": {"yaw": float(regression.yaw[0]), "pitch": float(regression.pitch[0]),
                                    "roll": float(regression.roll[0])},

@@ -58,7 +58,7 @@ STAGES: dict[str, list[tuple[object, str]]] = {
     "blend + mirror fill": [(texture, "blend_views"), (texture, "sample_at_mirror"), (texture, "mirror_blend")],
     "inpainting (push-pull)": [(texture, "push_pull")],
     "mesh + projection + fusion glue": [(job, "texture_views")],
-    "re-render + score + turntable": [(job, "rerender"), (job, "render_turntable")],
+    "re-render + score + turntable": [(job, "rerender"), (job, "score_views"), (job, "render_turntable")],
     "export (OBJ, PLY, grid PNG, JSON)": [(job, "photo_folder"), (job, "write_face_folder")],
 }
 

@@ -6,7 +6,8 @@
 Detects the face (FaceBoxes), regresses 68 landmarks (3DDFA_V2), fits a morphable model to them,
 fuses the photo into a UV texture (visibility, view weights, mirror filling, inpainting), writes the
 files into --out (replacing an earlier run's folder there; any other non-empty folder is refused) and
-prints the re-render PSNR/SSIM inside the face mask. With several faces in the photo, the most confident
+prints the re-render PSNR/SSIM inside the face-skin mask (``rerender_scored_in`` says which; over every pixel the
+mesh covers: ``covered_psnr``/``covered_ssim``). With several faces in the photo, the most confident
 is used and a ``note:`` line (and ``faces`` in metrics.json) says which, with its box and score. Bad input
 (unreadable photo, no face, an --out it cannot write, before any computation) ends in one ``error:`` line
 and exit code 2, as with ``main.py``. The job itself is ``app.photo_to_mesh``; this file is its command line.
@@ -66,7 +67,7 @@ def main() -> int:
         return 2
     if metrics["faces"]["note"]:
         print(f"note: {args.image}: {metrics['faces']['note']}")
-    print(json.dumps({key: metrics[key] for key in ("rerender", "pose_degrees", "landmark_rmse_px", "texel_sources",
+    print(json.dumps({key: metrics[key] for key in ("rerender", "rerender_scored_in", "pose_degrees", "landmark_rmse_px", "texel_sources",
                                                  "faces")},
                      indent=2))
     print(f"wrote {args.out}/face.obj (+ .mtl, .png), face.ply, grid.png, metrics.json")

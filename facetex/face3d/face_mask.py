@@ -9,7 +9,10 @@ is rarely the real one), not hair or a hand in front of the forehead, not the mo
 with the non-skin found inside the mesh grown by a pixel or two, so that pixels mixing skin with something
 else drop out too. Inside the landmark outline (jaw line 0-16 and the brows, :func:`inner_face_polygon`, found
 on the mesh's surface so that it holds in profile too) every pixel but the mouth interior is kept (eyes, brows, lips and a beard are the face, though not skin-coloured)
-except in a band along the mesh's outline (``SILHOUETTE_BAND``: a profile's nose or chin meets the background there).
+except in a band along the mesh's outline (``SILHOUETTE_BAND``: a profile's nose or chin meets the background there),
+and except where the background shows through a too large mesh deeper inside (:func:`background_through_mesh`:
+non-skin pixels within ``BACKGROUND_BAND`` of the outline that look like the background just outside; in a
+profile this was a dark strip down the map's midline, the nose ridge and upper lip).
 
 The skin colour is learnt per view from the cheeks-and-nose polygon between the eyes, the jaw and the
 upper lip (landmarks, see :data:`SKIN_SAMPLE_POLYGON`), which in a frontal-to-profile photo is skin far
@@ -46,6 +49,9 @@ MIN_SKIN_SAMPLES = 20
 MIN_INLIER_SHARE = 0.6  # below it the skin sample is not one colour cluster and the colour test is skipped
 JAW, BROWS, EYES = tuple(range(17)), tuple(range(17, 27)), tuple(range(36, 48))
 SILHOUETTE_BAND = 0.03  # the colour test also runs this close to the mesh's outline, share of the face's size
+BACKGROUND_BAND = 0.1  # how far inside the mesh's outline background may show through, share of the face's size
+BACKGROUND_TOLERANCE = 0.1  # largest-channel colour difference to the background just outside the mesh
+BACKGROUND_GROWTH = 3  # pixels by which background seen through the mesh grows into the non-skin pixels beside it
 BROW_LIFT = 0.5  # the brows are raised by this share of their height above the eyes, so the whole brow is inside
 
 
@@ -153,6 +159,49 @@ def skin_colour_mask(image: Tensor, mean: Tensor, covariance: Tensor, threshold:
     return (distance2 <= threshold**2).reshape(image.shape[-2:])
 
 
+def box_mean(values: Tensor, weights: Tensor, radius: int) -> tuple[Tensor, Tensor]:
+    """Weighted mean ``(C, H, W)`` of ``values`` ``(C, H, W)`` over each ``(2 radius + 1)^2`` square, and the squares'
+    total weight ``(H, W)`` (``weights`` ``(H, W)`` >= 0; outside the image weighs 0). Summed-area tables: O(H W)."""
+    stacked = torch.cat([values * weights, weights[None]]).double()
+    table = F.pad(stacked, (radius + 1, radius, radius + 1, radius)).cumsum(dim=1).cumsum(dim=2)
+    size = 2 * radius + 1
+    sums = table[:, size:, size:] - table[:, :-size, size:] - table[:, size:, :-size] + table[:, :-size, :-size]
+    total = sums[-1].clamp_min(0.0)
+    return (sums[:-1] / total.clamp_min(1e-12)).to(values.dtype), total.to(values.dtype)
+
+
+def background_through_mesh(image: Tensor, covered: Tensor, not_skin: Tensor, band: int,
+                            tolerance: float = BACKGROUND_TOLERANCE) -> Tensor:
+    """``(H, W)`` bool, mesh pixels within ``band`` of its outline that are not skin-coloured and look like the
+    background just outside the mesh (largest-channel difference to its local mean at most ``tolerance``).
+
+    image: ``(3, H, W)``; covered: ``(H, W)`` bool, the mesh's pixels; not_skin: ``(H, W)`` bool, outside the skin-colour
+    model. A fitted mesh is rarely the face's own outline: where it is larger (a profile's nose and upper lip, the
+    chin), the background shows through it, *inside* the landmark outline whose dark or coloured parts (brows, eyes,
+    lips, a beard) are otherwise kept. The local background is the mean of the uncovered, not skin-coloured pixels
+    within ``band`` of the mesh (skin beyond a too small mesh is not background), over a ``4 band + 1`` square.
+    Found regions then grow by ``BACKGROUND_GROWTH`` pixels into the non-skin mesh pixels beside them (the blurred
+    edge between background and face is neither colour). Only the face's surroundings are examined (fast on big photos).
+    """
+    result = torch.zeros_like(covered)
+    if band < 1 or not covered.any():
+        return result
+    rows, cols = covered.any(dim=1).nonzero()[:, 0], covered.any(dim=0).nonzero()[:, 0]
+    top, left = max(0, int(rows[0]) - 3 * band), max(0, int(cols[0]) - 3 * band)
+    bottom, right = int(rows[-1]) + 3 * band + 1, int(cols[-1]) + 3 * band + 1
+    mesh = covered[top:bottom, left:right]
+    ring = ~mesh & ~erode(~mesh, band) & not_skin[top:bottom, left:right]  # uncovered non-skin next to the mesh
+    local, weight = box_mean(image[:, top:bottom, left:right].float(), ring.float(), 2 * band)
+    near_outline = mesh & ~erode(mesh, band)
+    alike = (image[:, top:bottom, left:right].float() - local).abs().amax(dim=0) <= tolerance
+    candidates = mesh & not_skin[top:bottom, left:right]
+    through = near_outline & (weight > 0) & alike & candidates
+    for _ in range(BACKGROUND_GROWTH):  # the pixels mixing it with the face: neither skin nor background colour
+        through = through | (~erode(~through, 1) & candidates)
+    result[top:bottom, left:right] = through
+    return result
+
+
 def face_skin_mask(
     image: Tensor, screen_vertices: Tensor, faces: Tensor, landmarks: Tensor, inner_face: Tensor | None = None,
     threshold: float = 5.0, erosion: int = 1, min_sigma: float = 0.03,
@@ -184,6 +233,10 @@ def face_skin_mask(
     else:
         inner = interpolate(inner_face.float()[None, :, None], faces, fragments)[0, ..., 0] > 0.5
     # ... but not next to the mesh's outline, where a turned face's nose or chin meets the background
-    inner = inner & erode(covered, round(SILHOUETTE_BAND * float(covered.sum()) ** 0.5))
-    skin = erode(skin_colour_mask(image, mean, covariance, threshold) | ~covered | inner, erosion)
+    size = float(covered.sum()) ** 0.5
+    inner = inner & erode(covered, round(SILHOUETTE_BAND * size))
+    colour = skin_colour_mask(image, mean, covariance, threshold)
+    # ... and not where the background shows through the mesh deeper inside its outline (a profile's nose ridge)
+    through = background_through_mesh(image, covered, ~colour, round(BACKGROUND_BAND * size))
+    skin = erode((colour | ~covered | inner) & ~through, erosion)
     return covered & ~mouth & skin

@@ -27,12 +27,15 @@ class FaceReconstruction:
     vertices: ``(K, V, 3)`` model-space mesh of each view (shared identity, the view's expression).
     screen_vertices: ``(K, V, 3)`` the mesh projected into each image.
     fused: the fused UV texture and its per-view maps.
+    masks: ``(K, H, W)`` bool, the face-skin pixels of each view that fed the texture (:func:`skin_masks`; re-renders
+        are scored inside them), None when fusion used every pixel.
     """
 
     fit: LandmarkFit
     vertices: Tensor
     screen_vertices: Tensor
     fused: FusedTexture
+    masks: Tensor | None = None
 
 
 def fit_views(model: MorphableModel, landmarks: Tensor, weights: Tensor | None = None) -> LandmarkFit:
@@ -63,7 +66,7 @@ def texture_views(
     screen = project(vertices, fit.rotation[0], fit.scale[0], fit.translation[0])
     masks = skin_masks(model, images, screen, config) if config.skin_mask else None
     fused = fuse_texture(images, screen, model.triangles, model.uv, texture_size, model.symmetry, config, masks)
-    return FaceReconstruction(fit=fit, vertices=vertices, screen_vertices=screen, fused=fused)
+    return FaceReconstruction(fit=fit, vertices=vertices, screen_vertices=screen, fused=fused, masks=masks)
 
 
 def skin_masks(model: MorphableModel, images: Tensor, screen_vertices: Tensor, config: FusionConfig) -> Tensor | None:

@@ -23,7 +23,8 @@ from facetex.face3d.texture import layout_uv
 class Rerender(NamedTuple):
     """The textured mesh rendered back into K views and scored against them.
 
-    renders: ``(K, 3, H, W)``; masks: ``(K, 1, H, W)``; psnr, ssim: ``(K,)`` inside each mask, NaN where it is empty.
+    renders: ``(K, 3, H, W)``; masks: ``(K, 1, H, W)`` the pixels the mesh covers; psnr, ssim: ``(K,)`` inside
+    :func:`score_masks` (the face-skin mask within ``masks``), NaN where it is empty.
     """
 
     renders: Tensor
@@ -32,17 +33,35 @@ class Rerender(NamedTuple):
     ssim: Tensor
 
 
+def score_views(renders: Tensor, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """PSNR and SSIM ``(K,)`` of ``renders`` against ``images`` ``(K, 3, H, W)`` inside ``masks`` ``(K, 1, H, W)``.
+
+    NaN for a view whose mask is empty (e.g. its mesh lies off the image).
+    """
+    psnr = torch.full((images.shape[0],), float("nan"), device=images.device)
+    ssim = psnr.clone()
+    scored = masks.flatten(1).sum(1) > 0
+    if scored.any():
+        psnr[scored] = masked_psnr(renders[scored], images[scored], masks[scored])
+        ssim[scored] = masked_ssim(renders[scored], images[scored], masks[scored])
+    return psnr, ssim
+
+
+def score_masks(reconstruction: FaceReconstruction, covered: Tensor) -> Tensor:
+    """``(K, 1, H, W)`` where a re-render is scored: the ``covered`` pixels ``(K, 1, H, W)`` within the face-skin
+    masks that fed the texture (``reconstruction.masks``), or all of them when fusion used no masks."""
+    if reconstruction.masks is None:
+        return covered
+    return covered * reconstruction.masks[:, None].to(covered.dtype)
+
+
 def rerender(images: Tensor, reconstruction: FaceReconstruction, model: MorphableModel) -> Rerender:
-    """Render ``reconstruction`` into each of its K views ``images`` ``(K, 3, H, W)`` in [0, 1] and score it there."""
+    """Render ``reconstruction`` into each of its K views ``images`` ``(K, 3, H, W)`` in [0, 1] and score it
+    there, inside :func:`score_masks`."""
     texture = reconstruction.fused.texture
     renders, masks = render_textured(reconstruction.screen_vertices, model.triangles,
                                      layout_uv(model.uv, tuple(texture.shape[-2:])), texture[None], tuple(images.shape[-2:]))
-    psnr = torch.full((images.shape[0],), float("nan"), device=images.device)
-    ssim = psnr.clone()
-    covered = masks.flatten(1).sum(1) > 0
-    if covered.any():
-        psnr[covered] = masked_psnr(renders[covered], images[covered], masks[covered])
-        ssim[covered] = masked_ssim(renders[covered], images[covered], masks[covered])
+    psnr, ssim = score_views(renders, images, score_masks(reconstruction, masks))
     return Rerender(renders, masks, psnr, ssim)
 
 

@@ -7,6 +7,7 @@ import torch
 
 from facetex.face3d.face_mask import (
     MOUTH_INTERIOR,
+    box_mean,
     convex_hull,
     erode,
     face_skin_mask,
@@ -89,6 +90,34 @@ def test_face_skin_mask_drops_background_hair_and_mouth_but_keeps_the_inner_face
     assert mask[17:40, 8:56].all() and mask[45:56, 20:44].all()  # the skin
     with pytest.raises(ValueError, match="68, 2"):
         face_skin_mask(image, vertices, faces, landmarks[:60])
+
+
+def test_box_mean_is_the_weighted_mean_over_each_square() -> None:
+    generator = torch.Generator().manual_seed(1)
+    values, weights = torch.rand(2, 9, 11, generator=generator), (torch.rand(9, 11, generator=generator) > 0.4).float()
+    mean, total = box_mean(values, weights, 2)
+    for row, col in [(0, 0), (4, 5), (8, 10), (3, 1)]:
+        rows, cols = slice(max(0, row - 2), row + 3), slice(max(0, col - 2), col + 3)
+        assert total[row, col].item() == weights[rows, cols].sum().item()
+        expected = (values[:, rows, cols] * weights[rows, cols]).sum(dim=(1, 2)) / weights[rows, cols].sum()
+        torch.testing.assert_close(mean[:, row, col], expected)
+
+
+def test_background_showing_through_a_too_large_mesh_inside_the_face_outline_is_cut() -> None:
+    """A mesh 4 px wider on the left than the face, all of it inside the face (as a profile's nose and upper lip
+    are): the dark background seen through it is cut (it was kept: only the 1 px silhouette band was colour-tested
+    inside the face), while a patch of the same dark colour deeper inside (a beard) and a red patch at the outline
+    (lips: not skin, but not like the background either) stay."""
+    vertices, faces, landmarks = _flat_face()
+    background, skin = torch.tensor([0.1, 0.1, 0.12]), torch.tensor([0.7, 0.5, 0.4])
+    image = background[:, None, None].expand(3, 64, 64).clone()
+    image[:, :, 12:60] = skin[:, None, None]  # the face starts 4 px right of the mesh's left edge (x = 8)
+    image[:, 44:50, 26:36] = background[:, None, None]  # a beard of the background's colour, deep inside
+    image[:, 24:34, 52:56] = torch.tensor([0.6, 0.1, 0.1])[:, None, None]  # red at the mesh's right outline
+    mask = face_skin_mask(image, vertices, faces, landmarks, inner_face=torch.ones(4, dtype=torch.bool), erosion=1)
+    assert not mask[:, :13].any()  # the background through the mesh, and the pixel next to it
+    assert mask[8:40, 13:54].all() and mask[45:56, 13:56].all()  # the skin, the beard
+    assert mask[24:34, 52:54].all()  # the red patch (but the 1 px silhouette band and its erosion, as before)
 
 
 def test_inner_face_on_the_surface_is_the_landmark_outline_seen_frontally() -> None:

@@ -24,7 +24,7 @@ from facetex.face3d.image_io import ImageDecodeError, load_image
 from facetex.face3d.pipeline import AssetPaths, FaceChoice, load_face_model, regress_face, regress_landmarks
 from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
 from facetex.face3d.regressor import FaceRegressor
-from facetex.face3d.render import rerender
+from facetex.face3d.render import rerender, score_views
 from facetex.face3d.synthetic import checkerboard_texture, render_textured
 from facetex.face3d.texture import TexelSource, layout_uv
 
@@ -66,6 +66,9 @@ def test_photo_to_mesh_writes_a_textured_mesh_grid_and_metrics(
     # floors below measured runs (PSNR 26.3 dB, SSIM 0.83 at 256 texels; 27.4 dB, 0.93 at 1024)
     assert metrics["rerender"]["psnr"] > 24.0 and metrics["rerender"]["ssim"] > 0.75
     assert 0.2 < metrics["rerender"]["mask_fraction"] < 0.8
+    assert 0.5 * metrics["rerender"]["mask_fraction"] < metrics["rerender"]["score_mask_fraction"]
+    assert metrics["rerender"]["score_mask_fraction"] < metrics["rerender"]["mask_fraction"]
+    assert metrics["rerender_scored_in"].startswith("face skin mask") and metrics["rerender"]["covered_psnr"] > 20.0
     assert metrics["landmark_rmse_px"] < 15.0  # a 1024 px photo, the face ~600 px wide
     assert 20.0 < metrics["pose_degrees"]["yaw"] < 50.0  # the regressor's independent estimate is ~32
     sources = metrics["texel_sources"]
@@ -124,6 +127,35 @@ def test_rerender_scores_each_view_inside_its_mask_and_nan_where_the_mesh_is_off
     torch.testing.assert_close(scored.renders[:2], images[:2])
     assert scored.psnr[:2].tolist() == pytest.approx([200.0, 200.0]) and scored.ssim[:2].tolist() == pytest.approx([1.0, 1.0])
     assert scored.masks[2].sum() == 0 and scored.psnr[2].isnan() and scored.ssim[2].isnan()
+
+
+def test_rerender_is_scored_inside_the_skin_masks_that_fed_the_texture(assets: AssetPaths) -> None:
+    """Known answer: a photo equal to the render plus 0.01 inside the skin mask and plus 0.25 on the covered pixels
+    outside it (background, hair). Scored in the skin mask, PSNR is exactly 20 log10(1 / 0.01) = 40 dB whatever the
+    corruption; over every covered pixel it drops to the PSNR of the pooled error, computed from the pixel counts."""
+    model = load_face_model(assets, "sfm")
+    rotation = euler_to_rotation(torch.tensor([0.0]), torch.zeros(1), torch.zeros(1))
+    screen = project(model.mean[None], rotation, torch.full((1,), 1.2), torch.tensor([[96.0, 96.0]]))
+    truth = checkerboard_texture(128)
+    render, covered = render_textured(screen, model.triangles, layout_uv(model.uv, 128), truth[None], 192)
+    columns = torch.arange(192)[None, None, :].expand(1, 192, 192)
+    skin = covered[:, 0].bool() & (columns < 100)  # (1, H, W): the face's right half and a bit, "skin"
+    outside = covered[:, 0].bool() & ~skin
+    photo = render + 0.01 * skin[:, None] + 0.25 * outside[:, None]
+    reconstruction = FaceReconstruction(fit=None, vertices=model.mean[None], screen_vertices=screen,
+                                        fused=SimpleNamespace(texture=truth), masks=skin)
+    scored = rerender(photo, reconstruction, model)
+    covered_psnr, covered_ssim = score_views(scored.renders, photo, scored.masks)
+    inside, other = int(skin.sum()), int(outside.sum())
+    assert inside > 1000 and other > 1000
+    pooled = 10 * np.log10((inside + other) / (inside * 0.01**2 + other * 0.25**2))
+    assert scored.psnr.item() == pytest.approx(40.0, abs=1e-3)
+    assert covered_psnr.item() == pytest.approx(pooled, abs=1e-3) and pooled < 25.0
+    assert scored.ssim.item() > covered_ssim.item()
+    # fused without masks, the re-render is scored on every covered pixel
+    unmasked = rerender(photo, FaceReconstruction(fit=None, vertices=model.mean[None], screen_vertices=screen,
+                                                  fused=SimpleNamespace(texture=truth)), model)
+    assert unmasked.psnr.item() == pytest.approx(pooled, abs=1e-3)
 
 
 def test_photo_to_mesh_refuses_an_out_folder_it_would_replace_and_lose(assets: AssetPaths, tmp_path: Path) -> None:
