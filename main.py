@@ -39,6 +39,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa:
 from callbacks.rng_state import RNGStateCheckpoint  # noqa: E402
 from cli.catalog import catalog_text, classes  # noqa: E402
 from cli.checkpoint_policy import CheckpointPolicy, resolve_checkpoint  # noqa: E402
+from cli.dataset_placeholder import dataset_name, fill_dataset  # noqa: E402
 from cli.errors import explain  # noqa: E402
 from foundation.errors import InputError  # noqa: E402
 from foundation.files import creation_blocker  # noqa: E402
@@ -118,15 +119,23 @@ class FrameworkCLI(LightningCLI):
             raise UsageError(message) from error
 
     def before_instantiate_classes(self) -> None:
-        """Checkpoint folders given for a checkpoint become files; output folders are checked before any work."""
+        """``{dataset}`` in paths is filled in (cli/dataset_placeholder.py), checkpoint folders given for a checkpoint
+        become files, and output folders are checked before any work."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         init_args = config.get("model.init_args") or Namespace()
+        dataset = dataset_name(config.get("data"))
+        logger = config["trainer"].get("logger")
+        logger_args = logger.get("init_args") if hasattr(logger, "get") else None
+        for section, option, key in [(config["checkpoint"], "checkpoint.dirpath", "dirpath"),
+                                     *[(logger_args, f"trainer.logger.init_args.{k}", k) for k in ("save_dir", "name")]]:
+            if hasattr(section, "get") and isinstance(section.get(key), str):
+                section[key] = fill_dataset(option, section[key], dataset)
         for key in [k for k, v in vars(init_args).items() if k.endswith("_checkpoint") and isinstance(v, str) and v]:
-            init_args[key] = resolve_checkpoint(f"model.init_args.{key}", init_args[key])  # teacher_, encoder_, ...
+            option = f"model.init_args.{key}"  # teacher_, encoder_, ...
+            init_args[key] = resolve_checkpoint(option, fill_dataset(option, init_args[key], dataset))
         ckpt_path = config.get("ckpt_path")
         if isinstance(ckpt_path, str) and ckpt_path not in ("best", "last", "hpc", "registry") and "://" not in ckpt_path:
-            config["ckpt_path"] = resolve_checkpoint("ckpt_path", config["ckpt_path"])
-        logger = config["trainer"].get("logger")
+            config["ckpt_path"] = resolve_checkpoint("ckpt_path", fill_dataset("ckpt_path", ckpt_path, dataset))
         check_writable("checkpoint.dirpath", config["checkpoint"]["dirpath"])
         check_writable("trainer.default_root_dir", config["trainer"].get("default_root_dir"))
         if hasattr(logger, "get") and hasattr(logger.get("init_args"), "get"):
