@@ -20,12 +20,13 @@ class DatasetPlaceholderError(InputError, ValueError):
 def dataset_name(data: Any) -> str | None:
     """The dataset a ``data`` config section names: ``init_args.name`` (Planetoid, OGB) or
     ``init_args.dataset_args.name`` (any PyG dataset class), else None."""
-    init_args = data.get("init_args") if hasattr(data, "get") else None
+    init_args: Any = data.get("init_args") if hasattr(data, "get") else None
     if not hasattr(init_args, "get"):
         return None
     name = init_args.get("name")
-    if name is None and hasattr(init_args.get("dataset_args"), "get"):
-        name = init_args.get("dataset_args").get("name")
+    dataset_args: Any = init_args.get("dataset_args")
+    if name is None and hasattr(dataset_args, "get"):
+        name = dataset_args.get("name")
     return str(name) if name is not None else None
 
 
