@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup setup-sampling sampling-torch-sparse torch-sparse-metis-wheel demo test lint benchmark clean
+.PHONY: setup setup-sampling sampling-torch-sparse torch-sparse-metis-wheel demo test lint benchmark clean graphs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,16 @@ demo: setup
 	$(PY) main.py fit --config configs/abkd_demo_teacher.yaml
 	$(PY) main.py fit --config configs/abkd_demo.yaml
 	$(PY) main.py test --config configs/abkd_demo.yaml --ckpt_path checkpoints/abkd_demo_student
+
+# The real graphs of ../shared/assets where the configs and benchmarks.abkd_deep read them (data/planetoid/<Name>/raw,
+# data/pyg/<Name>/raw); PyG writes processed/ beside raw/ on first use.
+SHARED_GRAPHS ?= ../shared/assets/graphs
+graphs:
+	@test -d $(SHARED_GRAPHS) || { echo "no $(SHARED_GRAPHS): set SHARED_GRAPHS=<folder with planetoid/ and pyg/>"; exit 1; }
+	mkdir -p data/planetoid/Cora/raw data/planetoid/CiteSeer/raw data/pyg
+	cp $(SHARED_GRAPHS)/planetoid/ind.cora.* data/planetoid/Cora/raw/
+	cp $(SHARED_GRAPHS)/planetoid/ind.citeseer.* data/planetoid/CiteSeer/raw/
+	cp -r $(SHARED_GRAPHS)/pyg/. data/pyg/
 
 test: setup setup-sampling
 	$(PY) -m pytest
