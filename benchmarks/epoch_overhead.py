@@ -1,7 +1,7 @@
 """What Lightning and this project's module add to a full-batch epoch: ``Trainer.fit`` of ``NodeClassifier`` vs a
 hand-written loop of the same model, on real Cora and the generated MAG graph; prints a Markdown table.
 
-    python -m benchmarks.epoch_overhead                  # Cora GCN 2 x 16 and MAG R-GCN 2 x 16, about three minutes
+    python -m benchmarks.epoch_overhead                  # Cora GCN 2 x 16 and MAG R-GCN 2 x 16, one to four minutes
     python -m benchmarks.epoch_overhead --rounds 1 --epochs 3          # seconds (a smoke test)
 
 One epoch is what the configs do per epoch on a full-batch graph: a training step (dropout on, forward,
