@@ -119,9 +119,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             return
         writing.thread.join()
         if writing.error is not None:
-            writing.error.add_note(f"BestAndLastCheckpoint: writing {', '.join(writing.files)} in the background failed; "
-                                   "the files of the previous checkpoint are whole")
-            raise writing.error
+            raise RuntimeError(f"BestAndLastCheckpoint: writing {', '.join(writing.files)} in the background failed "
+                               f"({type(writing.error).__name__}: {writing.error}); the files of the previous "
+                               "checkpoint are whole") from writing.error
         self._notify_loggers(trainer, len(writing.files))
 
     def _save_epoch(self, trainer: L.Trainer) -> None:
