@@ -98,7 +98,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self.wait_for_writes(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The last files have landed, for every rank (rank 0 writes them)."""
         self.wait_for_writes(trainer)
+        trainer.strategy.barrier()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.wait_for_writes(trainer)
