@@ -1,7 +1,7 @@
 """What Lightning and this project's module add to a full-batch epoch: ``Trainer.fit`` of ``NodeClassifier`` vs a
 hand-written loop of the same model, on real Cora and the generated MAG graph; prints a Markdown table.
 
-    python -m benchmarks.epoch_overhead                  # Cora GCN 2 x 16 and MAG R-GCN 2 x 16, about three minutes
+    python -m benchmarks.epoch_overhead                  # Cora GCN 2 x 16 and MAG R-GCN 2 x 16, one to four minutes
     python -m benchmarks.epoch_overhead --rounds 1 --epochs 3          # seconds (a smoke test)
 
 One epoch is what the configs do per epoch on a full-batch graph: a training step (dropout on, forward,
@@ -12,15 +12,19 @@ validation and test. Cases, on the same data and model shape:
 - ``Trainer.fit``: ``NodeClassifier`` under ``Trainer`` with no logger, progress bar or checkpoints;
 - ``+ checkpoints, two ModelCheckpoint (before)``: the layout ``main.py`` used before: one ``ModelCheckpoint`` for
   ``best`` by val/acc and one for ``last`` at every epoch end, so an improving epoch is written twice;
+- ``+ checkpoints, one write per epoch, at once``: :class:`callbacks.best_and_last.BestAndLastCheckpoint` writing
+  before training goes on (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide);
 - ``+ checkpoints, main.py policy``: what ``main.py fit`` adds now, :class:`cli.checkpoint_policy.CheckpointPolicy`'s
-  callback (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide).
+  callback: the same files, written in a background thread while the next epoch trains.
 
 An epoch's time is the interval between consecutive ``on_train_epoch_start`` hooks (training, validation,
 metrics and checkpoint writing included), as wall time and as this process's CPU time (``time.process_time``:
 load from other processes on a shared machine inflates the first much more than the second); the first epoch of every
-fit is a warm-up and not counted. Checkpoint bytes per epoch: the sizes of the regular files in the checkpoint
-folder that are new (another inode or modification time) at each epoch start, so a link counts nothing; the
-time inside the checkpoint callbacks' saving hooks (``on_train_epoch_end``, ``on_validation_end``) is timed too. The
+fit is a warm-up and not counted. Checkpoint files and bytes per epoch: the files the strategy's ``CheckpointIO``
+writes over the fit (in the background writer's thread too; a link writes none), divided by the fit's epochs; the time
+inside the checkpoint callbacks' hooks that save or wait for a background write (``on_train_epoch_end``,
+``on_validation_end``, ``on_after_backward``, ``on_train_end``) is timed too. On a machine with few cores a background
+write competes with training for them: the CPU time counts the writer thread's work as well. The
 cases are run in turn, round after round (many short fits), so load from other processes falls on all of them
 alike; each time is the median over all counted epochs, each ratio the median over rounds of that round's ratio. Cora: the ``ind.cora.*`` files of ``../shared/assets/graphs/planetoid``.
 """
@@ -47,6 +51,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from benchmarks.gcnii_epoch import load_cora
 from benchmarks.machine import benchmark_parser, machine, machine_line, publish, use_threads
+from callbacks.best_and_last import BestAndLastCheckpoint
 from cli.checkpoint_policy import CheckpointPolicy
 from datamodules.graph import NodeDataModule
 from datamodules.ogb import SyntheticMAGDataModule
@@ -57,47 +62,45 @@ from lightning_modules.node_classifier import NodeClassifier
 
 MODEL = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
 PEER = "hand loop"
-BEFORE, POLICY = "+ checkpoints, two ModelCheckpoint (before)", "+ checkpoints, main.py policy"
+BEFORE, AT_ONCE = "+ checkpoints, two ModelCheckpoint (before)", "+ checkpoints, one write per epoch, at once"
+POLICY = "+ checkpoints, main.py policy (background writer)"
 
 
 @dataclass
 class Epochs:
-    """Per counted epoch: wall seconds, CPU seconds, wall seconds inside the checkpoint callbacks' saving hooks,
-    checkpoint files and bytes written."""
+    """Per counted epoch: wall seconds, CPU seconds, wall seconds inside the checkpoint callbacks' hooks; checkpoint
+    files and bytes written per epoch of the fit."""
 
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     saving: list[float] = field(default_factory=list)
-    files: list[int] = field(default_factory=list)
-    written: list[int] = field(default_factory=list)
+    files: float = 0.0
+    written: float = 0.0
 
 
 class EpochClock(L.Callback):
-    """Wall and CPU seconds between consecutive training-epoch starts (and from the last one to the end of fit), and
-    the bytes of the files that appeared in ``folder`` in between (the look at the folder is not timed)."""
+    """Wall and CPU seconds between consecutive training-epoch starts (and from the last one to the end of fit), the
+    wall seconds in the checkpoint callbacks' hooks, and the checkpoint files written (through the strategy's
+    ``CheckpointIO``, in whichever thread: a link writes none) and their bytes."""
 
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self.ticks: list[tuple[float, float, float, int, int]] = []  # wall, cpu; saving, files, bytes since the last tick
-        self.saving = 0.0  # wall seconds in the checkpoint callbacks' saving hooks since the previous tick
-        self.seen: set[tuple[str, int, int]] = set()
-        self.paused = (0.0, 0.0)  # wall, cpu seconds spent looking at the folder since the previous tick
+    def __init__(self) -> None:
+        self.ticks: list[tuple[float, float, float]] = []  # wall, cpu; saving since the last tick
+        self.saving = 0.0  # wall seconds in the checkpoint callbacks' hooks since the previous tick
+        self.files, self.written = 0, 0
 
     def _tick(self) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        self.ticks.append((wall - self.paused[0], cpu - self.paused[1], self.saving, *self._new_files()))
+        self.ticks.append((time.perf_counter(), time.process_time(), self.saving))
         self.saving = 0.0
-        self.paused = (self.paused[0] + time.perf_counter() - wall, self.paused[1] + time.process_time() - cpu)
 
-    def _new_files(self) -> tuple[int, int]:
-        """How many regular files in the folder are new since the last look, and their bytes."""
-        if self.folder is None or not self.folder.is_dir():
-            return 0, 0
-        files = {(entry.name, stat.st_ino, stat.st_mtime_ns): stat.st_size for entry in os.scandir(self.folder)
-                 if entry.is_file(follow_symlinks=False) and (stat := entry.stat(follow_symlinks=False))}
-        new = [size for key, size in files.items() if key not in self.seen]
-        self.seen = set(files)
-        return len(new), sum(new)
+    def count_writes(self, trainer: L.Trainer) -> None:
+        """Count every file ``trainer``'s checkpoint saving writes, and its bytes."""
+        checkpoint_io = trainer.strategy.checkpoint_io
+        save = checkpoint_io.save_checkpoint
+
+        def counted(checkpoint: dict[str, object], path: str, storage_options: object = None) -> None:
+            save(checkpoint, path, storage_options=storage_options)
+            self.files, self.written = self.files + 1, self.written + os.path.getsize(path)
+        checkpoint_io.save_checkpoint = counted  # type: ignore[method-assign]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._tick()
@@ -108,18 +111,19 @@ class EpochClock(L.Callback):
     def epochs(self) -> Epochs:
         counted = self.ticks[1:]  # the first epoch is a warm-up
         pairs = list(itertools.pairwise(counted))
-        return Epochs([b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs],
-                      *([b[k] for a, b in pairs] for k in (2, 3, 4)))
+        epochs = len(self.ticks) - 1
+        return Epochs([b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs], [b[2] for a, b in pairs],
+                      self.files / epochs, self.written / epochs)
 
     def time_saving(self, callback: L.Callback) -> None:
-        """Add the wall time of ``callback``'s hooks that save checkpoints to :attr:`saving`."""
-        for hook in ("on_train_epoch_end", "on_validation_end"):
+        """Add the wall time of ``callback``'s hooks that save checkpoints or wait for a write to :attr:`saving`."""
+        for hook in ("on_train_epoch_end", "on_validation_end", "on_after_backward", "on_train_end"):
             setattr(callback, hook, self._timed(getattr(callback, hook)))
 
-    def _timed(self, hook: Callable[[L.Trainer, L.LightningModule], None]) -> Callable[[L.Trainer, L.LightningModule], None]:
-        def timed(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _timed(self, hook: Callable[..., None]) -> Callable[..., None]:
+        def timed(*args: object) -> None:
             start = time.perf_counter()
-            hook(trainer, pl_module)
+            hook(*args)
             self.saving += time.perf_counter() - start
         return timed
 
@@ -128,12 +132,14 @@ def lightning_epochs(datamodule: NodeDataModule, arch: str, epochs: int, checkpo
     """``Trainer.fit`` of a ``NodeClassifier`` for ``epochs``; with ``checkpoints`` (a case), best and last written
     to a new folder under ``folder``."""
     run = Path(tempfile.mkdtemp(prefix="run_", dir=folder))
-    clock = EpochClock(run if checkpoints else None)
+    clock = EpochClock()
     callbacks: list[L.Callback] = [clock]
     if checkpoints == BEFORE:
         callbacks += [ModelCheckpoint(dirpath=run, filename="best", monitor="val/acc", mode="max",
                                       enable_version_counter=False),
                       ModelCheckpoint(dirpath=run, filename="last", enable_version_counter=False)]
+    elif checkpoints == AT_ONCE:
+        callbacks.append(BestAndLastCheckpoint(run, monitor="val/acc", background=False))
     elif checkpoints == POLICY:
         callbacks += CheckpointPolicy(dirpath=str(folder)).callbacks(run)
     for callback in callbacks[1:]:
@@ -142,6 +148,7 @@ def lightning_epochs(datamodule: NodeDataModule, arch: str, epochs: int, checkpo
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=checkpoints is not None, num_sanity_val_steps=0, callbacks=callbacks,
                         default_root_dir=run)
+    clock.count_writes(trainer)
     with contextlib.redirect_stdout(sys.stderr):
         trainer.fit(module, datamodule)
     shutil.rmtree(run)
@@ -172,8 +179,7 @@ def hand_epochs(datamodule: NodeDataModule, arch: str, epochs: int) -> Epochs:
             float((predictions[rows] == labels[rows]).float().mean())
     ticks.append((time.perf_counter(), time.process_time()))
     pairs = list(itertools.pairwise(ticks[1:]))
-    return Epochs([b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs], [0.0] * len(pairs), [0] * len(pairs),
-                  [0] * len(pairs))
+    return Epochs([b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs], [0.0] * len(pairs))
 
 
 Result = dict[str, dict[str, dict[str, float]]]
@@ -188,6 +194,7 @@ def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epo
         PEER: lambda dm, arch: hand_epochs(dm, arch, epochs),
         "Trainer.fit": lambda dm, arch: lightning_epochs(dm, arch, epochs, None, root),
         BEFORE: lambda dm, arch: lightning_epochs(dm, arch, epochs, BEFORE, root),
+        AT_ONCE: lambda dm, arch: lightning_epochs(dm, arch, epochs, AT_ONCE, root),
         POLICY: lambda dm, arch: lightning_epochs(dm, arch, epochs, POLICY, root),
     }
     runs: dict[str, dict[str, list[Epochs]]] = {graph: {case: [] for case in cases} for graph in datamodules}
@@ -200,13 +207,14 @@ def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epo
     for graph, by_case in runs.items():
         results[graph] = {}
         for case, measured in by_case.items():
-            pooled = {key: [x for one in measured for x in getattr(one, key)] for key in ("wall", "cpu", "saving", "files", "written")}
+            pooled = {key: [x for one in measured for x in getattr(one, key)] for key in ("wall", "cpu", "saving")}
             results[graph][case] = {
                 "wall": statistics.median(pooled["wall"]), "cpu": statistics.median(pooled["cpu"]),
                 **{f"x_{key}": statistics.median(statistics.median(getattr(one, key)) / statistics.median(getattr(peer, key))
                                                  for one, peer in zip(measured, by_case[PEER])) for key in ("wall", "cpu")},
-                "saving": statistics.median(pooled["saving"]), "files_per_epoch": statistics.fmean(pooled["files"]),
-                "bytes_per_epoch": statistics.fmean(pooled["written"])}
+                "saving": statistics.median(pooled["saving"]),
+                "files_per_epoch": statistics.fmean(one.files for one in measured),
+                "bytes_per_epoch": statistics.fmean(one.written for one in measured)}
     return results
 
 
@@ -214,7 +222,7 @@ def markdown(results: Result, rounds: int, epochs: int) -> str:
     lines = [machine_line(machine()), "",
              (f"One full-batch epoch (train step + validation), median over {rounds} rounds x {epochs - 1} epochs; "
               "x hand loop: the median over rounds of each round's ratio; in checkpoint callbacks: median wall ms per "
-              "epoch; files and KiB written per epoch: means"), "",
+              "epoch; files and KiB written per epoch: over each fit, mean over rounds"), "",
              "| graph, model | case | epoch ms (wall) | x hand loop | epoch CPU ms | x hand loop | in checkpoint callbacks ms "
              "| files written per epoch | KiB written per epoch |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -44,7 +44,8 @@ class CheckpointPolicy:
     def callbacks(self, folder: Path) -> list[Any]:
         """One :class:`~callbacks.best_and_last.BestAndLastCheckpoint`: ``best.ckpt`` by ``monitor`` and
         ``last.ckpt`` at every epoch end (``--ckpt_path last``), each epoch's state written once (``last.ckpt``
-        is a relative link to ``best.ckpt`` when the epoch is the best so far)."""
+        is a relative link to ``best.ckpt`` when the epoch is the best so far), in a background thread while the
+        next epoch trains (landed before its first optimiser step and before ``fit`` returns)."""
         from callbacks.best_and_last import BestAndLastCheckpoint
 
         return [BestAndLastCheckpoint(folder, monitor=self.monitor, mode=self.mode)]

@@ -45,7 +45,8 @@ def loader() -> DataLoader:
 
 
 class FolderProbe(L.Callback):
-    """What ``folder`` holds after every epoch's checkpoint (taken at the next epoch's start and at the fit's end)."""
+    """What ``folder`` holds after every epoch's checkpoint: taken at the next epoch's first optimiser step (written in
+    the background, the files have landed by then) and at the fit's end."""
 
     def __init__(self, folder: Path) -> None:
         self.folder, self.seen = folder, []
@@ -62,7 +63,7 @@ class FolderProbe(L.Callback):
             "names": sorted(p.name for p in self.folder.iterdir()),
         })
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         if trainer.current_epoch > 0 and len(self.seen) < trainer.current_epoch:
             self._look()
 
