@@ -21,7 +21,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -159,7 +159,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     folder = args.out / name
     folder.mkdir(parents=True, exist_ok=True)
     graph = load_graph(name, args.data_root)
-    teacher, teacher_info = train_teacher(graph, TEACHERS[name], folder, args.teacher_checkpoint.get(name))
+    shape = TEACHERS[name] if args.teacher_max_epochs is None else replace(TEACHERS[name], max_epochs=args.teacher_max_epochs)
+    teacher, teacher_info = train_teacher(graph, shape, folder, args.teacher_checkpoint.get(name))
     teacher_params = count_parameters(teacher)
     teacher_info |= {"params": teacher_params, "published": PUBLISHED_GCNII.get(name)}
     teacher_out = teacher_outputs(teacher, graph)
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only these methods (default: all; ablations need --ablation)")
     parser.add_argument("--ablation", action="store_true",
                         help="also ABKD with uniform / last-layer attention and per-node alignment (first cell only)")
+    parser.add_argument("--teacher-max-epochs", type=int, default=None,
+                        help="cap the teacher's epochs below its published setting (e.g. to fit a time budget)")
     parser.add_argument("--teacher-checkpoint", nargs="*", default=[], metavar="NAME=CKPT",
                         help="use a teacher trained by main.py for dataset NAME")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
