@@ -32,6 +32,7 @@ from tqdm import tqdm
 from benchmarks.abkd_deep_report import write_report
 from benchmarks.kd_training import Budget, Graph, accuracy, fit, inference_latency, load_graph, teacher_outputs
 from benchmarks.machine import use_threads
+from foundation.errors import InputError
 from graphkd.distill import ABKD, GCRD, LSP, Distiller, FitNet, LogitKD, NoKD
 from graphkd.models import build_gnn, count_parameters
 from lightning_modules.distillation import read_classifier
@@ -130,12 +131,8 @@ def train_teacher(graph: Graph, shape: TeacherShape, folder: Path, checkpoint: P
         if hparams.get("num_features") != graph.num_features:
             raise SystemExit(f"{checkpoint} was trained on {hparams.get('num_features')} features, {graph.name} has "
                              f"{graph.num_features}")
-        teacher = classifier.model
-        out = teacher_outputs(teacher, graph)
-        info = {"source": str(checkpoint), "val": accuracy(out.logits, graph.y, graph.val_mask),
-                "test": accuracy(out.logits, graph.y, graph.test_mask), "layers": hparams["num_layers"],
-                "hidden": hparams["hidden_channels"]}
-        return teacher, info
+        return classifier.model, {"source": str(checkpoint), "layers": hparams["num_layers"],
+                                  "hidden": hparams["hidden_channels"]}
     build = lambda: build_gnn("gcnii", graph.num_features, shape.hidden, graph.num_classes, shape.layers, shape.dropout,
                               arch_options={"alpha": 0.1, "lamda": shape.lamda,
                                             "conv_weight_decay": shape.conv_weight_decay})
@@ -163,9 +160,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     teacher, teacher_info = train_teacher(graph, shape, folder, args.teacher_checkpoint.get(name))
     teacher_params = count_parameters(teacher)
     teacher_info |= {"params": teacher_params, "published": PUBLISHED_GCNII.get(name)}
-    teacher_out = teacher_outputs(teacher, graph)
-    teacher_info["layer_similarity"] = layer_similarity(teacher_out.hidden)
-    chosen = methods(args.kd_weight) | (ablation(args.kd_weight) if args.ablation else {})
+    teacher_out = teacher_outputs(teacher, graph)  # once: scored here, distilled by every run below
+    teacher_info |= {"val": accuracy(teacher_out.logits, graph.y, graph.val_mask),
+                     "test": accuracy(teacher_out.logits, graph.y, graph.test_mask),
+                     "layer_similarity": layer_similarity(teacher_out.hidden)}
+    compared = methods(args.kd_weight)
+    chosen = compared | (ablation(args.kd_weight) if args.ablation else {})
     chosen = {m: f for m, f in chosen.items() if args.methods is None or m in args.methods}
     runs_file = folder / "runs.jsonl"
     done = {(r["cell"], r["method"], r["seed"]) for r in map(json.loads, runs_file.read_text().splitlines())} \
@@ -179,7 +179,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     budget = Budget(max_epochs=args.max_epochs, patience=args.patience)
     # Seed-major order: whenever the experiment stops, every finished seed has every method (paired runs).
     todo = [(c, m, s) for s in range(args.seeds) for c in cells for m in chosen if (c, m, s) not in done
-            and (m in methods(args.kd_weight) or c == next(iter(cells)))]  # ablations on the first cell only
+            and (m in compared or c == next(iter(cells)))]  # ablations on the first cell only
     for cell, method, seed in tqdm(todo, desc=name, unit="run"):
         arch, layers, width = cells[cell]
         torch.manual_seed(seed)
@@ -228,12 +228,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="use a teacher trained by main.py for dataset NAME")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
-    args.teacher_checkpoint = dict(item.split("=", 1) for item in args.teacher_checkpoint)
-    args.teacher_checkpoint = {k: Path(v) for k, v in args.teacher_checkpoint.items()}
+    if malformed := [item for item in args.teacher_checkpoint if "=" not in item]:
+        parser.error(f"--teacher-checkpoint takes NAME=CKPT pairs (e.g. Cora=checkpoints/gcnii_cora/version_0/best.ckpt), "
+                     f"got {malformed}")
+    args.teacher_checkpoint = {name: Path(path) for name, path in (item.split("=", 1) for item in args.teacher_checkpoint)}
     use_threads(args.threads)
     start = time.perf_counter()
     for name in args.datasets:
-        run_dataset(name, args)
+        try:
+            run_dataset(name, args)
+        except InputError as error:  # missing or partial dataset files, an unusable teacher checkpoint
+            parser.error(str(error))
         print(write_report(args.out, [n for n in args.datasets if (args.out / n / "summary.json").is_file()]))
     print(f"wall time {time.perf_counter() - start:.0f} s")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from datamodules.pyg_dataset import PyGDataModule
 from graphkd.distill import DistillContext, Distiller
 from graphkd.outputs import GNNOutput
 from graphkd.parameter_groups import optimizer_groups
+from graphkd.sparse_csr import csr_beta_warning_silenced
 
 # name -> (torch_geometric.datasets class, sub-folder of the data root); the CLI's configs use the same folders.
 DATASETS: dict[str, tuple[str, str]] = {
@@ -84,8 +84,7 @@ def load_graph(name: str, data_root: Path, split_seed: int = 0) -> Graph:
                            normalize_features=folder == "planetoid")
     data = module.graph
     n = data.num_nodes
-    with warnings.catch_warnings():  # torch calls its CSR support "beta" at every first use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    with csr_beta_warning_silenced():
         adj_t = torch.sparse_coo_tensor(data.edge_index.flip(0), torch.ones(data.edge_index.shape[1]), (n, n),
                                         check_invariants=False)
         x = data.x.to_sparse_csr() if float((data.x != 0).float().mean()) <= SPARSE_DENSITY else data.x
@@ -219,8 +218,7 @@ def inference_latency(model: nn.Module, graph: Graph, hops: int, batch: int = 25
                                                   num_nodes=graph.y.shape[0])
         model(rows(subset), edge_index)
 
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    with torch.no_grad(), csr_beta_warning_silenced():
         return {
             "full graph": latency_ms(lambda: model(graph.x, graph.adj_t)),
             "batch, fetch": latency_ms(fetched, repeats=5),

@@ -28,7 +28,6 @@ sparse CSR (bag-of-words inputs; the first layer is then a sparse product).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -39,6 +38,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from graphkd.feature_dropout import feature_dropout
 from graphkd.outputs import GNNOutput
+from graphkd.sparse_csr import csr_beta_warning_silenced
 
 
 def propagation_matrix(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> Tensor:
@@ -47,8 +47,7 @@ def propagation_matrix(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -
     ``edge_index`` is either ``(2, E)`` (source, target) pairs or a sparse CSR ``adj_t`` (rows are targets);
     degrees are counted on targets, as in ``GCNConv``.
     """
-    with warnings.catch_warnings():  # torch calls its CSR support "beta" at every first use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    with csr_beta_warning_silenced():
         if edge_index.layout == torch.sparse_csr:
             return gcn_norm(edge_index.to(dtype), None, num_nodes, add_self_loops=True, dtype=dtype)[0]
         (source, target), weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)

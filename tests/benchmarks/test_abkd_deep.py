@@ -69,3 +69,12 @@ def test_layer_similarity_known_answers():
     scaled = abkd_deep.layer_similarity([h, 3 * h])
     assert scaled["pooled_cos_min"] == pytest.approx(1.0) and scaled["node_cos_first_last"] == pytest.approx(1.0)
     assert abkd_deep.linear_cka(h, torch.rand(50, 8)) < 0.5  # unrelated features
+
+
+def test_bad_input_ends_in_one_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_info:
+        abkd_deep.main(["--teacher-checkpoint", "checkpoints/gcnii_cora", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "NAME=CKPT pairs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # no graph files under the data root
+        abkd_deep.main(["--data-root", str(tmp_path / "empty"), "--datasets", "Cora", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "raw" in capsys.readouterr().err
