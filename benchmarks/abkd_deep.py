@@ -2,10 +2,13 @@
 
     python -m benchmarks.abkd_deep --data-root data --out outputs/abkd_deep                 # the whole table
     python -m benchmarks.abkd_deep --datasets Cora --seeds 3 --ablation --out outputs/abkd_ablation
+    python -m benchmarks.abkd_deep --teacher-arch gcn --out outputs/abkd_deep_gcn   # teachers whose layers differ
 
 Per dataset a GCNII teacher is trained once (GCNII's published shape and settings where it has them,
 kept at its lowest validation loss, as ``configs/gcnii_*.yaml`` do; ``--teacher-checkpoint
-Cora=checkpoints/gcnii_cora/version_0/best.ckpt`` uses one trained by ``main.py`` instead). Then for
+Cora=checkpoints/gcnii_cora/version_0/best.ckpt`` uses one trained by ``main.py`` instead;
+``--teacher-arch gcn`` a plain 8 x 128 GCN with BatchNorm, whose layers differ where GCNII's are nearly
+one representation, so that ABKD's attention has something to choose). Then for
 every student cell (a 4-layer GCN, the paper's student, and a 3-layer MLP, the GLNN setting, each at
 the widest width that is >= 8x and >= 30x smaller than the teacher), every method and every seed a
 student is trained from the same initialisation per seed, stopped on validation accuracy (patience),
@@ -30,7 +33,16 @@ from torch import Tensor
 from tqdm import tqdm
 
 from benchmarks.abkd_deep_report import write_report
-from benchmarks.kd_training import Budget, Graph, accuracy, fit, inference_latency, load_graph, teacher_outputs
+from benchmarks.kd_training import (
+    Budget,
+    Graph,
+    accuracy,
+    fit,
+    inference_latency,
+    load_graph,
+    teacher_outputs,
+    trainable_copy,
+)
 from benchmarks.machine import use_threads
 from foundation.errors import InputError
 from graphkd.distill import ABKD, GCRD, LSP, Distiller, FitNet, LogitKD, NoKD
@@ -40,15 +52,30 @@ from lightning_modules.distillation import read_classifier
 
 @dataclass(frozen=True)
 class TeacherShape:
-    """A GCNII teacher and its training rule (chennnM/GCNII ``semi.sh`` where published)."""
+    """A teacher and its training rule (GCNII: chennnM/GCNII ``semi.sh`` where published).
+
+    ``arch`` "gcnii" uses ``lamda`` and ``conv_weight_decay`` and is kept at its lowest validation loss
+    (GCNII's rule); "gcn" is a plain stack with BatchNorm after every hidden layer (what lets it train at
+    depth), whose layers are *not* kept close to the input, kept at its best validation accuracy (its
+    validation loss is lowest at epoch 0).
+    """
 
     layers: int
     hidden: int
-    lamda: float
-    dropout: float
+    lamda: float = 0.5
+    dropout: float = 0.5
     conv_weight_decay: float = 0.01
     max_epochs: int = 1500
     patience: int = 100
+    arch: str = "gcnii"
+    monitor: str = "loss"
+
+    def build(self, graph: Graph) -> torch.nn.Module:
+        if self.arch == "gcnii":
+            return build_gnn("gcnii", graph.num_features, self.hidden, graph.num_classes, self.layers, self.dropout,
+                             arch_options={"alpha": 0.1, "lamda": self.lamda, "conv_weight_decay": self.conv_weight_decay})
+        return build_gnn(self.arch, graph.num_features, self.hidden, graph.num_classes, self.layers, self.dropout,
+                         norm=True)
 
 
 TEACHERS: dict[str, TeacherShape] = {
@@ -60,6 +87,8 @@ TEACHERS: dict[str, TeacherShape] = {
     "Computers": TeacherShape(8, 64, 0.5, 0.5, max_epochs=200, patience=30),
     "Physics": TeacherShape(8, 64, 0.5, 0.5, max_epochs=200, patience=30),
 }
+# Plain deep teachers whose layers differ (something for the attention to choose): 8 x 128 with BatchNorm.
+PLAIN_TEACHER = TeacherShape(8, 128, dropout=0.5, max_epochs=500, patience=100, arch="gcn", monitor="acc")
 PUBLISHED_GCNII = {"Cora": 85.5, "CiteSeer": 73.4, "PubMed": 80.3}
 STUDENTS = {"GCN": ("gcn", 4), "MLP": ("mlp", 3)}  # cell family -> (arch, layers)
 RATIOS = (8, 30)
@@ -67,25 +96,36 @@ RATIOS = (8, 30)
 Factory = Callable[[list[int], list[int]], Distiller]
 
 
-def methods(kd_weight: float) -> dict[str, Factory]:
+@dataclass(frozen=True)
+class Method:
+    """A compared method: its distiller (from student and teacher widths), and whether the teacher trains too."""
+
+    distiller: Factory
+    joint_teacher: bool = False
+
+
+def methods(kd_weight: float) -> dict[str, Method]:
     """The compared methods; FitNet, LSP and G-CRD are their papers' representation losses (no logit term)."""
     return {
-        "no KD": NoKD,
-        "logit KD": lambda s, t: LogitKD(s, t, weight=kd_weight),
-        "FitNet": lambda s, t: FitNet(s, t, weight=0.1),
-        "LSP": lambda s, t: LSP(s, t, weight=10.0),
-        "G-CRD": lambda s, t: GCRD(s, t, weight=0.1),
-        "ABKD": lambda s, t: ABKD(s, t, logit_weight=kd_weight),
+        "no KD": Method(NoKD),
+        "logit KD": Method(lambda s, t: LogitKD(s, t, weight=kd_weight)),
+        "FitNet": Method(lambda s, t: FitNet(s, t, weight=0.1)),
+        "LSP": Method(lambda s, t: LSP(s, t, weight=10.0)),
+        "G-CRD": Method(lambda s, t: GCRD(s, t, weight=0.1)),
+        "ABKD": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight)),
     }
 
 
-def ablation(kd_weight: float) -> dict[str, Factory]:
-    """ABKD with one choice changed: a fixed attention, per-node alignment, or no learnable student projection."""
+def ablation(kd_weight: float) -> dict[str, Method]:
+    """ABKD with one choice changed (a fixed attention, per-node alignment, no learnable student projection), and
+    logit KD / ABKD with the teacher trained jointly (from its checkpoint, its own loss added) instead of frozen."""
     return {
-        "ABKD uniform A": lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="uniform"),
-        "ABKD last teacher layer": lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="last"),
-        "ABKD per-node": lambda s, t: ABKD(s, t, logit_weight=kd_weight, alignment="node"),
-        "ABKD no learned projection": lambda s, t: ABKD(s, t, logit_weight=kd_weight, learn_projection=False),
+        "ABKD uniform A": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="uniform")),
+        "ABKD last teacher layer": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="last")),
+        "ABKD per-node": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, alignment="node")),
+        "ABKD no learned projection": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, learn_projection=False)),
+        "logit KD joint teacher": Method(lambda s, t: LogitKD(s, t, weight=kd_weight), joint_teacher=True),
+        "ABKD joint teacher": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight), joint_teacher=True),
     }
 
 
@@ -131,20 +171,21 @@ def train_teacher(graph: Graph, shape: TeacherShape, folder: Path, checkpoint: P
         if hparams.get("num_features") != graph.num_features:
             raise SystemExit(f"{checkpoint} was trained on {hparams.get('num_features')} features, {graph.name} has "
                              f"{graph.num_features}")
-        return classifier.model, {"source": str(checkpoint), "layers": hparams["num_layers"],
-                                  "hidden": hparams["hidden_channels"]}
-    build = lambda: build_gnn("gcnii", graph.num_features, shape.hidden, graph.num_classes, shape.layers, shape.dropout,
-                              arch_options={"alpha": 0.1, "lamda": shape.lamda,
-                                            "conv_weight_decay": shape.conv_weight_decay})
+        return classifier.model, {"source": str(checkpoint), "arch": hparams.get("arch", "gcnii"),
+                                  "layers": hparams["num_layers"], "hidden": hparams["hidden_channels"]}
     file = folder / "teacher.pt"
     if file.is_file():
         saved = torch.load(file, weights_only=True)
-        teacher = build()
+        kept = {key: saved["info"].get(key, "gcnii" if key == "arch" else None) for key in ("arch", "layers", "hidden")}
+        if kept != {"arch": shape.arch, "layers": shape.layers, "hidden": shape.hidden}:
+            raise SystemExit(f"{file} holds a {kept} teacher, not the asked {shape.arch} {shape.layers} x {shape.hidden}: "
+                             "give another --out for another teacher")
+        teacher = shape.build(graph)
         teacher.load_state_dict(saved["state_dict"])
         return teacher, saved["info"]
     torch.manual_seed(0)
-    teacher = build()
-    budget = Budget(max_epochs=shape.max_epochs, patience=shape.patience, monitor="loss")
+    teacher = shape.build(graph)
+    budget = Budget(max_epochs=shape.max_epochs, patience=shape.patience, monitor=shape.monitor)
     result, _ = fit(teacher, graph, budget, progress=f"{graph.name} teacher (epochs)")
     info = {"source": "trained here (seed 0)", **asdict(result), **asdict(shape)}
     torch.save({"state_dict": teacher.state_dict(), "info": info}, file)
@@ -156,10 +197,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     folder = args.out / name
     folder.mkdir(parents=True, exist_ok=True)
     graph = load_graph(name, args.data_root)
-    shape = TEACHERS[name] if args.teacher_max_epochs is None else replace(TEACHERS[name], max_epochs=args.teacher_max_epochs)
+    shape = TEACHERS[name] if args.teacher_arch == "gcnii" else replace(PLAIN_TEACHER, arch=args.teacher_arch)
+    shape = replace(shape, **{key: value for key, value in (("layers", args.teacher_layers),
+                    ("hidden", args.teacher_hidden), ("max_epochs", args.teacher_max_epochs)) if value is not None})
     teacher, teacher_info = train_teacher(graph, shape, folder, args.teacher_checkpoint.get(name))
     teacher_params = count_parameters(teacher)
-    teacher_info |= {"params": teacher_params, "published": PUBLISHED_GCNII.get(name)}
+    published = PUBLISHED_GCNII.get(name) if teacher_info.get("arch", "gcnii") == "gcnii" else None
+    teacher_info |= {"params": teacher_params, "published": published}
     teacher_out = teacher_outputs(teacher, graph)  # once: scored here, distilled by every run below
     teacher_info |= {"val": accuracy(teacher_out.logits, graph.y, graph.val_mask),
                      "test": accuracy(teacher_out.logits, graph.y, graph.test_mask),
@@ -184,8 +228,11 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         arch, layers, width = cells[cell]
         torch.manual_seed(seed)
         student = build_gnn(arch, graph.num_features, width, graph.num_classes, layers, args.dropout)
-        distiller = chosen[method](list(student.layer_dims), list(teacher.layer_dims))
-        result, _ = fit(student, graph, budget, teacher_out, distiller)
+        distiller = chosen[method].distiller(list(student.layer_dims), list(teacher.layer_dims))
+        if chosen[method].joint_teacher:
+            result, _ = fit(student, graph, budget, None, distiller, joint_teacher=trainable_copy(teacher))
+        else:
+            result, _ = fit(student, graph, budget, teacher_out, distiller)
         record = {"cell": cell, "method": method, "seed": seed, **asdict(result),
                   "params": count_parameters(student)}
         scores = distiller.attention_scores()
@@ -222,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only these methods (default: all; ablations need --ablation)")
     parser.add_argument("--ablation", action="store_true",
                         help="also ABKD with uniform / last-layer attention and per-node alignment (first cell only)")
+    parser.add_argument("--teacher-arch", default="gcnii", choices=["gcnii", "gcn"],
+                        help="teacher family: GCNII (published shapes per dataset) or a plain deep GCN with BatchNorm "
+                             "(8 x 128 unless --teacher-layers / --teacher-hidden), whose layers differ")
+    parser.add_argument("--teacher-layers", type=int, default=None, help="teacher depth instead of the default shape's")
+    parser.add_argument("--teacher-hidden", type=int, default=None, help="teacher width instead of the default shape's")
     parser.add_argument("--teacher-max-epochs", type=int, default=None,
                         help="cap the teacher's epochs below its published setting (e.g. to fit a time budget)")
     parser.add_argument("--teacher-checkpoint", nargs="*", default=[], metavar="NAME=CKPT",

@@ -17,7 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy import stats  # noqa: E402
 
-PAIRS = (("ABKD", "logit KD"), ("ABKD", "no KD"), ("logit KD", "no KD"))
+PAIRS = (("ABKD", "logit KD"), ("ABKD", "no KD"), ("logit KD", "no KD"),
+         ("ABKD per-node", "logit KD"), ("ABKD last teacher layer", "logit KD"),
+         ("logit KD joint teacher", "logit KD"), ("ABKD joint teacher", "ABKD"))  # rows only where both were run
+TEACHER_NAMES = {"gcnii": "GCNII", "gcn": "GCN (BatchNorm)"}
 
 
 def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
@@ -71,7 +74,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
     teacher = summary["teacher"]
     published = f", published {teacher['published']}" if teacher.get("published") else ""
     lines = [f"### {name}", "",
-             f"Teacher GCNII {teacher['layers']} x {teacher['hidden']} ({teacher['params']:,} parameters; "
+             f"Teacher {TEACHER_NAMES[teacher.get('arch', 'gcnii')]} {teacher['layers']} x {teacher['hidden']} ({teacher['params']:,} parameters; "
              f"{teacher['source']}): test {100 * teacher['test']:.2f}{published}, validation {100 * teacher['val']:.2f}.",
              *similarity_lines(teacher.get("layer_similarity")),
              "", "| method | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
@@ -86,7 +89,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
         lines.append(f"| {method} | " + " | ".join(row) + " |")
     lines += ["", "Paired per-seed difference (points), mean [95% CI]:", "",
               "| pair | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
-    for a, b in PAIRS:
+    for a, b in [(a, b) for a, b in PAIRS if {a, b} <= set(method_names)]:
         row = []
         for cell in cells:
             sa, sb = by_seed(runs, cell, a), by_seed(runs, cell, b)

@@ -134,15 +134,31 @@ def cache_normalisation(model: nn.Module) -> nn.Module:
     return model
 
 
+def trainable_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` to train or time on its own. GCN layers' cached sparse adjacency is dropped first
+    (CSR tensors cannot be deep-copied); ``model`` and the copy recompute it on their next call."""
+    for module in model.modules():
+        if isinstance(module, GCNConv):
+            module._cached_adj_t = module._cached_edge_index = None
+    return copy.deepcopy(model)
+
+
 def fit(model: nn.Module, graph: Graph, budget: Budget, teacher_out: GNNOutput | None = None,
-        distiller: Distiller | None = None, progress: str | None = None) -> tuple[RunResult, dict[str, Tensor]]:
+        distiller: Distiller | None = None, progress: str | None = None,
+        joint_teacher: nn.Module | None = None) -> tuple[RunResult, dict[str, Tensor]]:
     """Train ``model`` (distilled from ``teacher_out`` when given) until validation stops improving.
 
-    Returns the result at the kept epoch and the kept weights (of the model under ``0.``-prefixed keys, of the
-    distiller under ``1.``). GCN layers of ``model`` keep their normalised adjacency from then on.
-    ``progress`` names a progress bar over epochs (for long runs such as a deep teacher's).
+    ``joint_teacher`` instead trains that teacher alongside (``DistillationModule``'s ``train_teacher``): each
+    step it runs in train mode, its own cross-entropy on the training nodes is added to the loss, and its
+    detached outputs are distilled (KD never pushes the teacher). Returns the result at the kept epoch and the
+    kept weights (of the model under ``0.``-prefixed keys, of the distiller under ``1.``, of a joint teacher
+    last). GCN layers keep their normalised adjacency from then on. ``progress`` names a progress bar over
+    epochs (for long runs such as a deep teacher's).
     """
-    trained = nn.ModuleList([cache_normalisation(model)] + ([distiller] if distiller is not None else []))
+    if joint_teacher is not None and teacher_out is not None:
+        raise ValueError("give either teacher_out (a frozen teacher's outputs) or joint_teacher, not both")
+    trained = nn.ModuleList([cache_normalisation(model)] + ([distiller] if distiller is not None else [])
+                            + ([cache_normalisation(joint_teacher)] if joint_teacher is not None else []))
     optimizer = torch.optim.Adam(optimizer_groups(trained), lr=budget.lr, weight_decay=budget.weight_decay)
     context = DistillContext(mask=torch.ones(graph.y.shape[0], dtype=torch.bool), edge_index=graph.edge_index,
                              labels=graph.y)
@@ -154,6 +170,10 @@ def fit(model: nn.Module, graph: Graph, budget: Budget, teacher_out: GNNOutput |
         trained.train()
         out = model(graph.x, graph.adj_t)
         loss = F.cross_entropy(out.logits[graph.train_mask], graph.y[graph.train_mask])
+        if joint_teacher is not None:
+            taught = joint_teacher(graph.x, graph.adj_t)
+            loss = loss + F.cross_entropy(taught.logits[graph.train_mask], graph.y[graph.train_mask])
+            teacher_out = GNNOutput(taught.logits.detach(), [h.detach() for h in taught.hidden])
         if distiller is not None and teacher_out is not None:
             loss = loss + sum(distiller(out, teacher_out, context).values(), torch.zeros(()))
         optimizer.zero_grad()
@@ -202,7 +222,10 @@ def inference_latency(model: nn.Module, graph: Graph, hops: int, batch: int = 25
     predict a node; an MLP needs ``hops = 0``) and runs the model on that subgraph; ``no fetch`` runs it on
     the batch's own features and no edges (exact only for an MLP).
     """
-    model = copy.deepcopy(model).eval()
+    model = trainable_copy(model).eval()
+    for module in model.modules():  # timed on subgraphs too: normalise each graph it is given
+        if isinstance(module, GCNConv):
+            module.cached = False
     nodes = torch.randperm(graph.y.shape[0], generator=torch.Generator().manual_seed(seed))[:batch]
     no_edges = torch.empty(2, 0, dtype=torch.long)
     features = graph.x.to_sparse_coo() if graph.x.layout == torch.sparse_csr else graph.x
