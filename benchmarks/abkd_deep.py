@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +105,12 @@ class Method:
     joint_teacher: bool = False
 
 
-def methods(kd_weight: float) -> dict[str, Method]:
+def abkd(kd_weight: float, align_weight: float, joint_teacher: bool = False, **options: Any) -> Method:
+    """ABKD with the experiment's term weights and ``options`` (attention, alignment, learn_projection)."""
+    return Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, align_weight=align_weight, **options), joint_teacher)
+
+
+def methods(kd_weight: float, align_weight: float = 1.0) -> dict[str, Method]:
     """The compared methods; FitNet, LSP and G-CRD are their papers' representation losses (no logit term)."""
     return {
         "no KD": Method(NoKD),
@@ -112,20 +118,20 @@ def methods(kd_weight: float) -> dict[str, Method]:
         "FitNet": Method(lambda s, t: FitNet(s, t, weight=0.1)),
         "LSP": Method(lambda s, t: LSP(s, t, weight=10.0)),
         "G-CRD": Method(lambda s, t: GCRD(s, t, weight=0.1)),
-        "ABKD": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight)),
+        "ABKD": abkd(kd_weight, align_weight),
     }
 
 
-def ablation(kd_weight: float) -> dict[str, Method]:
+def ablation(kd_weight: float, align_weight: float = 1.0) -> dict[str, Method]:
     """ABKD with one choice changed (a fixed attention, per-node alignment, no learnable student projection), and
     logit KD / ABKD with the teacher trained jointly (from its checkpoint, its own loss added) instead of frozen."""
     return {
-        "ABKD uniform A": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="uniform")),
-        "ABKD last teacher layer": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, attention="last")),
-        "ABKD per-node": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, alignment="node")),
-        "ABKD no learned projection": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight, learn_projection=False)),
+        "ABKD uniform A": abkd(kd_weight, align_weight, attention="uniform"),
+        "ABKD last teacher layer": abkd(kd_weight, align_weight, attention="last"),
+        "ABKD per-node": abkd(kd_weight, align_weight, alignment="node"),
+        "ABKD no learned projection": abkd(kd_weight, align_weight, learn_projection=False),
         "logit KD joint teacher": Method(lambda s, t: LogitKD(s, t, weight=kd_weight), joint_teacher=True),
-        "ABKD joint teacher": Method(lambda s, t: ABKD(s, t, logit_weight=kd_weight), joint_teacher=True),
+        "ABKD joint teacher": abkd(kd_weight, align_weight, joint_teacher=True),
     }
 
 
@@ -208,8 +214,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     teacher_info |= {"val": accuracy(teacher_out.logits, graph.y, graph.val_mask),
                      "test": accuracy(teacher_out.logits, graph.y, graph.test_mask),
                      "layer_similarity": layer_similarity(teacher_out.hidden)}
-    compared = methods(args.kd_weight)
-    chosen = compared | (ablation(args.kd_weight) if args.ablation else {})
+    compared = methods(args.kd_weight, args.align_weight)
+    chosen = compared | (ablation(args.kd_weight, args.align_weight) if args.ablation else {})
     chosen = {m: f for m, f in chosen.items() if args.methods is None or m in args.methods}
     runs_file = folder / "runs.jsonl"
     done = {(r["cell"], r["method"], r["seed"]) for r in map(json.loads, runs_file.read_text().splitlines())} \
@@ -245,6 +251,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         student = build_gnn(arch, graph.num_features, width, graph.num_classes, layers)
         latency[cell] = inference_latency(student, graph, hops=0 if arch == "mlp" else layers)
     summary = {"teacher": teacher_info, "latency_ms": latency, "kd_weight": args.kd_weight,
+               "align_weight": args.align_weight,
                "budget": asdict(budget), "cells": {c: {"arch": a, "layers": la, "width": w} for c, (a, la, w) in cells.items()}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -262,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratios", nargs="+", type=int, default=list(RATIOS),
                         help="compression ratios of the student cells (each student is the widest within teacher / ratio)")
     parser.add_argument("--kd-weight", type=float, default=3.0, help="weight of the T^2 KL logit term (logit KD, ABKD)")
+    parser.add_argument("--align-weight", type=float, default=1.0, help="weight of ABKD's attention-weighted alignment term")
     parser.add_argument("--max-epochs", type=int, default=500, help="student epoch cap")
     parser.add_argument("--patience", type=int, default=50, help="student epochs without a better validation accuracy")
     parser.add_argument("--dropout", type=float, default=0.5, help="student dropout")

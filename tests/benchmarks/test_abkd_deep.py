@@ -130,3 +130,11 @@ def test_a_plain_teacher_is_trained_kept_and_not_mistaken_for_another(tmp_path: 
     assert "Teacher GCN (BatchNorm) 4 x 16" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(SystemExit, match="another --out"):  # the kept teacher is a GCN, not the GCNII asked now
         abkd_deep.main([*argv[:-8], "--teacher-layers", "4", "--teacher-hidden", "16"])
+
+
+def test_every_abkd_variant_takes_the_experiment_term_weights():
+    for name, method in {**abkd_deep.methods(3.0, 7.0), **abkd_deep.ablation(3.0, 7.0)}.items():
+        distiller = method.distiller([8, 8, 3], [16, 16, 16, 3])
+        if name.startswith("ABKD"):
+            assert (distiller.logit_weight, distiller.align_weight) == (3.0, 7.0), name
+        assert method.joint_teacher == name.endswith("joint teacher")
