@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import abkd_deep
+from benchmarks import abkd_deep, abkd_gradient_share
 from benchmarks.abkd_deep_report import paired_difference
 from benchmarks.kd_training import Budget, Graph, fit, teacher_outputs, trainable_copy
 from graphkd.distill import LogitKD, NoKD
@@ -138,3 +139,26 @@ def test_every_abkd_variant_takes_the_experiment_term_weights():
         if name.startswith("ABKD"):
             assert (distiller.logit_weight, distiller.align_weight) == (3.0, 7.0), name
         assert method.joint_teacher == name.endswith("joint teacher")
+
+
+def test_gradient_norm_known_answer():
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    unused = torch.nn.Parameter(torch.ones(2))
+    assert abkd_gradient_share.gradient_norm((w**2).sum(), [w, unused]) == pytest.approx(10.0)  # |(6, 8)|
+
+
+@pytest.mark.skipif(not any(PLANETOID.glob("ind.cora.*")), reason="needs ../shared/assets/graphs/planetoid (Cora)")
+def test_gradient_share_reads_an_experiment_teacher(tmp_path: Path, capsys: pytest.CaptureFixture):
+    raw = tmp_path / "data" / "planetoid" / "Cora" / "raw"
+    raw.mkdir(parents=True)
+    for file in PLANETOID.glob("ind.cora.*"):
+        shutil.copy(file, raw)
+    shape = abkd_deep.TeacherShape(3, 16, arch="gcn", monitor="acc")
+    teacher = build_gnn("gcn", 1433, 16, 7, 3, norm=True)
+    torch.save({"state_dict": teacher.state_dict(), "info": {"source": "test", **asdict(shape)}}, tmp_path / "t.pt")
+    abkd_gradient_share.main(["--teacher", str(tmp_path / "t.pt"), "--data-root", str(tmp_path / "data"),
+                              "--student", "gcn", "3", "8", "--epochs", "0", "2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| pooled", "| node"))]
+    assert len(rows) == 4 and all(float(row.split("|")[-2]) > 0 for row in rows)
+    with pytest.raises(SystemExit):
+        abkd_gradient_share.main(["--teacher", str(tmp_path / "missing.pt")])
