@@ -129,6 +129,8 @@ def ablation(kd_weight: float, align_weight: float = 1.0) -> dict[str, Method]:
         "ABKD uniform A": abkd(kd_weight, align_weight, attention="uniform"),
         "ABKD last teacher layer": abkd(kd_weight, align_weight, attention="last"),
         "ABKD per-node": abkd(kd_weight, align_weight, alignment="node"),
+        # per-node alignment with the weight chosen on validation for GCN students of plain teachers (docs/abkd.md)
+        "ABKD per-node, align 30": abkd(kd_weight, 30.0, alignment="node"),
         "ABKD no learned projection": abkd(kd_weight, align_weight, learn_projection=False),
         "logit KD joint teacher": Method(lambda s, t: LogitKD(s, t, weight=kd_weight), joint_teacher=True),
         "ABKD joint teacher": abkd(kd_weight, align_weight, joint_teacher=True),
@@ -240,7 +242,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         else:
             result, _ = fit(student, graph, budget, teacher_out, distiller)
         record = {"cell": cell, "method": method, "seed": seed, **asdict(result),
-                  "params": count_parameters(student)}
+                  "params": count_parameters(student), "align_weight": getattr(distiller, "align_weight", None)}
         scores = distiller.attention_scores()
         if scores is not None and seed == 0:
             record["attention"] = scores.tolist()
@@ -250,10 +252,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     for cell, (arch, layers, width) in cells.items():
         student = build_gnn(arch, graph.num_features, width, graph.num_classes, layers)
         latency[cell] = inference_latency(student, graph, hops=0 if arch == "mlp" else layers)
-    summary = {"teacher": teacher_info, "latency_ms": latency, "kd_weight": args.kd_weight,
-               "align_weight": args.align_weight,
-               "budget": asdict(budget), "cells": {c: {"arch": a, "layers": la, "width": w} for c, (a, la, w) in cells.items()}}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    # Cells of earlier invocations on this folder (other --students / --ratios) stay in the summary and report.
+    summary_file = folder / "summary.json"
+    earlier = json.loads(summary_file.read_text()) if summary_file.is_file() else {"cells": {}, "latency_ms": {}}
+    summary = {"teacher": teacher_info, "latency_ms": earlier["latency_ms"] | latency, "kd_weight": args.kd_weight,
+               "budget": asdict(budget), "cells": earlier["cells"] | {c: {"arch": a, "layers": la, "width": w}
+                                                                      for c, (a, la, w) in cells.items()}}
+    summary_file.write_text(json.dumps(summary, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:

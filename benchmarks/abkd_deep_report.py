@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from scipy import stats  # noqa: E402
 
 PAIRS = (("ABKD", "logit KD"), ("ABKD", "no KD"), ("logit KD", "no KD"),
-         ("ABKD per-node", "logit KD"), ("ABKD last teacher layer", "logit KD"),
+         ("ABKD per-node", "logit KD"), ("ABKD per-node, align 30", "logit KD"), ("ABKD last teacher layer", "logit KD"),
          ("logit KD joint teacher", "logit KD"), ("ABKD joint teacher", "ABKD"))  # rows only where both were run
 TEACHER_NAMES = {"gcnii": "GCNII", "gcn": "GCN (BatchNorm)"}
 
@@ -40,7 +40,7 @@ def by_seed(runs: list[dict[str, Any]], cell: str, method: str) -> dict[int, flo
 def heatmap(attention: list[list[float]], title: str, path: Path) -> None:
     """The learned ``(student layers, teacher layers)`` attention as an image."""
     rows, cols = len(attention), len(attention[0])
-    figure, axis = plt.subplots(figsize=(min(12, 2 + cols * 0.18), 1.2 + rows * 0.5))
+    figure, axis = plt.subplots(figsize=(max(5.0, min(12, 2 + cols * 0.18)), 1.2 + rows * 0.5))
     image = axis.imshow(attention, aspect="auto", cmap="viridis", vmin=0)
     axis.set_xlabel("teacher layer")
     axis.set_ylabel("student layer")

@@ -129,6 +129,10 @@ def test_a_plain_teacher_is_trained_kept_and_not_mistaken_for_another(tmp_path: 
     run = json.loads((tmp_path / "out" / "Cora" / "runs.jsonl").read_text())
     assert len(run["attention"][0]) == 3  # the student's layers attend over the 3 hidden GCN layers
     assert "Teacher GCN (BatchNorm) 4 x 16" in (tmp_path / "out" / "report.md").read_text()
+    abkd_deep.main([*argv[:9], "GCN", *argv[10:]])  # another student family: its cell joins the first's
+    cells = json.loads((tmp_path / "out" / "Cora" / "summary.json").read_text())["cells"]
+    assert [c.split()[0] for c in cells] == ["MLP", "GCN"]
+    assert all(f"| {c}" in (tmp_path / "out" / "report.md").read_text() for c in cells)
     with pytest.raises(SystemExit, match="another --out"):  # the kept teacher is a GCN, not the GCNII asked now
         abkd_deep.main([*argv[:-8], "--teacher-layers", "4", "--teacher-hidden", "16"])
 
@@ -137,7 +141,8 @@ def test_every_abkd_variant_takes_the_experiment_term_weights():
     for name, method in {**abkd_deep.methods(3.0, 7.0), **abkd_deep.ablation(3.0, 7.0)}.items():
         distiller = method.distiller([8, 8, 3], [16, 16, 16, 3])
         if name.startswith("ABKD"):
-            assert (distiller.logit_weight, distiller.align_weight) == (3.0, 7.0), name
+            expected_align = 30.0 if name.endswith("align 30") else 7.0
+            assert (distiller.logit_weight, distiller.align_weight) == (3.0, expected_align), name
         assert method.joint_teacher == name.endswith("joint teacher")
 
 
