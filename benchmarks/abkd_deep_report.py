@@ -33,8 +33,9 @@ def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
 
 
-def by_seed(runs: list[dict[str, Any]], cell: str, method: str) -> dict[int, float]:
-    return {r["seed"]: r["test"] for r in runs if r["cell"] == cell and r["method"] == method}
+def by_seed(runs: list[dict[str, Any]], cell: str, method: str, split: str = "test") -> dict[int, float]:
+    """Accuracy on ``split`` ("test" or "val") per seed of one cell and method."""
+    return {r["seed"]: r[split] for r in runs if r["cell"] == cell and r["method"] == method}
 
 
 def heatmap(attention: list[list[float]], title: str, path: Path) -> None:
@@ -87,9 +88,20 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
             row.append(f"{100 * statistics.mean(scores):.2f} ± {100 * statistics.pstdev(scores):.2f} ({len(scores)})"
                        if scores else "")
         lines.append(f"| {method} | " + " | ".join(row) + " |")
-    lines += ["", "Paired per-seed difference (points), mean [95% CI]:", "",
-              "| pair | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
-    for a, b in [(a, b) for a, b in PAIRS if {a, b} <= set(method_names)]:
+    lines += ["", "Validation accuracy (what choices are made on), mean (runs):", "",
+              "| method | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
+    for method in method_names:
+        row = []
+        for cell in cells:
+            scores = list(by_seed(runs, cell, method, "val").values())
+            numbers.setdefault("val", {}).setdefault(cell, {})[method] = scores
+            row.append(f"{100 * statistics.mean(scores):.2f} ({len(scores)})" if scores else "")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    pairs = [(a, b) for a, b in PAIRS if {a, b} <= set(method_names)]
+    if pairs:
+        lines += ["", "Paired per-seed difference (points), mean [95% CI]:", "",
+                  "| pair | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
+    for a, b in pairs:
         row = []
         for cell in cells:
             sa, sb = by_seed(runs, cell, a), by_seed(runs, cell, b)
