@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=None, choices=[*methods(1.0), *ablation(1.0)],
                         help="run only these methods (default: all; ablations need --ablation)")
     parser.add_argument("--ablation", action="store_true",
-                        help="also ABKD with uniform / last-layer attention and per-node alignment (first cell only)")
+                        help="also the ablations on the first cell: ABKD with uniform / last-layer attention, per-node "
+                             "alignment (at --align-weight and at 30), no learned projection, and logit KD / ABKD with "
+                             "a jointly trained teacher")
     parser.add_argument("--teacher-arch", default="gcnii", choices=["gcnii", "gcn"],
                         help="teacher family: GCNII (published shapes per dataset) or a plain deep GCN with BatchNorm "
                              "(8 x 128 unless --teacher-layers / --teacher-hidden), whose layers differ")
