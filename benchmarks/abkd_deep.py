@@ -1,4 +1,4 @@
-"""ABKD where attention over layers has something to choose: deep GCNII teachers, GCN and MLP students, 10 seeds.
+"""ABKD with deep teachers (GCNII, or plain GCNs whose layers differ), GCN and MLP students, 10 seeds.
 
     python -m benchmarks.abkd_deep --data-root data --out outputs/abkd_deep                 # the whole table
     python -m benchmarks.abkd_deep --datasets Cora --seeds 3 --ablation --out outputs/abkd_ablation
@@ -180,6 +180,7 @@ def train_teacher(graph: Graph, shape: TeacherShape, folder: Path, checkpoint: P
             raise SystemExit(f"{checkpoint} was trained on {hparams.get('num_features')} features, {graph.name} has "
                              f"{graph.num_features}")
         return classifier.model, {"source": str(checkpoint), "arch": hparams.get("arch", "gcnii"),
+                                  "norm": bool(hparams.get("norm", False)),
                                   "layers": hparams["num_layers"], "hidden": hparams["hidden_channels"]}
     file = folder / "teacher.pt"
     if file.is_file():
@@ -195,7 +196,7 @@ def train_teacher(graph: Graph, shape: TeacherShape, folder: Path, checkpoint: P
     teacher = shape.build(graph)
     budget = Budget(max_epochs=shape.max_epochs, patience=shape.patience, monitor=shape.monitor)
     result, _ = fit(teacher, graph, budget, progress=f"{graph.name} teacher (epochs)")
-    info = {"source": "trained here (seed 0)", **asdict(result), **asdict(shape)}
+    info = {"source": "trained here (seed 0)", "norm": shape.arch != "gcnii", **asdict(result), **asdict(shape)}
     torch.save({"state_dict": teacher.state_dict(), "info": info}, file)
     return teacher, info
 
@@ -205,7 +206,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     folder = args.out / name
     folder.mkdir(parents=True, exist_ok=True)
     graph = load_graph(name, args.data_root)
-    shape = TEACHERS[name] if args.teacher_arch == "gcnii" else replace(PLAIN_TEACHER, arch=args.teacher_arch)
+    shape = TEACHERS[name] if args.teacher_arch == "gcnii" else PLAIN_TEACHER
     shape = replace(shape, **{key: value for key, value in (("layers", args.teacher_layers),
                     ("hidden", args.teacher_hidden), ("max_epochs", args.teacher_max_epochs)) if value is not None})
     teacher, teacher_info = train_teacher(graph, shape, folder, args.teacher_checkpoint.get(name))
@@ -218,7 +219,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
                      "layer_similarity": layer_similarity(teacher_out.hidden)}
     compared = methods(args.kd_weight, args.align_weight)
     chosen = compared | (ablation(args.kd_weight, args.align_weight) if args.ablation else {})
-    chosen = {m: f for m, f in chosen.items() if args.methods is None or m in args.methods}
+    chosen = {name: method for name, method in chosen.items() if args.methods is None or name in args.methods}
     runs_file = folder / "runs.jsonl"
     done = {(r["cell"], r["method"], r["seed"]) for r in map(json.loads, runs_file.read_text().splitlines())} \
         if runs_file.is_file() else set()
@@ -237,12 +238,17 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         torch.manual_seed(seed)
         student = build_gnn(arch, graph.num_features, width, graph.num_classes, layers, args.dropout)
         distiller = chosen[method].distiller(list(student.layer_dims), list(teacher.layer_dims))
+        record: dict = {}
         if chosen[method].joint_teacher:
-            result, _ = fit(student, graph, budget, None, distiller, joint_teacher=trainable_copy(teacher))
+            joint = trainable_copy(teacher)
+            result, _ = fit(student, graph, budget, None, distiller, joint_teacher=joint)
+            joint_out = teacher_outputs(joint, graph)  # the teacher as it was at the student's kept epoch
+            record["joint_teacher"] = {"val": accuracy(joint_out.logits, graph.y, graph.val_mask),
+                                       "test": accuracy(joint_out.logits, graph.y, graph.test_mask)}
         else:
             result, _ = fit(student, graph, budget, teacher_out, distiller)
-        record = {"cell": cell, "method": method, "seed": seed, **asdict(result),
-                  "params": count_parameters(student), "align_weight": getattr(distiller, "align_weight", None)}
+        record = {"cell": cell, "method": method, "seed": seed, **asdict(result), "params": count_parameters(student),
+                  "kd_weight": args.kd_weight, "align_weight": getattr(distiller, "align_weight", None), **record}
         scores = distiller.attention_scores()
         if scores is not None and seed == 0:
             record["attention"] = scores.tolist()

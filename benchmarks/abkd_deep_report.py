@@ -20,7 +20,13 @@ from scipy import stats  # noqa: E402
 PAIRS = (("ABKD", "logit KD"), ("ABKD", "no KD"), ("logit KD", "no KD"),
          ("ABKD per-node", "logit KD"), ("ABKD per-node, align 30", "logit KD"), ("ABKD last teacher layer", "logit KD"),
          ("logit KD joint teacher", "logit KD"), ("ABKD joint teacher", "ABKD"))  # rows only where both were run
-TEACHER_NAMES = {"gcnii": "GCNII", "gcn": "GCN (BatchNorm)"}
+ARCH_NAMES = {"gcnii": "GCNII", "gcn": "GCN", "sage": "GraphSAGE", "gat": "GAT", "mlp": "MLP"}
+
+
+def teacher_name(teacher: dict[str, Any]) -> str:
+    """``GCNII``, ``GCN (BatchNorm)``, ...: the teacher's family as recorded in its summary."""
+    arch = teacher.get("arch", "gcnii")
+    return ARCH_NAMES.get(arch, arch) + (" (BatchNorm)" if teacher.get("norm") else "")
 
 
 def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
@@ -75,7 +81,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
     teacher = summary["teacher"]
     published = f", published {teacher['published']}" if teacher.get("published") else ""
     lines = [f"### {name}", "",
-             f"Teacher {TEACHER_NAMES[teacher.get('arch', 'gcnii')]} {teacher['layers']} x {teacher['hidden']} ({teacher['params']:,} parameters; "
+             f"Teacher {teacher_name(teacher)} {teacher['layers']} x {teacher['hidden']} ({teacher['params']:,} parameters; "
              f"{teacher['source']}): test {100 * teacher['test']:.2f}{published}, validation {100 * teacher['val']:.2f}.",
              *similarity_lines(teacher.get("layer_similarity")),
              "", "| method | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]

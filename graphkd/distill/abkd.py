@@ -86,8 +86,8 @@ paired per-seed differences with 95% intervals):
   (pooled, ``align_weight=1``); ``alignment="node", align_weight=30`` is the
   measured alternative for GCN students (docs/abkd.md).
 - **Frozen vs jointly trained teacher** (Cora, plain teacher, 10 seeds): joint
-  training raises logit KD by +2.20 [+1.50, +2.90] while the teacher itself gets
-  worse (74.3 / 73.8 / 79.4 vs 76.2 frozen), at 6-7x the cost per run; the
+  training raises logit KD by +2.20 [+1.50, +2.90] while the teacher itself does
+  not improve (74.3 / 73.8 / 79.4 vs 76.2 frozen), at 6-7x the cost per run; the
   teacher stays frozen by default (it is cached, and checkpoints reference it).
 - **Logit weight**: in this transductive setting (KD on all nodes, labels on 20
   per class) the KD term should dominate. On Cora's validation split (3 seeds,

@@ -98,13 +98,15 @@ def test_a_joint_teacher_trains_on_its_own_loss_and_is_never_pushed_by_kd():
     graph = ring_graph()
     torch.manual_seed(1)
     teacher = build_gnn("gcn", 6, 16, 3, 3, dropout=0.0)
-    trained_teachers = []
+    trained_teachers, kept_epochs = [], []
     for distiller in (NoKD([8, 3], [16, 16, 3]), LogitKD([8, 3], [16, 16, 3], weight=100.0)):
         torch.manual_seed(2)
         student = build_gnn("gcn", 6, 8, 3, 2, dropout=0.0)
         joint = trainable_copy(teacher)
-        fit(student, graph, Budget(max_epochs=3, patience=3), distiller=distiller, joint_teacher=joint)
+        result, _ = fit(student, graph, Budget(max_epochs=3, patience=3), distiller=distiller, joint_teacher=joint)
         trained_teachers.append(joint.state_dict())
+        kept_epochs.append(result.epoch)
+    assert kept_epochs[0] == kept_epochs[1]  # the teachers compared below are after the same number of updates
     before = teacher.state_dict()
     assert any(not torch.equal(before[k], trained_teachers[0][k]) for k in before)  # it trained
     for key in before:  # the same updates with and without a (large) KD term: KD never reaches the teacher
@@ -123,16 +125,19 @@ def test_a_plain_teacher_is_trained_kept_and_not_mistaken_for_another(tmp_path: 
     argv = ["--data-root", str(tmp_path / "data"), "--datasets", "Cora", "--seeds", "1", "--max-epochs", "2",
             "--students", "MLP", "--ratios", "8", "--out", str(tmp_path / "out"), "--methods", "ABKD",
             "--teacher-arch", "gcn", "--teacher-layers", "4", "--teacher-hidden", "16", "--teacher-max-epochs", "2"]
-    abkd_deep.main(argv)
+    abkd_deep.main([*argv[:16], "logit KD joint teacher", "--ablation", *argv[16:]])  # after "ABKD" in --methods
+    kept = (tmp_path / "out" / "Cora" / "teacher.pt").stat().st_mtime_ns
     summary = json.loads((tmp_path / "out" / "Cora" / "summary.json").read_text())
     assert (summary["teacher"]["arch"], summary["teacher"]["layers"], summary["teacher"]["hidden"]) == ("gcn", 4, 16)
-    run = json.loads((tmp_path / "out" / "Cora" / "runs.jsonl").read_text())
+    run, joint = map(json.loads, (tmp_path / "out" / "Cora" / "runs.jsonl").read_text().splitlines())
     assert len(run["attention"][0]) == 3  # the student's layers attend over the 3 hidden GCN layers
+    assert joint["method"] == "logit KD joint teacher" and 0 <= joint["joint_teacher"]["test"] <= 1
     assert "Teacher GCN (BatchNorm) 4 x 16" in (tmp_path / "out" / "report.md").read_text()
     abkd_deep.main([*argv[:9], "GCN", *argv[10:]])  # another student family: its cell joins the first's
     cells = json.loads((tmp_path / "out" / "Cora" / "summary.json").read_text())["cells"]
     assert [c.split()[0] for c in cells] == ["MLP", "GCN"]
     assert all(f"| {c}" in (tmp_path / "out" / "report.md").read_text() for c in cells)
+    assert (tmp_path / "out" / "Cora" / "teacher.pt").stat().st_mtime_ns == kept  # read back, not retrained
     with pytest.raises(SystemExit, match="another --out"):  # the kept teacher is a GCN, not the GCNII asked now
         abkd_deep.main([*argv[:-8], "--teacher-layers", "4", "--teacher-hidden", "16"])
 
@@ -167,3 +172,4 @@ def test_gradient_share_reads_an_experiment_teacher(tmp_path: Path, capsys: pyte
     assert len(rows) == 4 and all(float(row.split("|")[-2]) > 0 for row in rows)
     with pytest.raises(SystemExit):
         abkd_gradient_share.main(["--teacher", str(tmp_path / "missing.pt")])
+    assert "no teacher file" in capsys.readouterr().err
