@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,8 +14,7 @@ from benchmarks.abkd_deep_report import paired_difference
 from benchmarks.kd_training import Budget, Graph, fit, teacher_outputs, trainable_copy
 from graphkd.distill import LogitKD, NoKD
 from graphkd.models import build_gnn, count_parameters
-
-PLANETOID = Path(__file__).resolve().parents[2] / ".." / "shared" / "assets" / "graphs" / "planetoid"
+from tests.graph_fixtures import copy_planetoid
 
 
 def test_paired_difference_known_answer():
@@ -27,12 +25,9 @@ def test_paired_difference_known_answer():
     assert (d["low"], d["high"]) == pytest.approx((2 - 4.3027 / 3**0.5, 2 + 4.3027 / 3**0.5), abs=1e-3)
 
 
-@pytest.mark.skipif(not any(PLANETOID.glob("ind.cora.*")), reason="needs ../shared/assets/graphs/planetoid (Cora)")
-def test_experiment_runs_every_cell_method_and_seed_then_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    raw = tmp_path / "data" / "planetoid" / "Cora" / "raw"
-    raw.mkdir(parents=True)
-    for file in PLANETOID.glob("ind.cora.*"):
-        shutil.copy(file, raw)
+def test_experiment_runs_every_cell_method_and_seed_then_resumes(shared_assets: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    copy_planetoid(shared_assets, tmp_path / "data" / "planetoid", "Cora")
     monkeypatch.setitem(abkd_deep.TEACHERS, "Cora", abkd_deep.TeacherShape(3, 32, 0.5, 0.5, max_epochs=3, patience=2))
     argv = ["--data-root", str(tmp_path / "data"), "--datasets", "Cora", "--seeds", "2", "--max-epochs", "2",
             "--out", str(tmp_path / "out"), "--methods", "no KD", "logit KD", "ABKD"]
@@ -116,12 +111,9 @@ def test_a_joint_teacher_trains_on_its_own_loss_and_is_never_pushed_by_kd():
             joint_teacher=teacher)
 
 
-@pytest.mark.skipif(not any(PLANETOID.glob("ind.cora.*")), reason="needs ../shared/assets/graphs/planetoid (Cora)")
-def test_a_plain_teacher_is_trained_kept_and_not_mistaken_for_another(tmp_path: Path, capsys: pytest.CaptureFixture):
-    raw = tmp_path / "data" / "planetoid" / "Cora" / "raw"
-    raw.mkdir(parents=True)
-    for file in PLANETOID.glob("ind.cora.*"):
-        shutil.copy(file, raw)
+def test_a_plain_teacher_is_trained_kept_and_not_mistaken_for_another(shared_assets: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture):
+    copy_planetoid(shared_assets, tmp_path / "data" / "planetoid", "Cora")
     argv = ["--data-root", str(tmp_path / "data"), "--datasets", "Cora", "--seeds", "1", "--max-epochs", "2",
             "--students", "MLP", "--ratios", "8", "--out", str(tmp_path / "out"), "--methods", "ABKD",
             "--teacher-arch", "gcn", "--teacher-layers", "4", "--teacher-hidden", "16", "--teacher-max-epochs", "2"]
@@ -157,12 +149,8 @@ def test_gradient_norm_known_answer():
     assert abkd_gradient_share.gradient_norm((w**2).sum(), [w, unused]) == pytest.approx(10.0)  # |(6, 8)|
 
 
-@pytest.mark.skipif(not any(PLANETOID.glob("ind.cora.*")), reason="needs ../shared/assets/graphs/planetoid (Cora)")
-def test_gradient_share_reads_an_experiment_teacher(tmp_path: Path, capsys: pytest.CaptureFixture):
-    raw = tmp_path / "data" / "planetoid" / "Cora" / "raw"
-    raw.mkdir(parents=True)
-    for file in PLANETOID.glob("ind.cora.*"):
-        shutil.copy(file, raw)
+def test_gradient_share_reads_an_experiment_teacher(shared_assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    copy_planetoid(shared_assets, tmp_path / "data" / "planetoid", "Cora")
     shape = abkd_deep.TeacherShape(3, 16, arch="gcn", monitor="acc")
     teacher = build_gnn("gcn", 1433, 16, 7, 3, norm=True)
     torch.save({"state_dict": teacher.state_dict(), "info": {"source": "test", **asdict(shape)}}, tmp_path / "t.pt")

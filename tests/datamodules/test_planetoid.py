@@ -1,20 +1,11 @@
 """Planetoid from local raw files; a clear error when they are absent."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from datamodules.graph import DatasetNotFoundError
 from datamodules.planetoid import PlanetoidDataModule
-
-
-def copy_planetoid(shared_assets, root, name):
-    raw = root / name / "raw"
-    raw.mkdir(parents=True)
-    for file in (shared_assets / "graphs" / "planetoid").glob(f"ind.{name.lower()}.*"):
-        shutil.copy(file, raw)
-    return root
+from tests.graph_fixtures import copy_planetoid
 
 
 def test_real_cora_loads(shared_assets, tmp_path):
