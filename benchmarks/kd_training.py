@@ -126,11 +126,12 @@ def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
     return float((logits[mask].argmax(-1) == y[mask]).float().mean())
 
 
-def cache_normalisation(model: nn.Module) -> nn.Module:
-    """Let every GCN layer keep its normalised adjacency after the first call (the graph never changes here)."""
+def cache_normalisation(model: nn.Module, cached: bool = True) -> nn.Module:
+    """Let every GCN layer keep its normalised adjacency after the first call (the graph never changes here), or
+    with ``cached=False`` normalise each graph it is given (a model run on subgraphs)."""
     for module in model.modules():
         if isinstance(module, GCNConv):
-            module.cached = True
+            module.cached = cached
     return model
 
 
@@ -222,10 +223,7 @@ def inference_latency(model: nn.Module, graph: Graph, hops: int, batch: int = 25
     predict a node; an MLP needs ``hops = 0``) and runs the model on that subgraph; ``no fetch`` runs it on
     the batch's own features and no edges (exact only for an MLP).
     """
-    model = trainable_copy(model).eval()
-    for module in model.modules():  # timed on subgraphs too: normalise each graph it is given
-        if isinstance(module, GCNConv):
-            module.cached = False
+    model = cache_normalisation(trainable_copy(model), cached=False).eval()  # timed on subgraphs too
     nodes = torch.randperm(graph.y.shape[0], generator=torch.Generator().manual_seed(seed))[:batch]
     no_edges = torch.empty(2, 0, dtype=torch.long)
     features = graph.x.to_sparse_coo() if graph.x.layout == torch.sparse_csr else graph.x
