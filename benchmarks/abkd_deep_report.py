@@ -70,6 +70,11 @@ def similarity_lines(similarity: dict[str, float] | None) -> list[str]:
             f"{similarity['cka_middle_last']:.3f}."]
 
 
+def table_head(first: str, cells: list[str]) -> list[str]:
+    """The header and alignment rows of a Markdown table with one right-aligned column per cell."""
+    return ["| " + first + " | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
+
+
 def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
     """Markdown lines and the numbers of one dataset."""
     folder = out / name
@@ -84,7 +89,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
              f"Teacher {teacher_name(teacher)} {teacher['layers']} x {teacher['hidden']} ({teacher['params']:,} parameters; "
              f"{teacher['source']}): test {100 * teacher['test']:.2f}{published}, validation {100 * teacher['val']:.2f}.",
              *similarity_lines(teacher.get("layer_similarity")),
-             "", "| method | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
+             "", *table_head("method", cells)]
     numbers: dict[str, Any] = {"teacher": teacher, "cells": summary["cells"], "scores": {}, "paired": {}}
     for method in method_names:
         row = []
@@ -95,7 +100,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
                        if scores else "")
         lines.append(f"| {method} | " + " | ".join(row) + " |")
     lines += ["", "Validation accuracy (what choices are made on), mean (runs):", "",
-              "| method | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
+              *table_head("method", cells)]
     for method in method_names:
         row = []
         for cell in cells:
@@ -106,7 +111,7 @@ def dataset_section(out: Path, name: str) -> tuple[list[str], dict[str, Any]]:
     pairs = [(a, b) for a, b in PAIRS if {a, b} <= set(method_names)]
     if pairs:
         lines += ["", "Paired per-seed difference (points), mean [95% CI]:", "",
-                  "| pair | " + " | ".join(cells) + " |", "| --- | " + " | ".join("---:" for _ in cells) + " |"]
+                  *table_head("pair", cells)]
     for a, b in pairs:
         row = []
         for cell in cells:
