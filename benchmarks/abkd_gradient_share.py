@@ -10,6 +10,7 @@ percent of another's barely steers training, whatever its loss value.
 from __future__ import annotations
 
 import argparse
+import pickle
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from torch import Tensor
 from benchmarks.abkd_deep import TeacherShape
 from benchmarks.kd_training import cache_normalisation, load_graph, teacher_outputs
 from benchmarks.machine import use_threads
+from foundation.errors import InputError
 from graphkd.distill import ABKD, DistillContext
 from graphkd.models import build_gnn
 
@@ -45,11 +47,19 @@ def main(argv: list[str] | None = None) -> None:
     use_threads(1)
     if not args.teacher.is_file():
         parser.error(f"no teacher file {args.teacher}: run benchmarks.abkd_deep first (it writes <out>/<dataset>/teacher.pt)")
-    saved = torch.load(args.teacher, weights_only=True)
-    shape = TeacherShape(**{f.name: saved["info"][f.name] for f in fields(TeacherShape) if f.name in saved["info"]})
-    graph = load_graph(args.dataset, args.data_root)
-    teacher = shape.build(graph)
-    teacher.load_state_dict(saved["state_dict"])
+    try:
+        saved = torch.load(args.teacher, weights_only=True)
+        shape = TeacherShape(**{f.name: saved["info"][f.name] for f in fields(TeacherShape) if f.name in saved["info"]})
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
+        parser.error(f"{args.teacher} is not a teacher.pt written by benchmarks.abkd_deep ({error})")
+    try:
+        graph = load_graph(args.dataset, args.data_root)
+        teacher = shape.build(graph)
+        teacher.load_state_dict(saved["state_dict"])
+    except InputError as error:  # missing or partial dataset files
+        parser.error(str(error))
+    except RuntimeError as error:  # weights of another graph
+        parser.error(f"{args.teacher} does not fit {args.dataset} ({error}); give the dataset it was trained on")
     teacher_out = teacher_outputs(teacher, graph)
     arch, layers, width = args.student[0], int(args.student[1]), int(args.student[2])
     context = DistillContext(mask=torch.ones(graph.y.shape[0], dtype=torch.bool), edge_index=graph.edge_index,

@@ -161,3 +161,10 @@ def test_gradient_share_reads_an_experiment_teacher(shared_assets: Path, tmp_pat
     with pytest.raises(SystemExit):
         abkd_gradient_share.main(["--teacher", str(tmp_path / "missing.pt")])
     assert "no teacher file" in capsys.readouterr().err
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit):
+        abkd_gradient_share.main(["--teacher", str(tmp_path / "corrupt.pt")])
+    assert "is not a teacher.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no graph files under the data root
+        abkd_gradient_share.main(["--teacher", str(tmp_path / "t.pt"), "--data-root", str(tmp_path / "empty")])
+    assert "raw" in capsys.readouterr().err
