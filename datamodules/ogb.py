@@ -1,13 +1,11 @@
 """OGB node-property datasets through ``ogb``'s own loader, plus the offline synthetic MAG."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import ogb.nodeproppred
 import pandas as pd
-import torch
 import torch_geometric.transforms as T
 from ogb.nodeproppred import PygNodePropPredDataset
 from torch_geometric.data import Data, HeteroData
@@ -16,6 +14,7 @@ from torch_geometric.data.storage import GlobalStorage
 from torch_geometric.utils import scatter, to_undirected
 
 from datamodules.graph import DatasetNotFoundError, NodeDataModule, preparation_lock, split_masks
+from foundation.checkpoints import allowed_globals
 from graphkd.graph_info import GraphInfo, HeteroSchema
 from graphkd.synthetic_mag import SyntheticMAGConfig, read_marker, write_synthetic_mag
 
@@ -65,9 +64,7 @@ def load_ogb(name: str, root: str | Path, download: bool = False) -> PygNodeProp
     """Open an OGB node dataset with ``ogb``'s loader (processing the raw CSVs on first use)."""
     if not download:
         check_dataset_folder(name, root)
-    # torch < 2.5 (the conda environment) loads with weights_only=False by default and has no safe_globals
-    allow = getattr(torch.serialization, "safe_globals", None)
-    with allow(PYG_SAFE_GLOBALS) if allow else contextlib.nullcontext():
+    with allowed_globals(PYG_SAFE_GLOBALS):
         return PygNodePropPredDataset(name, root=str(root))
 
 

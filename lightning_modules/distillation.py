@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from foundation.checkpoints import UNREADABLE, MissingFileError, load_checkpoint
+from foundation.checkpoints import MissingFileError, load_checkpoint
 from foundation.errors import InputError
 from graphkd.distill import DistillContext, DistillerFactory, LogitKD
 from graphkd.graph_info import GraphInfo
@@ -52,10 +52,7 @@ def read_checkpoint(path: str | Path, error: type[Exception] = TeacherCheckpoint
     file = Path(path)
     if not file.is_file():
         raise MissingFileError(f"checkpoint {file} does not exist; train a teacher first or fix the path")
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except UNREADABLE as failure:
-        raise error(f"{file} is not a readable PyTorch checkpoint ({type(failure).__name__}: {failure})") from failure
+    checkpoint = load_checkpoint(file, error, "Lightning checkpoint")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "state_dict" not in checkpoint or not {"arch", "graph_info"} <= set(hparams):
         raise error(f"{file} is not a NodeClassifier checkpoint: it lacks its architecture hyper-parameters; "

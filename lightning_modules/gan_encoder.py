@@ -28,8 +28,9 @@ from torch import Tensor, nn
 
 from datamodules.generator_samples import LatentSeedBatch
 from facetex.face3d.metrics import LPIPS
-from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import seeded_stylegan2
 from facetex.gan.encoder import Backbone, ReStyleEncoder, Stage
+from facetex.gan.generator_file import load_generator
 from facetex.gan.inversion import latent_statistics, psnr
 from facetex.gan.losses import IdentityLoss, ReconstructionLoss, load_identity_network
 

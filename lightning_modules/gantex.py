@@ -31,14 +31,15 @@ from torch import Tensor, nn
 from facetex.face3d.detector import FaceDetector, NoFaceError, check_score_threshold
 from facetex.face3d.pipeline import AssetPaths, FaceChoice, FaceModelName, load_face_model
 from facetex.face3d.regressor import FaceRegressor
-from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import seeded_stylegan2
 from facetex.gan.encoder import ReStyleEncoder
+from facetex.gan.generator_file import load_generator
 from facetex.gan.multiview import MultiViewConfig, MultiViewPipeline, MultiViewResult
 from facetex.gan.pose_walk import load_boundary
 from facetex.gan.psp_encoders import WPlusEncoder
 from facetex.gan.restyle_checkpoint import is_encoder_checkpoint, restyle_encoder_from_checkpoint
 from facetex.gan.stylegan2 import DEFAULT_BLUR_KERNEL
-from foundation.checkpoints import load_checkpoint
+from foundation.checkpoints import OPTION_CLASSES, load_checkpoint
 from foundation.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ def load_encoder(path: str, generator: nn.Module) -> tuple[WPlusEncoder, Tensor]
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"encoder checkpoint {path!r} not found; {TRAIN_ENCODER_HINT}")
-    with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):  # official ReStyle files' opts hold paths
-        checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint")
+    # official ReStyle files' opts hold paths
+    checkpoint = load_checkpoint(path, EncoderCheckpointError, "Lightning checkpoint", allow=OPTION_CLASSES)
     if is_encoder_checkpoint(checkpoint):  # an official ReStyle / pSp / e4e release (restyle_e4e_ffhq.pt, ...)
         return restyle_encoder_from_checkpoint(checkpoint, path, generator)
     checkpoint = checkpoint if isinstance(checkpoint, dict) else {}

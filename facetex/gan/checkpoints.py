@@ -6,61 +6,35 @@ converted official FFHQ models), or ``{"g", "d", "g_ema", "g_optim", "d_optim", 
 depth and channel layout are read off the state dict's keys and shapes, so no config file is needed;
 the weights are then loaded strictly; keys saved through ``DataParallel`` (``module.`` prefix) load too.
 (NVlabs pickles are read by ``facetex.gan.nvlabs_pickle``, pSp/e4e/ReStyle files by
-``facetex.gan.restyle_checkpoint``; :func:`load_generator` picks by content.)
+``facetex.gan.restyle_checkpoint``; :func:`facetex.gan.generator_file.load_generator` picks by content.)
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from facetex.gan.stylegan2 import Generator
-from foundation.checkpoints import UNREADABLE, MissingFileError
+from foundation.checkpoints import OPTION_CLASSES, MissingFileError, load_checkpoint
 from foundation.errors import InputError
 
 ROSINALITY_CHANNEL_BASE = 16384  # channels(res) = min(channel_max, 16384 * channel_multiplier / res)
-TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
-SAFE_OPTION_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
-                       pathlib.PureWindowsPath]
-"""Besides tensors: rosinality train.py's ``args``, and pSp/e4e/ReStyle ``opts`` (stylegan3-editing's hold paths)."""
 
 
 class CheckpointFormatError(InputError, ValueError):
     """A file is not a readable rosinality StyleGAN2 checkpoint (truncated, other layout, other net)."""
 
 
-class UnknownFormatError(InputError, ValueError):
-    """A generator file whose suffix names no format this project reads."""
-
-
-def _read_checkpoint(path: Path, map_location: str | torch.device, weights_only: bool) -> dict[str, Any]:
-    """``torch.load`` with every failure turned into one :class:`CheckpointFormatError`."""
+def read_rosinality(path: Path) -> dict[str, Any]:
+    """The checkpoint dict of a rosinality file, read by the project's one reader (train.py's ``args`` admitted)."""
     if not path.is_file():
-        raise FileNotFoundError(f"no StyleGAN2 checkpoint at {path}: pass the path of a rosinality .pt file")
-    try:  # train.py stores its argparse.Namespace under "args"; allow exactly the option classes besides tensors
-        if hasattr(torch.serialization, "safe_globals"):
-            with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):
-                checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
-        else:  # torch 2.4 (the conda environment): allow-list process-wide
-            torch.serialization.add_safe_globals(SAFE_OPTION_GLOBALS)
-            checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except pickle.UnpicklingError as error:
-        raise CheckpointFormatError(
-            f"{path} holds Python objects that a weights-only load refuses ({error}); if you trust the "
-            "file, pass weights_only=False"
-        ) from error
-    except UNREADABLE as error:
-        raise CheckpointFormatError(
-            f"{path} is not a complete torch checkpoint (truncated or corrupt download?): {error}"
-        ) from error
+        raise MissingFileError(f"no StyleGAN2 checkpoint at {path}: pass the path of a rosinality .pt file")
+    checkpoint = load_checkpoint(path, CheckpointFormatError, "StyleGAN2 checkpoint", allow=OPTION_CLASSES)
     if not isinstance(checkpoint, dict):
         raise CheckpointFormatError(f"{path} holds a {type(checkpoint).__name__}, not rosinality's checkpoint dict")
     return checkpoint
@@ -122,7 +96,6 @@ def load_rosinality(
     key: str = "g_ema",
     lr_mlp: float = 0.01,
     map_location: str | torch.device = "cpu",
-    weights_only: bool = True,
 ) -> tuple[Generator, Tensor | None]:
     """Build and strictly load the generator stored under ``key`` ("g_ema", or "g" for the raw one).
 
@@ -131,7 +104,6 @@ def load_rosinality(
         size: expected resolution; checked against the one read off the weights when given.
         lr_mlp: mapping-network lr multiplier the model was trained with (not stored; 0.01 in
             every rosinality config). It scales the mapping weights at run time.
-        weights_only: keep ``torch.load``'s safe mode (tensors, dicts and train.py's ``args``).
 
     Returns:
         ``(generator in eval mode, latent_avg (1, style_dim) or None)``. ``latent_avg`` is the
@@ -139,8 +111,7 @@ def load_rosinality(
         case use ``generator.mean_latent(n)``.
     """
     path = Path(path)
-    return rosinality_from_checkpoint(_read_checkpoint(path, map_location, weights_only), path, size, key, lr_mlp,
-                                      map_location)
+    return rosinality_from_checkpoint(read_rosinality(path), path, size, key, lr_mlp, map_location)
 
 
 def rosinality_from_checkpoint(
@@ -180,33 +151,6 @@ def _latent_avg(latent_avg: Any, style_dim: int, path: Path) -> Tensor | None:
         shape = tuple(latent_avg.shape) if isinstance(latent_avg, Tensor) else type(latent_avg).__name__
         raise CheckpointFormatError(f"{path}['latent_avg'] should hold {style_dim} values, got {shape}")
     return latent_avg.detach().reshape(1, style_dim).float()
-
-
-def load_generator(path: str | Path) -> tuple[nn.Module, Tensor | None]:
-    """A pretrained generator in eval mode and its stored average latent ``(1, style_dim)`` (or None).
-
-    By file type: an NVlabs StyleGAN2/StyleGAN3 ``.pkl`` (its mapping network's ``w_avg``; a TensorFlow-era
-    StyleGAN2 pickle is converted on the way), a rosinality StyleGAN2 ``.pt``/``.pth``/``.ckpt`` (its
-    ``latent_avg``, absent in ``train.py`` checkpoints), or a pSp / e4e / ReStyle checkpoint (its decoder and
-    ``latent_avg``).
-    """
-    from facetex.gan.nvlabs_pickle import load_nvlabs_pickle_with_w_avg  # imports this module's siblings only
-    from facetex.gan.restyle_checkpoint import decoder_from_checkpoint, is_encoder_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"generator checkpoint {str(path)!r} not found; download e.g. "
-                               "stylegan3-r-ffhq-1024x1024.pkl from NVlabs or a rosinality .pt")
-    suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        return load_nvlabs_pickle_with_w_avg(path)
-    if suffix in TORCH_SUFFIXES:
-        checkpoint = _read_checkpoint(path, "cpu", True)
-        if is_encoder_checkpoint(checkpoint):
-            return decoder_from_checkpoint(checkpoint, path)
-        return rosinality_from_checkpoint(checkpoint, path)
-    raise UnknownFormatError(f"{str(path)!r}: unknown generator format {suffix!r}; use an NVlabs .pkl, a rosinality "
-                             ".pt/.pth/.ckpt or a pSp/e4e/ReStyle .pt")
 
 
 def seeded_stylegan2(config: Mapping[str, Any], seed: int) -> Generator:

@@ -13,7 +13,7 @@ are read off the tensors' names and shapes. pSp's and e4e's own checkpoints (``p
 ``e4e_ffhq_encode.pt``) are saved the same way but hold a one-pass feature-pyramid encoder
 (``GradualStyleEncoder`` / ``Encoder4Editing``, :mod:`facetex.gan.psp_encoders`), loaded strictly too, with one
 iteration. pSp's other heads (``BackboneEncoderUsingLastLayerIntoW(Plus)``) are refused with a message naming
-them; their decoder still loads through :func:`facetex.gan.checkpoints.load_generator`.
+them; their decoder still loads through :func:`facetex.gan.generator_file.load_generator`.
 """
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from facetex.gan import stylegan2, stylegan3
-from facetex.gan.checkpoints import SAFE_OPTION_GLOBALS, infer_generator_config
+from facetex.gan.checkpoints import infer_generator_config
 from facetex.gan.encoder import ReStyleEncoder, Stage, as_w_plus
 from facetex.gan.nvlabs_api import NVlabsStyleGAN2
 from facetex.gan.psp_encoders import FeaturePyramidEncoder, WPlusEncoder
-from foundation.checkpoints import CheckpointError, MissingFileError, load_checkpoint
+from foundation.checkpoints import OPTION_CLASSES, CheckpointError, MissingFileError, load_checkpoint
 
 RESTYLE_ENCODERS = {"BackboneEncoder": False, "ProgressiveBackboneEncoder": True}  # name -> progressive heads
 PYRAMID_ENCODERS = {"GradualStyleEncoder": False, "Encoder4Editing": True}  # pSp's / e4e's own, one pass
@@ -63,8 +63,7 @@ def read_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise MissingFileError(f"checkpoint {str(path)!r} not found; download e.g. restyle_e4e_ffhq.pt from "
                                "yuval-alaluf/stylegan3-editing or restyle-encoder and pass its path")
-    with torch.serialization.safe_globals(SAFE_OPTION_GLOBALS):
-        return load_checkpoint(path, ReStyleCheckpointError, "PyTorch checkpoint")
+    return load_checkpoint(path, ReStyleCheckpointError, "PyTorch checkpoint", allow=OPTION_CLASSES)
 
 
 def is_encoder_checkpoint(checkpoint: Any) -> bool:

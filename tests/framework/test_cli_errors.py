@@ -100,7 +100,7 @@ def test_missing_teacher_checkpoint_names_the_path_and_the_teacher_config(tmp_pa
 
 
 @pytest.mark.parametrize("content, named", [
-    (b"not a checkpoint", ("corrupt.ckpt", "not a readable PyTorch checkpoint")),
+    (b"not a checkpoint", ("corrupt.ckpt", "as a Lightning checkpoint: it is a text file")),
     ({"state_dict": {}, "hyper_parameters": {"arch": "rgcn", "num_features": 999, "num_classes": 3,
                                               "graph_info": {"dataset": "elsewhere", "hetero": True}}},
      ("corrupt.ckpt", "999 features")),

@@ -87,11 +87,11 @@ def test_teacher_of_another_dataset(datamodule, teacher_ckpt):
         DistillationModule(**other, teacher_checkpoint=str(teacher_ckpt))
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
-def test_corrupt_or_missing_teacher_checkpoint(datamodule, tmp_path, content):
+@pytest.mark.parametrize(("content", "kind"), [(b"", "an empty file"), (b"not a checkpoint at all", "a text file")])
+def test_corrupt_or_missing_teacher_checkpoint(datamodule, tmp_path, content, kind):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
-    with pytest.raises(TeacherCheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(TeacherCheckpointError, match=f"as a Lightning checkpoint: it is {kind}"):
         DistillationModule(**facts(datamodule), teacher_checkpoint=str(bad))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DistillationModule(**facts(datamodule), teacher_checkpoint=str(tmp_path / "absent.ckpt"))

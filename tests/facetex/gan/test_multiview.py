@@ -16,7 +16,7 @@ from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_landmarks
 from facetex.face3d.regressor import FaceRegressor
 from facetex.gan.align import align_face, apply_transform
-from facetex.gan.checkpoints import load_generator
+from facetex.gan.generator_file import load_generator
 from facetex.gan.inversion import InversionConfig, PTIConfig
 from facetex.gan.multiview import (
     MultiViewConfig,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import seeded_stylegan2
+from facetex.gan.generator_file import load_generator
 from facetex.gan.nvlabs_pickle import load_nvlabs_pickle
 from facetex.gan.stylegan3 import Generator as StyleGAN3
 from facetex.gan.stylegan3 import stylegan3_config

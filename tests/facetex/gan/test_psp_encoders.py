@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import seeded_stylegan2
 from facetex.gan.encoder import SMALL_STAGES
+from facetex.gan.generator_file import load_generator
 from facetex.gan.psp_encoders import FeaturePyramidEncoder
 from facetex.gan.restyle_checkpoint import ReStyleCheckpointError, load_restyle_checkpoint, load_restyle_encoder
 from tests.facetex.gan.official_psp import reference_pyramid_encoder, save_psp

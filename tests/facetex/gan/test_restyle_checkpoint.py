@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from facetex.gan import stylegan2, stylegan3
-from facetex.gan.checkpoints import load_generator, seeded_stylegan2
+from facetex.gan.checkpoints import seeded_stylegan2
+from facetex.gan.generator_file import load_generator
 from facetex.gan.restyle_checkpoint import (
     ReStyleCheckpointError,
     load_restyle_checkpoint,

@@ -169,7 +169,7 @@ def test_bad_checkpoints_raise_one_clear_error(tmp_path: Path) -> None:
 
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointFormatError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointFormatError, match="truncated"):
         load_rosinality(truncated)
 
     torch.save({"state_dict": g_ema.state_dict()}, tmp_path / "other_keys.pt")
@@ -194,8 +194,9 @@ def test_bad_checkpoints_raise_one_clear_error(tmp_path: Path) -> None:
         load_rosinality(tmp_path / "bad_avg.pt")
 
     torch.save({"g_ema": g_ema.state_dict(), "extra": datetime.date(2020, 1, 1)}, tmp_path / "objects.pt")
-    with pytest.raises(CheckpointFormatError, match="weights_only=False"):
+    with pytest.raises(CheckpointFormatError, match="pickles a datetime.date object") as refused:
         load_rosinality(tmp_path / "objects.pt")
+    assert "weights_only" not in str(refused.value)  # never the advice to read a file unsafely
 
     with pytest.raises(FileNotFoundError, match="no StyleGAN2 checkpoint"):
         load_rosinality(tmp_path / "missing.pt")

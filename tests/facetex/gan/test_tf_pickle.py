@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from facetex.gan.checkpoints import load_generator
+from facetex.gan.generator_file import load_generator
 from facetex.gan.nvlabs_pickle import NVlabsPickleError, load_nvlabs_pickle
 from tests.facetex.gan.test_nvlabs_pickle import (
     SG2_RESOLUTIONS,
