@@ -9,6 +9,7 @@ MAG baselines).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -285,3 +286,25 @@ def build_gnn(
 def count_parameters(model: nn.Module) -> int:
     """Model parameters (frozen or not), excluding embedding tables of featureless node types."""
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embeddings."))
+
+
+def widest_within(budget: int, build: Callable[[int], nn.Module], largest: int = 1 << 16) -> int:
+    """The largest hidden width ``h`` whose ``build(h)`` has at most ``budget`` parameters (:func:`count_parameters`).
+
+    Used to size a student by compression ratio (``budget = teacher parameters / ratio``); the count grows with
+    the width, so a binary search over ``[1, largest]`` finds it.
+
+    Raises:
+        ValueError: even width 1 exceeds ``budget``.
+    """
+    if count_parameters(build(1)) > budget:
+        raise ValueError(f"no width fits in {budget:,} parameters: width 1 already has {count_parameters(build(1)):,}; "
+                         "lower the compression ratio")
+    low, high = 1, largest
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_parameters(build(middle)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -11,6 +11,7 @@ import torch
 
 from datamodules.ogb import SyntheticMAGDataModule
 from graphkd.distill import ABKD, FitNet, LogitKD
+from graphkd.models import count_parameters
 from graphkd.node_batch import NodeBatch
 from lightning_modules.distillation import (
     TEACHER_REFERENCE_KEY,
@@ -65,6 +66,21 @@ def test_joint_teacher_training_updates_teacher(datamodule, teacher_ckpt, tmp_pa
     before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     trainer(tmp_path, epochs=1).fit(module, datamodule)
     assert any(not torch.equal(before[k], v) for k, v in module.teacher.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["gcn", "mlp"])
+def test_compression_sizes_the_widest_student_within_the_ratio(datamodule, teacher_ckpt, tmp_path, arch):
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), compression=8, arch=arch,
+                                num_layers=2)
+    width, budget = module.hparams.hidden_channels, count_parameters(module.teacher) // 8
+    wider = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), arch=arch, num_layers=2,
+                               hidden_channels=width + 1)
+    assert count_parameters(module.model) <= budget < count_parameters(wider.model)
+    trainer(tmp_path, epochs=1).fit(module, datamodule)
+    path = tmp_path / "student.ckpt"
+    module.trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert (saved["hidden_channels"], saved["compression"]) == (width, 8)  # the width a reader rebuilds
 
 
 def test_student_deeper_than_teacher_is_refused(datamodule, teacher_ckpt):
