@@ -94,8 +94,10 @@ def test_out_of_range_options_are_refused(options, named):
 
 def test_widest_within_finds_the_largest_width_of_a_budget():
     """A 2-layer MLP 10 -> h -> 3 has 10h + h + 3h + 3 = 14h + 3 parameters: budget 1000 admits h = 71 exactly."""
-    build = lambda h: build_gnn("mlp", 10, h, 3, 2)
+    probed: list[int] = []
+    build = lambda h: probed.append(h) or build_gnn("mlp", 10, h, 3, 2)
     assert count_parameters(build(71)) == 997 and widest_within(1000, build) == 71
+    assert max(probed) <= 2 * 71 + 2  # never a model much larger than the budget on the way
     assert widest_within(997, build) == 71 and widest_within(996, build) == 70
     with pytest.raises(ValueError, match="no width fits in 10 parameters"):
         widest_within(10, build)
