@@ -63,11 +63,15 @@ def run_local(experiment: Experiment, only: dict[str, set[str]], workers: int, t
 
 
 def needed(experiment: Experiment, only: dict[str, set[str]]) -> list[tuple[Experiment, dict[str, set[str]]]]:
-    """The experiments ``experiment`` needs, each with the ``--only`` rules on the axes it shares."""
+    """The experiments ``experiment`` needs, each narrowed on the axes they share to the labels ``experiment``
+    runs (its own, or the ``--only`` ones): students on Cora need only Cora's teacher."""
     pairs = []
     for path in experiment.needs:
         need = Experiment.load(path)
-        pairs.append((need, {k: v for k, v in only.items() if k in {a.name for a in need.grid}}))
+        shared = {axis.name for axis in need.grid} & {axis.name for axis in experiment.grid}
+        rules = {axis.name: only.get(axis.name, set(axis.labels)) for axis in experiment.grid if axis.name in shared}
+        pairs.append((need, {name: labels & set(next(a for a in need.grid if a.name == name).labels)
+                             for name, labels in rules.items()}))
     return pairs
 
 

@@ -50,3 +50,16 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").unlink()
     with pytest.raises(ExperimentError, match="base config .* does not exist"):
         Experiment.load(path)
+
+
+def test_a_needed_experiment_runs_only_the_labels_its_dependant_uses(tmp_path: Path) -> None:
+    from sweep.__main__ import needed
+
+    datasets = {name: {"data.init_args.root": name} for name in ("Cora", "CiteSeer", "Physics")}
+    teachers = write_experiment(tmp_path, out="teachers", grid={"dataset": datasets})
+    students = write_experiment(tmp_path, out="students", grid={"dataset": {"Cora": {}, "CiteSeer": {}}, "method": METHODS},
+                                needs=[str(teachers)])
+    ((need, rules),) = needed(Experiment.load(students), {})
+    assert need.path == teachers and rules == {"dataset": {"Cora", "CiteSeer"}}
+    ((_, rules),) = needed(Experiment.load(students), {"dataset": {"Cora"}})
+    assert rules == {"dataset": {"Cora"}}
