@@ -76,7 +76,7 @@ demo: setup
 	$(PY) main.py fit --config configs/abkd_demo.yaml
 	$(PY) main.py test --config configs/abkd_demo.yaml --ckpt_path checkpoints/abkd_demo_student
 
-# The real graphs of ../shared/assets where the configs and benchmarks.abkd_deep read them (data/planetoid/<Name>/raw,
+# The real graphs of ../shared/assets where the configs and experiments read them (data/planetoid/<Name>/raw,
 # data/pyg/<Name>/raw); PyG writes processed/ beside raw/ on first use.
 SHARED_GRAPHS ?= ../shared/assets/graphs
 graphs:
@@ -89,10 +89,11 @@ graphs:
 test: setup setup-sampling
 	$(PY) -m pytest
 
-# Style and types: ruff on everything, mypy on the pure cores (settings in pyproject.toml).
+# Style, types and the import contract of docs/architecture.md (settings in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf logs checkpoints data outputs

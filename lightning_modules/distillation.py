@@ -248,7 +248,7 @@ class DistillationModule(NodeClassifier):
 
         They are this module's own teacher when its file has the referenced SHA-256 (nothing is read), else
         the referenced file's, if that file still has it. A checkpoint without a reference (a jointly trained
-        teacher, or an older student) holds the weights itself.
+        teacher's, or one saved with the teacher's weights inside) holds the weights itself.
         """
         reference = checkpoint.get(TEACHER_REFERENCE_KEY)
         if reference is None:

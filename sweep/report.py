@@ -8,7 +8,10 @@ Student-t interval; how many runs stopped at their epoch limit; and the learned 
 methods (first seed). ``report:`` in the experiment file::
 
     report: {table: dataset, rows: method, seeds: seed, pairs: [[ABKD, logit KD]], heatmaps: [ABKD],
-             untrained_margin: 0.1}
+             untrained_margin: 0.1, metric: acc}
+
+``metric`` names the scores read at each run's best epoch (``val/acc``, ``test/acc``; ``rocauc`` for proteins);
+the epoch itself is the one the run's monitor chose (the checkpoint policy's).
 
 A run did not train when its best validation accuracy is within ``untrained_margin`` of the validation split's
 majority-class share (predicting one class), so a collapse and an accuracy gain are never read as one number.
@@ -43,17 +46,16 @@ class Run:
     record: dict[str, Any]
 
 
-def finished_runs(experiment: Experiment, margin: float) -> list[Run]:
-    """Every cell of the grid whose folder holds a record."""
+def finished_runs(experiment: Experiment, margin: float, metric: str) -> list[Run]:
+    """Every cell of the grid whose folder holds a record, scored by ``val/<metric>`` and ``test/<metric>`` at the
+    epoch the run's monitor chose (e.g. the lowest validation loss for GCNII teachers)."""
     runs = []
     for cell in experiment.cells():
         record = read_record(cell.folder)
         if record is None:
             continue
-        monitor = record["monitor"]
         at_best = record["at_best"]
-        val = at_best.get(monitor, math.nan)
-        test = at_best.get(monitor.replace("val/", "test/", 1), math.nan)
+        val, test = at_best.get(f"val/{metric}", math.nan), at_best.get(f"test/{metric}", math.nan)
         chance = record.get("majority_share")
         trained = chance is None or val > chance + margin
         runs.append(Run(cell.labels, test, val, trained, record["stopped"] == "max_epochs", record))
@@ -104,7 +106,7 @@ def heatmap(attention: list[list[float]], title: str, path: Path) -> None:
     plt.close(figure)
 
 
-def teacher_lines(experiment: Experiment, table: str | None, label: str) -> list[str]:
+def teacher_lines(experiment: Experiment, table: str | None, label: str, metric: str) -> list[str]:
     """The teachers of the needed experiments that share this section's label: test metric at their best epoch."""
     lines = []
     for path in experiment.needs:
@@ -113,11 +115,10 @@ def teacher_lines(experiment: Experiment, table: str | None, label: str) -> list
             record = read_record(cell.folder)
             if record is None or (table is not None and cell.labels.get(table) != label):
                 continue
-            monitor, at_best = record["monitor"], record["at_best"]
-            test = at_best.get(monitor.replace("val/", "test/", 1), math.nan)
-            params = (record.get("parameters") or {}).get("student") or record.get("parameters", {}).get("model")
-            lines.append(f"Teacher {cell.folder}: test {100 * test:.2f}, validation {100 * at_best.get(monitor, math.nan):.2f} "
-                         f"(best epoch {record['best_epoch']} of {record['epochs']}){'' if params is None else f', {int(params):,} params'}.")
+            at_best = record["at_best"]
+            lines.append(f"Teacher {cell.folder}: test {100 * at_best.get(f'test/{metric}', math.nan):.2f}, validation "
+                         f"{100 * at_best.get(f'val/{metric}', math.nan):.2f} (best by {record['monitor']}: epoch "
+                         f"{record['best_epoch']} of {record['epochs']}).")
     return lines
 
 
@@ -135,7 +136,7 @@ def section(experiment: Experiment, runs: list[Run], title: str, table: str | No
         groups.setdefault((row_of(run), column_of(run)), []).append(run)
     heads = [column + column_name([r for r in runs if column_of(r) == column]) for column in columns]
     numbers: dict[str, Any] = {"cells": {}, "paired": {}}
-    lines = [f"### {title}", "", *teacher_lines(experiment, table, title), "",
+    lines = [f"### {title}", "", *teacher_lines(experiment, table, title, spec.get("metric", "acc")), "",
              "Test (%) at the best validation epoch, mean ± std over the seeds that trained (trained / finished):", "",
              "| | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(heads)]
     val_lines = ["", "Validation (%), what choices are made on:", "", "| | " + " | ".join(heads) + " |",
@@ -189,7 +190,7 @@ def section(experiment: Experiment, runs: list[Run], title: str, table: str | No
 def write_report(experiment: Experiment) -> Path:
     """``<out>/report.md`` and ``<out>/results.json`` from every finished cell; returns the Markdown's path."""
     spec = experiment.report
-    runs = finished_runs(experiment, float(spec.get("untrained_margin", 0.1)))
+    runs = finished_runs(experiment, float(spec.get("untrained_margin", 0.1)), spec.get("metric", "acc"))
     table = spec.get("table")
     titles = list(dict.fromkeys(run.labels[table] for run in runs)) if table else [experiment.path.stem]
     total = len(experiment.cells())

@@ -55,46 +55,18 @@ reviews (see docs/abkd.md). Each unstated detail is decided here, with its reaso
   kept while the same unmodified teacher tensors, mask and projections come back
   (a frozen teacher's cached outputs), so a 64-layer teacher adds little per step.
 
-Measured with deep teachers (``benchmarks/abkd_deep.py``, docs/abkd.md, 10 seeds,
-paired per-seed differences with 95% intervals):
+Decisions taken on measurements (numbers and commands in docs/abkd.md, from ``experiments/abkd_deep*.yaml``):
 
-- **What the attention can choose**: in GCNII teachers the layers are nearly the
-  same representation. Cora's 64-layer teacher: every pair of layers' pooled
-  vectors has cosine 1.0000 (to 4 decimals); first / middle layer vs the last,
-  per-node cosine 0.981 / 1.000 and linear CKA 0.921 / 0.999 (Physics, 8 layers:
-  0.9913; 0.989 / 0.998; 0.980 / 0.999). GCNII's initial residual and identity
-  mapping (``beta_l ~ lambda / l``) keep every layer close to ``x_0``, so ``D`` is
-  almost constant along each row and the learned ``A`` spreads over many layers
-  without a preference (heatmaps in docs/abkd.md). The ablation agrees: on Cora
-  (GCN 4 x 29 student) learned ``A`` 83.22, uniform 83.06, last layer only 83.45,
-  per-node alignment 83.11, no learned projection 83.21, logit KD alone 83.10
-  (test, all within one std of each other); ABKD minus logit KD +0.12 [-0.53,
-  +0.77]. On validation only the fixed last-layer attention stands out (83.40 vs
-  82.78-82.94 for the others); it is an option (``attention="last"``), while the
-  default stays the paper's learned ``A``.
-- **Teachers whose layers differ** (plain deep GCNs with BatchNorm, Cora/CiteSeer
-  8 x 128: per-node cosine of the first vs last layer 0.30, CKA 0.61-0.67): the
-  learned ``A`` becomes nearly one-hot, as in the paper's maps, yet ABKD still
-  equals logit KD (Cora GCN +0.13 [-1.18, +1.44], CiteSeer -0.14 [-1.00, +0.72]).
-  The reason is the alignment's share of the update: ``benchmarks/abkd_gradient_share.py``
-  measures its gradient on the student at 0.2-2% of the logit term's after the
-  first epochs (pooled and per-node). Weighting it up, chosen on validation
-  (3 seeds): pooled alignment breaks training (MLP students from ``align_weight``
-  10, GCN students at 100); per-node alignment holds and is best at 30 for GCN
-  students (CiteSeer test +1.29 [+0.45, +2.13] over logit KD, Cora -0.57 [-1.80,
-  +0.66], 10 seeds), at 1 for MLP students. The defaults stay the paper's
-  (pooled, ``align_weight=1``); ``alignment="node", align_weight=30`` is the
-  measured alternative for GCN students (docs/abkd.md).
-- **Frozen vs jointly trained teacher** (Cora, plain teacher, 10 seeds): joint
-  training raises logit KD by +2.20 [+1.50, +2.90] while the teacher itself does
-  not improve (74.3 / 73.8 / 79.4 vs 76.2 frozen), at 6-7x the cost per run; the
-  teacher stays frozen by default (it is cached, and checkpoints reference it).
-- **Logit weight**: in this transductive setting (KD on all nodes, labels on 20
-  per class) the KD term should dominate. On Cora's validation split (3 seeds,
-  logit KD and ABKD, the four student cells) weights 0.1 / 0.3 / 1 / 3 gave mean
-  validation accuracy 59.9 / 63.5 / 67.8 / 67.9, and 68.2 / 71.7 / 76.8 / 79.8 on
-  the >= 8x cells, so the deep configs and the benchmark use ``logit_weight=3``
-  (the module's default stays Hinton's 1, which the shallow configs use).
+- **Defaults stay the paper's** (learned ``A``, pooled alignment, ``align_weight=1``, frozen teacher). In GCNII
+  teachers the layers are nearly one representation (the initial residual and identity mapping keep every layer
+  close to ``x_0``), so ``D`` is almost constant along each row and any ``A`` does the same; in teachers whose
+  layers differ the learned ``A`` turns nearly one-hot, as in the paper's maps.
+- **Per-node alignment with a larger weight** (``alignment="node", align_weight=30``) is offered for GCN students:
+  the pooled alignment's gradient on the student is a few percent of the logit term's
+  (``callbacks.gradient_share``), and weighting the pooled form up breaks training while the per-node form holds.
+- **``attention="uniform" | "last"``** and **``learn_projection=False``** exist for the ablations.
+- **The logit term dominates in the transductive deep setting** (KD on all nodes, 20 labels per class): the deep
+  configs use ``logit_weight=3``; the module's default stays Hinton's 1.
 """
 from __future__ import annotations
 
