@@ -6,14 +6,15 @@ camera's EXIF orientation is applied so that the face is upright as a viewer see
 palette, CMYK and 16-bit files become 8-bit RGB and an alpha channel is composited over white (what an
 image viewer shows).
 
-Working size: a photo whose longest side exceeds ``max_side`` (:data:`WORKING_SIDE`, 2048 px, by default)
-is scaled down to it right after decoding (Lanczos), so that the memory and time of every later stage
-(fusion and skin masks work on whole images) follow the working size, not the camera. 2048 px is twice
-the default 1024-texel UV map: a face spanning half the photo still has about one photo pixel per texel,
-the detector reads at most 1080 px anyway and the regressor 120 px. A JPEG is decoded straight at the
-nearest larger 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's ``draft``), so a 64-megapixel JPEG
-never exists at full size in memory; other formats are decoded whole, then scaled. Files above Pillow's
-decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, doubled) are refused before decoding.
+Working size: with ``max_side`` given (the photo jobs pass :data:`WORKING_SIDE`, 2048 px, by default), a
+photo whose longest side exceeds it is scaled down to it right after decoding (Lanczos), so that the memory
+and time of every later stage (fusion and skin masks work on whole images) follow the working size, not the
+camera. 2048 px is twice the default 1024-texel UV map: a face spanning half the photo still has about one
+photo pixel per texel, the detector reads at most 1080 px anyway and the regressor 120 px. A JPEG is decoded
+straight at the nearest larger 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's ``draft``), so a
+64-megapixel JPEG never exists at full size in memory; other formats are decoded whole, then scaled. Without
+``max_side`` the image comes as stored. Files above Pillow's decompression-bomb limit
+(``Image.MAX_IMAGE_PIXELS``, doubled) are refused before decoding.
 
 A missing path, a folder, bytes Pillow cannot decode or a bomb raise one exception that names the file
 and what to do.
@@ -108,7 +109,7 @@ def _decode(source: IO[bytes], name: str, max_side: int | None) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb).transpose(2, 0, 1).copy())
 
 
-def decode_image(data: bytes, name: str, max_side: int | None = WORKING_SIDE) -> torch.Tensor:
+def decode_image(data: bytes, name: str, max_side: int | None = None) -> torch.Tensor:
     """Encoded image bytes -> upright RGB ``(3, H, W)`` uint8, longest side at most ``max_side`` (None: as stored).
 
     ``name`` (its file or member) goes into the error.
@@ -119,7 +120,7 @@ def decode_image(data: bytes, name: str, max_side: int | None = WORKING_SIDE) ->
     return _decode(io.BytesIO(data), name, max_side)
 
 
-def load_image(path: str | Path, max_side: int | None = WORKING_SIDE) -> torch.Tensor:
+def load_image(path: str | Path, max_side: int | None = None) -> torch.Tensor:
     """Read an image file as an upright RGB ``(3, H, W)`` uint8 tensor, longest side at most ``max_side`` pixels.
 
     ``max_side=None`` keeps the stored size.

@@ -130,7 +130,8 @@ def test_photos_larger_than_the_working_size_are_scaled_down_right_after_decodin
     assert load_image(tmp_path / "wide.png", max_side=None).shape == (3, 300, 400)
     assert load_image(tmp_path / "wide.png", max_side=400).shape == (3, 300, 400)  # never enlarged
     Image.new("RGB", (WORKING_SIDE + 52, 10)).save(tmp_path / "long.png")
-    assert load_image(tmp_path / "long.png").shape == (3, 10, WORKING_SIDE)  # the default working size
+    assert load_image(tmp_path / "long.png", WORKING_SIDE).shape == (3, 10, WORKING_SIDE)
+    assert load_image(tmp_path / "long.png").shape == (3, 10, WORKING_SIDE + 52)  # as stored unless asked
     with pytest.raises(InputError, match="integer >= 64"):
         load_image(tmp_path / "wide.png", max_side=0)
 
