@@ -94,9 +94,10 @@ def run_child(command: list[str], env: dict[str, str], interrupt: tuple[str, flo
             "interrupt_to_exit_s": ended - sent[0], "stderr_tail": text[0][-600:]}
 
 
-def photo_command(photo: Path, out: Path, assets: Path, uv_size: int) -> list[str]:
+def photo_command(photo: Path, out: Path, assets: Path, uv_size: int, max_side: int | None) -> list[str]:
+    extra = [] if max_side is None else ["--max-side", str(max_side)]
     return [sys.executable, str(SCRIPT), "--image", str(photo), "--out", str(out), "--assets", str(assets),
-            "--uv-size", str(uv_size)]
+            "--uv-size", str(uv_size), *extra]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--megapixels", type=float, default=64.0, help="size of the big photo")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each photo")
     parser.add_argument("--uv-size", type=int, default=1024, help="texture side, as photo_to_mesh.py --uv-size")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help="photo_to_mesh.py --max-side (default: its own, 2048); 0 keeps the photo's size")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if not (args.assets / SOURCE).is_file():
@@ -120,20 +123,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         photos = {"1024 px": args.assets / SOURCE, "big": big}
         for index in range(args.rounds):
             for name, photo in photos.items():
-                runs[name].append(run_child(photo_command(photo, work / f"{name}_{index}", args.assets, args.uv_size),
+                runs[name].append(run_child(photo_command(photo, work / f"{name}_{index}", args.assets, args.uv_size,
+                                                          args.max_side),
                                             env))
                 if runs[name][-1]["returncode"] != 0:
                     raise RuntimeError(f"photo_to_mesh.py failed on {photo}: {runs[name][-1]['stderr_tail']}")
         interrupted = work / "interrupted"
-        stop = run_child(photo_command(big, interrupted, args.assets, args.uv_size), env,
+        stop = run_child(photo_command(big, interrupted, args.assets, args.uv_size, args.max_side), env,
                          (INTERRUPT_STAGE, INTERRUPT_AFTER))
         stop["left_behind"] = sorted(p.name for p in work.iterdir() if p.name.startswith((".interrupted", "interrupted")))
     rows = {name: {key: statistics.median(run[key] for run in runs[name]) for key in ("wall_s", "cpu_s", "peak_rss_bytes")}
             for name in runs}
-    report = {"machine": facts, "big_photo": [width, height], "uv_size": args.uv_size, "rounds": runs, "median": rows,
+    report = {"machine": facts, "big_photo": [width, height], "uv_size": args.uv_size, "max_side": args.max_side,
+              "rounds": runs, "median": rows,
               "ratio": {key: rows["big"][key] / rows["1024 px"][key] for key in rows["big"]}, "interrupt": stop}
     lines = [machine_line(facts), "",
-             f"photo -> mesh, UV {args.uv_size}, medians of {args.rounds} alternating rounds (one child process each)",
+             f"photo -> mesh, UV {args.uv_size}, --max-side {'default (2048)' if args.max_side is None else args.max_side}, medians of "
+             f"{args.rounds} alternating rounds (one child process each)",
              "", "| photo | pixels | wall s | CPU s | peak RSS MiB |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, pixels in (("1024 px", "1024 x 1024"), ("big", f"{width} x {height}")):
         row = rows[name]
