@@ -63,6 +63,15 @@ class FaceFolder:
     map_views: list[int] | None = None
 
 
+FOLDER_OVERHEAD_BYTES = 8 * 2**20  # meshes (OBJ, PLY, the gallery's mesh.js), grid, photo, metrics: 2.5 MB measured
+
+
+def face_folder_bytes(texture_size: int) -> int:
+    """An upper bound of the bytes a face folder with a ``texture_size``-texel map takes on disk (the map's PNG
+    at worst uncompressed, plus :data:`FOLDER_OVERHEAD_BYTES`), for a free-space check before the work."""
+    return 3 * texture_size**2 + FOLDER_OVERHEAD_BYTES
+
+
 def write_face_folder(out_dir: Path, folder: FaceFolder,
                       stamp: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Write ``folder`` as ``out_dir``, replacing an older ``out_dir`` only once every file is written.

@@ -1,30 +1,41 @@
 """The photo -> face folder job: one photo in, a textured mesh, a grid and its scores out, with a progress bar.
 
-The stages, each a core function: ``image_io.load_image`` -> ``pipeline.regress_landmarks`` (FaceBoxes +
-3DDFA_V2) -> ``reconstruction.fit_views`` -> ``reconstruction.texture_views`` -> ``render.rerender``
-and ``render.render_turntable`` -> ``app.face_outputs.write_face_folder`` (``face.obj/.mtl/.png``,
-``face.ply``, ``grid.png``, ``metrics.json``), optionally ``app.face_tensorboard.log_photo``.
-:func:`add_to_gallery` then copies the photo beside them and rebuilds the gallery of the folder above.
+The stages, each a core function: ``image_io.load_image`` (at the working size, ``image_io.WORKING_SIDE``) ->
+``pipeline.regress_landmarks`` (FaceBoxes + 3DDFA_V2) -> ``reconstruction.fit_views`` ->
+``reconstruction.texture_views`` -> ``render.rerender`` and ``render.render_turntable`` ->
+``app.face_outputs.write_face_folder`` (``face.obj/.mtl/.png``, ``face.ply``, ``grid.png``, ``metrics.json``),
+optionally ``app.face_tensorboard.log_photo``. :func:`add_to_gallery` then copies the photo beside them and
+rebuilds the gallery of the folder above.
+
+Before any of it the output folder is checked (:func:`check_out_dir`: writable, and room for the files on its
+file system), so a full disk is said at once. The computing stages run through ``app.cancellable``: Ctrl-C
+stops the job within a fraction of a second wherever it is, and nothing is written.
 """
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from app.face_outputs import photo_folder, write_face_folder
+from app.cancellable import check_cancelled, run_cancellable
+from app.face_outputs import face_folder_bytes, photo_folder, write_face_folder
 from app.face_tensorboard import log_photo
 from facetex.face3d.detector import FaceDetector, check_score_threshold
-from facetex.face3d.image_io import load_image
-from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_face_model, regress_face
+from facetex.face3d.fitting import LandmarkFit
+from facetex.face3d.image_io import WORKING_SIDE, check_max_side, load_image
+from facetex.face3d.morphable_model import MorphableModel
+from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceChoice, FaceModelName, load_face_model, regress_face
 from facetex.face3d.rasterizer import active_backend
-from facetex.face3d.reconstruction import fit_views, texture_views
-from facetex.face3d.regressor import FaceRegressor
-from facetex.face3d.render import render_turntable, rerender, score_masks, score_views
+from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
+from facetex.face3d.regressor import FaceRegression, FaceRegressor
+from facetex.face3d.render import Rerender, render_turntable, rerender, score_masks, score_views
 from facetex.face3d.texture import TexelSource
 from facetex.gallery import build_gallery, write_photo
 from foundation.errors import InputError
@@ -41,16 +52,32 @@ STAGES = ("load image", "detect + 3DDFA landmarks", "fit face model", "fuse text
           "write files")
 
 
+class Computed(NamedTuple):
+    """What the computing stages hand to the writing one."""
+
+    image: Tensor
+    model: MorphableModel
+    regression: FaceRegression
+    face: FaceChoice
+    fit: LandmarkFit
+    reconstruction: FaceReconstruction
+    scored: Rerender
+    covered_psnr: Tensor
+    covered_ssim: Tensor
+    turntable: Tensor
+
+
 class OutputFolderError(InputError, FileExistsError):
     """The output folder is a file, or a folder holding files that are not an earlier face folder."""
 
 
-def check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path, needed_bytes: int = 0) -> None:
     """Refuse an ``out_dir`` the job could not write or would destroy, before any computation.
 
     It is replaced whole (staged beside it, then moved in), so it must be new, empty or a face folder, and the
-    folder that will hold it must be a writable folder. Writability is ``os.access``: as root it is always
-    granted, so a read-only folder is only caught when the run is not root.
+    folder that will hold it must be a writable folder with ``needed_bytes`` free on its file system (the new
+    folder is written in full before an earlier one is removed). Writability is ``os.access``: as root it is
+    always granted, so a read-only folder is only caught when the run is not root.
     """
     if out_dir.exists() and (not out_dir.is_dir()
                              or (any(out_dir.iterdir()) and not (out_dir / "metrics.json").is_file())):
@@ -60,6 +87,7 @@ def check_out_dir(out_dir: Path) -> None:
         )
     blocker = creation_blocker(out_dir.absolute().parent)
     if blocker is None:
+        check_free_space(out_dir, needed_bytes)
         return
     holder, kind = blocker
     if kind == "file":
@@ -67,6 +95,17 @@ def check_out_dir(out_dir: Path) -> None:
                                 "folder; pass an --out inside a folder")
     raise OutputFolderError(f"cannot write the output folder {str(out_dir)!r}: {str(holder)!r} is not writable; "
                             "pass an --out inside a folder you can write")
+
+
+def check_free_space(out_dir: Path, needed_bytes: int) -> None:
+    """Raise :class:`OutputFolderError` when the file system that will hold ``out_dir`` has under ``needed_bytes`` free."""
+    existing = next(p for p in (out_dir.absolute(), *out_dir.absolute().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise OutputFolderError(
+            f"not enough free space for the output folder {str(out_dir.absolute())!r}: its files need about "
+            f"{needed_bytes / 2**20:.1f} MiB and {str(existing)!r} has {free / 2**20:.1f} MiB free; free some space "
+            "or pass an --out on another disk")
 
 
 def photo_to_mesh(
@@ -81,25 +120,30 @@ def photo_to_mesh(
     tensorboard_dir: str | Path | None = None,
     crop_policy: CropPolicy = "box",
     score_threshold: float = 0.5,
+    max_side: int | None = WORKING_SIDE,
 ) -> dict[str, Any]:
     """Run photo -> textured mesh and write ``face.obj/.mtl/.png``, ``face.ply``, ``grid.png`` and ``metrics.json``.
 
     Everything runs on ``device``. ``crop_policy`` is 3DDFA_V2's (``pipeline.regress_landmarks``): the
     official single crop from the detector box, or ``"landmark"`` for a second crop around its landmarks. ``out_dir`` appears with all its files or not at all (an earlier face
-    folder there is replaced). ``score_threshold``: the face detector's, in [0, 1). Returns the metrics
+    folder there is replaced). ``score_threshold``: the face detector's, in [0, 1). ``max_side``: the photo's
+    working size, its longest side in pixels after decoding (None: as stored; see ``image_io``). Returns the metrics
     written to ``metrics.json`` (re-render scores inside the face-skin mask, ``rerender_scored_in`` saying which
     mask, and over every pixel the mesh covers as ``covered_psnr``/``covered_ssim``; pose, fit error, texel sources, rasteriser backend, which face was
-    used and how many were found (``faces``), seconds per stage). Raises ``ImageDecodeError`` or
-    ``FileNotFoundError`` for an unreadable image, ``NoFaceError`` when the detector finds no face and
-    :class:`OutputFolderError` for an ``out_dir`` that holds something else.
+    used and how many were found (``faces``), the photo's working size (``photo_size``), seconds per stage).
+    Raises ``ImageDecodeError`` or ``FileNotFoundError`` for an unreadable image, ``NoFaceError`` when the detector
+    finds no face, :class:`OutputFolderError` for an ``out_dir`` that holds something else or whose disk is too full,
+    and ``KeyboardInterrupt`` within a fraction of a second of Ctrl-C (nothing written).
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir)
+    check_out_dir(out_dir, face_folder_bytes(texture_size))
     check_score_threshold(score_threshold)
+    check_max_side(max_side)
     timings: dict[str, float] = {}
     bar = tqdm(STAGES, desc="photo_to_mesh", disable=not progress)
 
-    def stage(name: str) -> None:
+    def stage(name: str, cancel: threading.Event | None = None) -> None:
+        check_cancelled(cancel)
         if timings:
             bar.update()
         timings[name] = time.perf_counter()
@@ -109,26 +153,38 @@ def photo_to_mesh(
         starts = [*timings.values(), time.perf_counter()]
         metrics["seconds"] = {name: round(end - start, 3) for name, start, end in zip(timings, starts, starts[1:])}
 
-    stage("load image")
-    photo = load_image(image_path).to(device)
-    image = photo.float()[None] / 255.0
-    detector = FaceDetector.from_checkpoint(assets.detector, score_threshold=score_threshold).to(device)
-    regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases).to(device)
-    model = load_face_model(assets, face_model).to(device)
-    stage("detect + 3DDFA landmarks")
-    regression, face = regress_face(photo, detector, regressor, crop_policy)
-    stage("fit face model")
-    fit = fit_views(model, regression.landmarks[:, :, :2])
-    stage("fuse texture")
-    reconstruction = texture_views(model, image, fit, texture_size)
-    stage("re-render + score")
-    scored = rerender(image, reconstruction, model)
-    covered_psnr, covered_ssim = score_views(scored.renders, image, scored.masks)
-    turntable = render_turntable(reconstruction.vertices[0], model, reconstruction.fused.texture, yaws, 256)
+    def compute(cancel: threading.Event) -> Computed:
+        stage("load image", cancel)
+        photo = load_image(image_path, max_side).to(device)
+        image = photo.float()[None] / 255.0
+        detector = FaceDetector.from_checkpoint(assets.detector, score_threshold=score_threshold).to(device)
+        regressor = FaceRegressor.from_files(assets.regressor, assets.param_stats, assets.landmark_bases).to(device)
+        model = load_face_model(assets, face_model).to(device)
+        stage("detect + 3DDFA landmarks", cancel)
+        regression, face = regress_face(photo, detector, regressor, crop_policy)
+        stage("fit face model", cancel)
+        fit = fit_views(model, regression.landmarks[:, :, :2])
+        stage("fuse texture", cancel)
+        reconstruction = texture_views(model, image, fit, texture_size)
+        stage("re-render + score", cancel)
+        scored = rerender(image, reconstruction, model)
+        covered_psnr, covered_ssim = score_views(scored.renders, image, scored.masks)
+        turntable = render_turntable(reconstruction.vertices[0], model, reconstruction.fused.texture, yaws, 256)
+        check_cancelled(cancel)
+        return Computed(image, model, regression, face, fit, reconstruction, scored, covered_psnr, covered_ssim,
+                        turntable)
+
+    try:
+        (image, model, regression, face, fit, reconstruction, scored, covered_psnr, covered_ssim,
+         turntable) = run_cancellable(compute, "photo_to_mesh")
+    except BaseException:
+        bar.close()  # the bar's line ends before the caller prints why
+        raise
     stage("write files")
     fused = reconstruction.fused
     metrics = {
         "image": str(image_path),
+        "photo_size": {"working": list(image.shape[-2:][::-1]), "max_side": max_side},
         "face_model": face_model,
         "rasterizer_backend": active_backend(),
         "texture_size": texture_size,

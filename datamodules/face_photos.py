@@ -4,9 +4,10 @@ Each item is ``{"image": (3, H, W) uint8 RGB, "name": str}``; photos differ in s
 one photo (the dict itself, not a stacked batch). Names are the file stems, or for a folder the
 path below it with ``/`` replaced by ``__``; two photos with the same name are refused, since their
 outputs would overwrite each other. Images are decoded by ``facetex.face3d.image_io.load_image``
-(EXIF orientation, any mode to RGB) when the photo is loaded; a file that cannot be decoded yields
-``{"image": None, "unreadable": "<why>", ...}`` instead, which ``GANTex.predict_step`` skips and reports
-like a photo without a face (so one corrupt photo does not end a folder run).
+(EXIF orientation, any mode to RGB) when the photo is loaded, at the working size ``max_side`` (a larger photo is
+scaled down as it is decoded); a file that cannot be decoded, or that is too large to decode safely (Pillow's
+decompression-bomb limit), yields ``{"image": None, "unreadable": "<why>", ...}`` instead, which
+``GANTex.predict_step`` skips and reports like a photo without a face (so one bad photo does not end a folder run).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from facetex.face3d.image_io import IMAGE_SUFFIXES, ImageDecodeError, load_image
+from facetex.face3d.image_io import IMAGE_SUFFIXES, WORKING_SIDE, ImageDecodeError, check_max_side, load_image
 from foundation.errors import InputError
 
 
@@ -62,8 +63,8 @@ class PhotoDataset(Dataset):
     An undecodable (or since vanished) file gives ``"image": None`` and ``"unreadable"``: the error's message.
     """
 
-    def __init__(self, entries: list[tuple[Path, str]]) -> None:
-        self.entries = entries
+    def __init__(self, entries: list[tuple[Path, str]], max_side: int | None = WORKING_SIDE) -> None:
+        self.entries, self.max_side = entries, max_side
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -71,7 +72,7 @@ class PhotoDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, name = self.entries[index]
         try:
-            image = load_image(path)
+            image = load_image(path, self.max_side)
         except (ImageDecodeError, OSError) as error:
             return {"image": None, "unreadable": str(error), "name": name, "path": str(path)}
         return {"image": image, "name": name, "path": str(path)}
@@ -88,18 +89,21 @@ class FacePhotoDataModule(L.LightningDataModule):
     Args:
         path: an image file, a folder of images (recursive), or a list of image files.
         num_workers: DataLoader workers decoding the photos.
+        max_side: working size: a photo whose longest side is larger is scaled down to this many pixels as it is
+            decoded (memory and time follow it; see ``facetex.face3d.image_io``); null keeps each photo's own size.
     """
 
-    def __init__(self, path: str | list[str], num_workers: int = 0) -> None:
+    def __init__(self, path: str | list[str], num_workers: int = 0, max_side: int | None = WORKING_SIDE) -> None:
         super().__init__()
         self.path = path
         self.num_workers = num_workers
+        self.max_side = check_max_side(max_side)
         self.dataset: PhotoDataset | None = None
 
     def setup(self, stage: str) -> None:
         if stage != "predict":
             raise ValueError(f"FacePhotoDataModule serves photos for `predict` only, not {stage!r}")
-        self.dataset = PhotoDataset(list_photos(self.path))
+        self.dataset = PhotoDataset(list_photos(self.path), self.max_side)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=self.num_workers,

@@ -1,7 +1,7 @@
 """A generator's own samples as training data: supervision-free encoder training with known W+.
 
 The datamodule does not hold the generator (it lives, frozen, in the LightningModule, on the
-accelerator): each batch is a :class:`LatentSeedBatch`, the seed of ``batch_size`` latents z. The
+accelerator): each batch is a ``facetex.gan.latent_seeds.LatentSeedBatch``, the seed of ``batch_size`` latents z. The
 module draws ``z ~ N(0, I)`` from that seed, maps and truncates them (``w = w_avg + psi (mapping(z) -
 w_avg)``) and renders ``G(w)``, so every image comes with its true code. Seeds are derived from
 ``(seed, stream, rank, pass, batch)``: training draws new batches at every pass, validation the same
@@ -10,27 +10,15 @@ ones every time, and DDP ranks disjoint ones.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from facetex.gan.latent_seeds import LatentSeedBatch
+
 _TRAIN_STREAM, _VAL_STREAM = 0, 1
-
-
-@dataclass
-class LatentSeedBatch:
-    """Which generator samples form one batch: ``batch_size`` latents drawn from ``seed``, truncated by ``truncation``."""
-
-    seed: int
-    batch_size: int
-    truncation: float
-
-    def latents(self, style_dim: int) -> torch.Tensor:
-        """The batch's z, (batch_size, style_dim) on the CPU, the same on every machine."""
-        return torch.randn(self.batch_size, style_dim, generator=torch.Generator().manual_seed(self.seed))
 
 
 def _distributed_rank() -> int:

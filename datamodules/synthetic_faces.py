@@ -11,37 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from facetex.face3d.morphable_model import MorphableModel
+from facetex.face3d.morphable_model import ModelFormat, MorphableModel, load_morphable_model
 from facetex.face3d.synthetic import SyntheticFaceBatch, random_face_batch
 
-ModelFormat = Literal["sfm", "bfm", "bfm_mean"]
 _TRAIN, _VAL, _STATISTICS = 0, 1, 2  # stream keys of the seed sequence
-
-
-def load_morphable_model(
-    model_path: str | Path,
-    model_format: ModelFormat = "sfm",
-    uv_mat_path: str | Path | None = None,
-    indices_path: str | Path | None = None,
-) -> MorphableModel:
-    """Load a ``MorphableModel`` by file format: ``sfm`` (``sfm_3448.npz``), ``bfm``
-    (3DDFA_V2's ``bfm_noneck_v3.pkl``) or ``bfm_mean`` (``bfm_noneck_mean.npz``, mean
-    face only); the BFM UVs come from ``uv_mat_path`` cut by ``indices_path``."""
-    if model_format == "sfm":
-        return MorphableModel.from_sfm(model_path)
-    if model_format == "bfm":
-        return MorphableModel.from_bfm(model_path, uv_mat_path=uv_mat_path, indices_path=indices_path)
-    if model_format == "bfm_mean":
-        return MorphableModel.from_bfm_mean(model_path, uv_mat_path=uv_mat_path, indices_path=indices_path)
-    raise ValueError(f"unknown model_format {model_format!r}; choose 'sfm', 'bfm' or 'bfm_mean'")
 
 
 def _distributed_rank() -> tuple[int, int]:

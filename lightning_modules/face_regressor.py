@@ -3,7 +3,7 @@
 The network reads a face image and outputs ``12 + S + E`` normalised numbers:
 the 3x4 affine pose ``P`` (row-major) that maps model space straight to screen
 space (``screen = P @ [X; 1]``: rows ``s R_0 | t_x``, ``-s R_1 | t_y``,
-``-s R_2 | 0``, the ``camera.project`` convention), then the morphable model's
+``-s R_2 | 0``, ``camera.pose_matrix``), then the morphable model's
 shape and expression coefficients. Targets are normalised by their mean and
 standard deviation, estimated from the datamodule's renders at setup and kept as
 buffers, so a checkpoint alone turns outputs back into parameters (3DDFA_V2's
@@ -20,50 +20,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from datamodules.synthetic_faces import ModelFormat, load_morphable_model
-from facetex.face3d.regressor import NUM_POSE, DecodedParams, MobileNetV1, decode_params, pose_angles, split_params
+from facetex.face3d.camera import pose_matrix, pose_to_euler
+from facetex.face3d.drawing import draw_points, image_grid
+from facetex.face3d.morphable_model import ModelFormat, load_morphable_model
+from facetex.face3d.regressor import NUM_POSE, DecodedParams, MobileNetV1, decode_params, split_params
 from facetex.face3d.synthetic import SyntheticFaceBatch
 
 _PREDICTED_COLOUR = (0.0, 1.0, 0.0)
 _TARGET_COLOUR = (1.0, 0.0, 0.0)
-
-
-def pose_matrix(rotation: Tensor, scale: Tensor, translation: Tensor) -> Tensor:
-    """The affine map of ``camera.project``: ``(B, 3, 3)``, ``(B,)``, ``(B, 2)`` -> ``(B, 3, 4)``."""
-    linear = scale[:, None, None] * rotation * rotation.new_tensor([1.0, -1.0, -1.0])[:, None]
-    offset = torch.cat([translation, translation.new_zeros(translation.shape[0], 1)], dim=1)
-    return torch.cat([linear, offset[:, :, None]], dim=2)
-
-
-def pose_to_euler(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(B, 3, 4)`` affine pose -> ``(yaw, pitch, roll)`` degrees ``(B,)``, by the regressor's own ``pose_angles``.
-
-    Row 1 is ``-s R_1`` here (screen y down) and ``s R_1`` in 3DDFA_V2's crop pose; row 2 is not read.
-    """
-    return pose_angles(pose * pose.new_tensor([1.0, -1.0, 1.0])[:, None])
-
-
-def draw_points(images: Tensor, points: Tensor, colour: tuple[float, float, float]) -> Tensor:
-    """Paint ``points (N, L, 2)`` (pixel coordinates, centres at +0.5) on ``images (N, 3, H, W)`` as single pixels."""
-    drawn = images.clone()
-    height, width = images.shape[-2:]
-    columns = points[..., 0].floor().long()
-    rows = points[..., 1].floor().long()
-    inside = (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
-    image_index = torch.arange(images.shape[0], device=images.device)[:, None].expand_as(columns)
-    for channel, value in enumerate(colour):
-        drawn[image_index[inside], channel, rows[inside], columns[inside]] = value
-    return drawn
-
-
-def image_grid(images: Tensor, columns: int = 4) -> Tensor:
-    """Tile ``(N, 3, H, W)`` images into one ``(3, rows * H, columns * W)`` image (blank cells black)."""
-    count, channels, height, width = images.shape
-    rows = -(-count // columns)
-    padded = torch.cat([images, images.new_zeros(rows * columns - count, channels, height, width)])
-    return padded.view(rows, columns, channels, height, width).permute(2, 0, 3, 1, 4).reshape(
-        channels, rows * height, columns * width
-    )
 
 
 class FaceRegressorModule(L.LightningModule):

@@ -26,12 +26,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from datamodules.generator_samples import LatentSeedBatch
 from facetex.face3d.metrics import LPIPS
 from facetex.gan.checkpoints import seeded_stylegan2
 from facetex.gan.encoder import Backbone, ReStyleEncoder, Stage
 from facetex.gan.generator_file import load_generator
 from facetex.gan.inversion import latent_statistics, psnr
+from facetex.gan.latent_seeds import LatentSeedBatch
 from facetex.gan.losses import IdentityLoss, ReconstructionLoss, load_identity_network
 
 GeneratorFormat = Literal["random", "rosinality", "nvlabs"]
@@ -172,7 +172,7 @@ class GANEncoderModule(L.LightningModule):
             w = w[:, 0] if w.ndim == 3 else w
             w = self.latent_avg + batch.truncation * (w - self.latent_avg)
             ws = w[:, None].expand(-1, self.generator.n_latent, -1).contiguous()
-            return self.generator.synthesis(ws), ws
+            return self.generator.synthesis(ws, noise_mode="const"), ws
 
     def at_target_size(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         """Area-pool a (B, 3, R, R) reconstruction to the target's size (which may not be larger)."""

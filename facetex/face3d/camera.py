@@ -7,6 +7,10 @@ Screen space: pixel coordinates, x right, y down (pixel ``(i, j)`` has its centr
 Euler angles are in degrees and compose as ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)``
 acting on column vectors: positive yaw turns the nose (+z) toward +x (the image's
 right), positive pitch turns it toward -y (down), positive roll turns +x toward +y.
+
+A pose is also written as one affine ``(3, 4)`` matrix ``P`` with ``screen = P @ [X; 1]``
+(:func:`pose_matrix`, the map of :func:`project`), the form 3DDFA_V2's regressor outputs;
+:func:`pose_to_scale_rotation` is its ``P2sRt`` and :func:`pose_to_euler` reads the angles back.
 """
 from __future__ import annotations
 
@@ -89,3 +93,36 @@ def project(vertices: Tensor, rotation: Tensor, scale: Tensor, translation: Tens
     offset = torch.cat([translation, translation.new_zeros(translation.shape[0], 1)], dim=-1)
     return rotated * flip * scale[:, None, None] + offset[:, None, :]
 
+
+
+def pose_matrix(rotation: Tensor, scale: Tensor, translation: Tensor) -> Tensor:
+    """The affine map of :func:`project`: ``(B, 3, 3)``, ``(B,)``, ``(B, 2)`` -> ``(B, 3, 4)``.
+
+    Rows ``s R_0 | t_x``, ``-s R_1 | t_y``, ``-s R_2 | 0``: screen y points down and depth away from the viewer.
+    """
+    linear = scale[:, None, None] * rotation * rotation.new_tensor([1.0, -1.0, -1.0])[:, None]
+    offset = torch.cat([translation, translation.new_zeros(translation.shape[0], 1)], dim=1)
+    return torch.cat([linear, offset[:, :, None]], dim=2)
+
+
+def pose_to_scale_rotation(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """3DDFA_V2's ``P2sRt``: pose ``(B, 3, 4)`` -> scale ``(B,)``, rotation ``(B, 3, 3)``, translation ``(B, 3)``.
+
+    The scale is the mean norm of the first two rows; the rotation's rows are those two rows
+    normalised and their cross product.
+    """
+    row1, row2 = pose[:, 0, :3], pose[:, 1, :3]
+    norm1, norm2 = row1.norm(dim=-1), row2.norm(dim=-1)
+    r1, r2 = row1 / norm1[:, None], row2 / norm2[:, None]
+    rotation = torch.stack([r1, r2, torch.linalg.cross(r1, r2, dim=-1)], dim=1)
+    return (norm1 + norm2) / 2, rotation, pose[:, :, 3]
+
+
+def pose_to_euler(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(B, 3, 4)`` affine pose of :func:`pose_matrix` -> ``(yaw, pitch, roll)`` degrees ``(B,)``.
+
+    Row 1 is un-flipped (``-s R_1`` here, ``s R_1`` in 3DDFA_V2's crop pose) and the rotation read as
+    ``P2sRt`` reads it (row 2 is not used), so it equals ``regressor.pose_angles`` on the crop pose.
+    """
+    _, rotation, _ = pose_to_scale_rotation(pose.float() * pose.new_tensor([1.0, -1.0, 1.0])[:, None].float())
+    return rotation_to_euler(rotation)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -370,3 +371,24 @@ def read_ibug_mapping(path: str | Path) -> tuple[Tensor, Tensor]:
     if int(ids.max()) >= IBUG68:
         raise ModelFileError(f"{path}: iBUG ids must be 1..{IBUG68}")
     return ids, vertices
+
+
+ModelFormat = Literal["sfm", "bfm", "bfm_mean"]
+
+
+def load_morphable_model(
+    model_path: str | Path,
+    model_format: ModelFormat = "sfm",
+    uv_mat_path: str | Path | None = None,
+    indices_path: str | Path | None = None,
+) -> MorphableModel:
+    """Load a ``MorphableModel`` by file format: ``sfm`` (``sfm_3448.npz``), ``bfm``
+    (3DDFA_V2's ``bfm_noneck_v3.pkl``) or ``bfm_mean`` (``bfm_noneck_mean.npz``, mean
+    face only); the BFM UVs come from ``uv_mat_path`` cut by ``indices_path``."""
+    if model_format == "sfm":
+        return MorphableModel.from_sfm(model_path)
+    if model_format == "bfm":
+        return MorphableModel.from_bfm(model_path, uv_mat_path=uv_mat_path, indices_path=indices_path)
+    if model_format == "bfm_mean":
+        return MorphableModel.from_bfm_mean(model_path, uv_mat_path=uv_mat_path, indices_path=indices_path)
+    raise ValueError(f"unknown model_format {model_format!r}; choose 'sfm', 'bfm' or 'bfm_mean'")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from facetex.face3d.camera import rotation_to_euler
+from facetex.face3d.camera import pose_to_scale_rotation, rotation_to_euler
 from facetex.face3d.crop import (
     CROP_SIZE,
     crop_image,
@@ -190,19 +190,6 @@ def decode_params(raw: Tensor, mean: Tensor, std: Tensor, num_shape: int = NUM_S
     """Network output ``(B, 12 + S + E)`` -> :class:`DecodedParams` via ``raw * std + mean`` (in fp32)."""
     return split_params(raw.float() * std.to(raw.device, torch.float32) + mean.to(raw.device, torch.float32),
                         num_shape, num_expression)
-
-
-def pose_to_scale_rotation(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """3DDFA_V2's ``P2sRt``: pose ``(B, 3, 4)`` -> scale ``(B,)``, rotation ``(B, 3, 3)``, translation ``(B, 3)``.
-
-    The scale is the mean norm of the first two rows; the rotation's rows are those two rows
-    normalised and their cross product.
-    """
-    row1, row2 = pose[:, 0, :3], pose[:, 1, :3]
-    norm1, norm2 = row1.norm(dim=-1), row2.norm(dim=-1)
-    r1, r2 = row1 / norm1[:, None], row2 / norm2[:, None]
-    rotation = torch.stack([r1, r2, torch.linalg.cross(r1, r2, dim=-1)], dim=1)
-    return (norm1 + norm2) / 2, rotation, pose[:, :, 3]
 
 
 def pose_angles(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:

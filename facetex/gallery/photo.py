@@ -18,7 +18,7 @@ def write_photo(source: str | Path, folder: Path) -> Path:
 
     Raises what ``load_image`` raises for a missing or undecodable file.
     """
-    image = Image.fromarray(image_to_uint8(load_image(source)))
+    image = Image.fromarray(image_to_uint8(load_image(source, max_side=PHOTO_SIDE)))  # a big JPEG decodes small
     image.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.LANCZOS)
     target = folder / PHOTO_FILE
     with atomic_paths(target) as (temporary,):

@@ -191,11 +191,11 @@ class ReStyleEncoder(nn.Module):
         batch = images.shape[0]
         w = as_w_plus(latent_avg, self.n_latent, self.style_dim).to(images)
         with torch.no_grad():
-            y = generator.synthesis(w).expand(batch, -1, -1, -1)
+            y = generator.synthesis(w, noise_mode="const").expand(batch, -1, -1, -1)
         w = w.expand(batch, -1, -1)
         for _ in range(steps):
             w = w.detach() + self(self.encoder_input(images, y.detach()))
-            y = generator.synthesis(w)
+            y = generator.synthesis(w, noise_mode="const")
             yield w, y
 
     @torch.no_grad()

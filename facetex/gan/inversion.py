@@ -274,7 +274,9 @@ def _optimise_latent(
 
     def render(codes: Tensor) -> Tensor:
         ws = codes.expand(-1, generator.n_latent, -1)
-        return generator.synthesis(ws, noise=noises) if noises else generator.synthesis(ws)  # type: ignore[call-arg]
+        if noises:
+            return generator.synthesis(ws, noise=noises)  # type: ignore[call-arg]
+        return generator.synthesis(ws, noise_mode="const")
 
     losses: list[float] = []
     for step in range(config.steps):
@@ -350,20 +352,20 @@ def pivotal_tuning(
     use_locality = config.locality_weight_l2 > 0 or (perceptual is not None and config.locality_weight_perceptual > 0)
     w_avg = latent_statistics(original, config.pivot.n_mean_latent, rng)[0].to(pivot) if use_locality else None
     with torch.no_grad():
-        pivot_image = original.synthesis(pivot)
+        pivot_image = original.synthesis(pivot, noise_mode="const")
     _check_target(target, pivot_image)
     psnr_pivot = psnr(pivot_image, target)
 
     optimizer = torch.optim.Adam(tuned.parameters(), lr=config.lr)
     losses: list[float] = []
     for step in range(config.steps):
-        loss = _reconstruction_loss(tuned.synthesis(pivot), target, config.l2_weight, perceptual, config.perceptual_weight)
+        loss = _reconstruction_loss(tuned.synthesis(pivot, noise_mode="const"), target, config.l2_weight, perceptual, config.perceptual_weight)
         if use_locality and step % config.locality_interval == 0:
             with torch.no_grad():
                 codes = _locality_codes(original, pivot, w_avg, config, rng)
-                reference = original.synthesis(codes)
+                reference = original.synthesis(codes, noise_mode="const")
             loss = loss + _reconstruction_loss(
-                tuned.synthesis(codes), reference, config.locality_weight_l2, perceptual, config.locality_weight_perceptual
+                tuned.synthesis(codes, noise_mode="const"), reference, config.locality_weight_l2, perceptual, config.locality_weight_perceptual
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -372,5 +374,5 @@ def pivotal_tuning(
 
     tuned.requires_grad_(False)
     with torch.no_grad():
-        tuned_psnr = psnr(tuned.synthesis(pivot), target)
+        tuned_psnr = psnr(tuned.synthesis(pivot, noise_mode="const"), target)
     return PTIResult(generator=tuned, pivot=pivot, losses=losses, psnr_pivot=psnr_pivot, psnr=tuned_psnr)

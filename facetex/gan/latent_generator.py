@@ -15,8 +15,9 @@ class LatentGenerator(Protocol):
     """What inversion, the ReStyle encoder and the pose walk need from a StyleGAN: its W+ layout and two networks.
 
     ``mapping(z (B, style_dim)) -> w (B, style_dim)`` or W+ ``(B, n_latent, style_dim)`` with equal
-    rows (only row 0 is used); ``synthesis(ws (B, n_latent, style_dim)) -> image (B, 3, H, W)`` in
-    [-1, 1], deterministic (StyleGAN2: its stored noise, ``noise_mode="const"``).
+    rows (only row 0 is used); ``synthesis(ws (B, n_latent, style_dim), noise_mode) -> image (B, 3, H, W)`` in
+    [-1, 1]. The stages always pass ``noise_mode="const"`` (StyleGAN2's stored noise: the same image for the same
+    code); a generator called without it answers as NVlabs' does and draws new noise (``"random"``).
     """
 
     n_latent: int
@@ -24,7 +25,7 @@ class LatentGenerator(Protocol):
 
     def mapping(self, z: Tensor) -> Tensor: ...
 
-    def synthesis(self, ws: Tensor) -> Tensor: ...
+    def synthesis(self, ws: Tensor, noise_mode: str = "random") -> Tensor: ...
 
 
 @runtime_checkable

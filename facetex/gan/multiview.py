@@ -284,7 +284,7 @@ class MultiViewPipeline(nn.Module):
         turntable = render_turntable(reconstruction.vertices[0], self.model, reconstruction.fused.texture,
                                      view_yaw.tolist(), config.turntable_size)
         with torch.no_grad():
-            inverted = ((generator.synthesis(w_plus)[0] + 1) / 2).clamp(0, 1)
+            inverted = ((generator.synthesis(w_plus, noise_mode="const")[0] + 1) / 2).clamp(0, 1)
         return MultiViewResult(
             aligned=aligned, photo_pose=photo_pose, inverted=inverted, inversion_psnr=stages.final_psnr,
             inversion_stages=stages, w_plus=w_plus,
@@ -324,7 +324,7 @@ class MultiViewPipeline(nn.Module):
         if self.encoder is not None:
             w_plus = self.encoder.invert(self.generator, target, config.encoder_steps, latent_avg=self.latent_avg)[-1]
             with torch.no_grad():
-                scores["encoder"] = float(reconstruction_psnr(self.generator.synthesis(w_plus), target)[0])
+                scores["encoder"] = float(reconstruction_psnr(self.generator.synthesis(w_plus, noise_mode="const"), target)[0])
         generator = self.generator
         with torch.enable_grad():
             if config.inversion is not None:
@@ -358,7 +358,7 @@ class MultiViewPipeline(nn.Module):
             codes = codes[0]
             # w' - w = f n on every row with unit rows n, so f is the projection on any row; average them
             strengths = ((codes - w_plus) * self.boundary.to(w_plus)).sum(-1).mean(-1)
-        views = torch.cat([((generator.synthesis(code[None]) + 1) / 2).clamp(0, 1) for code in codes])
+        views = torch.cat([((generator.synthesis(code[None], noise_mode="const") + 1) / 2).clamp(0, 1) for code in codes])
         return strengths, views
 
     def _measure(self, views: Tensor) -> tuple[Tensor, Tensor, dict[int, str]]:

@@ -12,9 +12,9 @@ NVlabs' ``Generator`` (stylegan2-ada-pytorch, stylegan3) is called as::
 ``style_dim``): a call is NVlabs' when it passes the label ``c`` (a tensor or None, positionally or by name)
 or one of NVlabs' keywords. Truncation pulls the rows before ``truncation_cutoff`` towards ``w_avg``, the
 tracked average w that the loaders set (an NVlabs pickle's ``mapping.w_avg``, a rosinality or ReStyle file's
-``latent_avg``). Two NVlabs defaults differ: ``synthesis(ws)`` uses the stored noise (``'const'``, the
-project's deterministic default) where NVlabs draws it (``'random'``), so pass ``noise_mode`` explicitly
-to compare; ``G(z, c)`` draws it as NVlabs does. The state dict is the base class's (``w_avg`` is not saved).
+``latent_avg``). Noise defaults as NVlabs': ``G.synthesis(ws)`` and ``G(z, c)`` draw new noise (``'random'``);
+``noise_mode='const'`` uses the stored noise buffers (what the project's stages pass, for repeatable images).
+The state dict is the base class's (``w_avg`` is not saved).
 StyleGAN3 (``facetex.gan.stylegan3``) follows NVlabs' layout and takes these calls natively.
 """
 from __future__ import annotations
@@ -85,9 +85,10 @@ class NVlabsStyleGAN2(Generator):
             ws[:, :cutoff] = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
         return ws
 
-    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const", noise: Sequence[Tensor] | None = None,
+    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "random", noise: Sequence[Tensor] | None = None,
                   force_fp32: bool = True, update_emas: bool = False) -> Tensor:
-        """W+ (B, num_ws, w_dim) -> image (B, 3, R, R); NVlabs' ``force_fp32``/``update_emas`` change nothing here."""
+        """W+ (B, num_ws, w_dim) -> image (B, 3, R, R), new noise by default as NVlabs' ``SynthesisNetwork``;
+        NVlabs' ``force_fp32``/``update_emas`` change nothing here."""
         return super().synthesis(ws, noise_mode=noise_mode, noise=noise)
 
     def forward(self, styles: Tensor, *args: Any, **kwargs: Any) -> Tensor:
@@ -101,7 +102,7 @@ class NVlabsStyleGAN2(Generator):
                         **synthesis_kwargs: Any) -> Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
-        return self.synthesis(ws, **{"noise_mode": "random", **synthesis_kwargs})
+        return self.synthesis(ws, **synthesis_kwargs)
 
     def _check_label(self, c: Tensor | None, batch: int) -> None:
         if c is not None and c is not _ABSENT and c.numel() != 0:

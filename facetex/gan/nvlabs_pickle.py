@@ -95,9 +95,12 @@ _TORCH_GLOBALS = {
     ("builtins", "set"),
     ("builtins", "frozenset"),
 }
-_NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                  ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "_reconstruct"),
-                  ("numpy._core.multiarray", "scalar")}
+# numpy's array and scalar rebuilders under numpy 1 (``numpy.core``) and 2 (``numpy._core``) names; ``_frombuffer`` is
+# how protocol 5 stores a contiguous array (an in-band buffer, never an object array), as any pickler writes it
+# when asked for protocol 5 (Python 3.14's default).
+_NUMPY_GLOBALS = {(f"numpy.{core}.{module}", name) for core in ("core", "_core")
+                  for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                       ("numeric", "_frombuffer"))} | {("numpy", "ndarray"), ("numpy", "dtype")}
 _NVLABS_PACKAGES = ("torch_utils", "training", "dnnlib", "metrics")
 
 

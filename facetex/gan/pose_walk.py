@@ -39,15 +39,14 @@ class BoundaryFileError(InputError, ValueError):
     """A boundary file is unreadable or does not hold a usable direction."""
 
 
-def _unit_rows(direction: Tensor, source: str) -> Tensor:
-    """Each non-zero row scaled to unit norm; ``(R, d)`` -> ``(R, d)`` float32."""
+def _checked_rows(direction: Tensor, source: str) -> Tensor:
+    """``(R, d)`` -> the same rows as float32, refused when not finite or all zero."""
     direction = direction.detach().to(torch.float32)
-    norms = direction.norm(dim=-1, keepdim=True)
     if not torch.isfinite(direction).all():
         raise BoundaryFileError(f"{source} holds NaN or infinite values; re-export the boundary")
-    if (norms == 0).all():
+    if (direction == 0).all():
         raise BoundaryFileError(f"{source} is all zeros; it defines no direction")
-    return torch.where(norms > 0, direction / norms.clamp_min(torch.finfo(torch.float32).tiny), direction)
+    return direction
 
 
 def _ganspace_component(path: Path, component: int | None) -> Tensor:
@@ -75,7 +74,10 @@ def load_boundary(path: str | Path, component: int | None = None) -> Tensor:
     per W+ row, saved on CUDA; ``age.pt``/``smile.pt`` are ``(1, 512)``; ``(18, 512)`` too), read onto the CPU
     whatever device they were saved from, and GANSpace's components ``.npz`` (``lat_comp`` ``(K, 1, 512)``), of
     which ``component`` picks one (SeFa's closed-form directions come from ``facetex.gan.sefa.sefa_boundary``).
-    Each non-zero row is scaled to unit norm so that a strength means the same distance for every row.
+    The rows are kept as stored: a strength ``f`` walks ``w + f d`` as InterFaceGAN's ``linear_interpolate`` (W+),
+    e4e's ``LatentEditor.apply_interfacegan`` and 3D-GANTex's ``FaceEditor.edit`` do, so the published strengths
+    mean what they mean there (the published directions are unit-norm; a direction of another length scales the
+    walk, which :func:`calibrate` measures in degrees per unit of ``f`` like any other).
     """
     path = Path(path)
     if not path.is_file():
@@ -111,7 +113,7 @@ def load_boundary(path: str | Path, component: int | None = None) -> Tensor:
     if direction.dim() != 2 or direction.shape[1] < 2:
         raise BoundaryFileError(f"{str(path)!r} has shape {shape}; expected (1, style_dim), (n_latent, style_dim) "
                                 "or (1, n_latent, style_dim), e.g. (1, 512), (18, 512) or (1, 18, 512)")
-    return _unit_rows(direction, repr(str(path)))
+    return _checked_rows(direction, repr(str(path)))
 
 
 def _check_boundary(ws: Tensor, boundary: Tensor) -> None:
@@ -158,7 +160,7 @@ def measure_yaw(generator: LatentGenerator, yaw_estimator: YawEstimator, ws: Ten
     yaws = []
     with torch.no_grad():
         for chunk in ws.split(batch_size):
-            yaw = torch.as_tensor(yaw_estimator(generator.synthesis(chunk)))
+            yaw = torch.as_tensor(yaw_estimator(generator.synthesis(chunk, noise_mode="const")))
             if yaw.shape != (chunk.shape[0],):
                 raise ValueError(f"the yaw estimator returned shape {tuple(yaw.shape)} for {chunk.shape[0]} images; "
                                  "it must return one yaw in degrees per image, shape (B,)")

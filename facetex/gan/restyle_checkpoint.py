@@ -12,7 +12,8 @@ Everything is read with ``weights_only`` (only tensors, plain containers, ``argp
 are read off the tensors' names and shapes. pSp's and e4e's own checkpoints (``psp_ffhq_encode.pt``,
 ``e4e_ffhq_encode.pt``) are saved the same way but hold a one-pass feature-pyramid encoder
 (``GradualStyleEncoder`` / ``Encoder4Editing``, :mod:`facetex.gan.psp_encoders`), loaded strictly too, with one
-iteration. pSp's other heads (``BackboneEncoderUsingLastLayerIntoW(Plus)``) are refused with a message naming
+iteration; their coaches save ``latent_avg`` only when trained with ``--start_from_latent_avg``, and their
+inference adds it only then (a file without it inverts to ``E(x)`` alone, as theirs). pSp's other heads (``BackboneEncoderUsingLastLayerIntoW(Plus)``) are refused with a message naming
 them; their decoder still loads through :func:`facetex.gan.generator_file.load_generator`.
 """
 from __future__ import annotations
@@ -48,7 +49,10 @@ class ReStyleCheckpointError(CheckpointError):
 @dataclass(frozen=True)
 class ReStyleCheckpoint:
     """An official ReStyle / pSp / e4e release: the eval-mode encoder and decoder, ``latent_avg`` (1, n_latent, D)
-    and the number of refinement steps (ReStyle's ``opts.n_iters_per_batch``; 1 for pSp's and e4e's own)."""
+    and the number of refinement steps (ReStyle's ``opts.n_iters_per_batch``; 1 for pSp's and e4e's own).
+
+    ``latent_avg`` is the code the encoder's output is added to, as the official inference adds it: zeros for a
+    pSp / e4e trained without ``--start_from_latent_avg`` (see :func:`_start_code`)."""
 
     encoder: WPlusEncoder
     decoder: Decoder
@@ -204,16 +208,42 @@ def build_encoder(state: Mapping[str, Tensor], encoder_type: str, where: str) ->
 # --------------------------------------------------------------------------- whole files
 
 
-def _start_code(checkpoint: Mapping[str, Any], decoder: Decoder, where: str) -> Tensor:
-    """The file's ``latent_avg`` as W+ (1, n_latent, D)."""
+def _latent_avg(checkpoint: Mapping[str, Any], decoder: Decoder, where: str) -> Tensor | None:
+    """The file's ``latent_avg`` as W+ (1, n_latent, D), or None when it saved none."""
     latent_avg = checkpoint.get("latent_avg")
+    if latent_avg is None:
+        return None
     if not isinstance(latent_avg, Tensor):
-        raise ReStyleCheckpointError(f"{where} has no 'latent_avg' tensor, the encoder's start code; re-save it with "
-                                     "the net's latent_avg as the official coach does")
+        raise ReStyleCheckpointError(f"{where}: 'latent_avg' is a {type(latent_avg).__name__}, not a tensor")
     try:
         return as_w_plus(latent_avg.detach().float(), decoder.n_latent, decoder.style_dim).clone()
     except ValueError as error:
         raise ReStyleCheckpointError(f"{where}: {error}") from error
+
+
+def _start_code(checkpoint: Mapping[str, Any], decoder: Decoder, encoder_type: str, where: str) -> Tensor:
+    """The code the encoder's output is added to, W+ (1, n_latent, D), as the official inference code adds it.
+
+    ReStyle starts every inversion from ``latent_avg`` (its coach always saves it). pSp and e4e add ``latent_avg``
+    only when trained with ``--start_from_latent_avg`` (their coaches save it only then): without it the code is
+    ``E(x)`` alone (zeros here). With the option but no saved ``latent_avg``, e4e's ``pSp.__load_latent_avg``
+    averages 10,000 mapped z (``decoder.mean_latent(10000)``, seeded here so that the result repeats), while pSp's
+    own code has nothing to add and fails, so such a pSp file is refused.
+    """
+    latent_avg = _latent_avg(checkpoint, decoder, where)
+    if encoder_type in PYRAMID_ENCODERS:
+        if not _options(checkpoint).get("start_from_latent_avg", latent_avg is not None):
+            return torch.zeros(1, decoder.n_latent, decoder.style_dim)
+        if latent_avg is None and encoder_type == "Encoder4Editing":
+            mean = decoder.mean_latent(10000, torch.Generator().manual_seed(0))  # type: ignore[call-arg]
+            return as_w_plus(mean.detach().float(), decoder.n_latent, decoder.style_dim).clone()
+    if latent_avg is None:
+        raise ReStyleCheckpointError(
+            f"{where} has no 'latent_avg' tensor, the code its {encoder_type} adds its output to"
+            + (" (its opts say start_from_latent_avg, and pSp's coach then saves it)" if encoder_type in PYRAMID_ENCODERS
+               else " (ReStyle starts from latent_avg's image, and its coach always saves it)")
+            + "; the file is incomplete: use the released checkpoint as downloaded")
+    return latent_avg
 
 
 def _require_encoder_checkpoint(checkpoint: Any, where: str) -> None:
@@ -223,15 +253,18 @@ def _require_encoder_checkpoint(checkpoint: Any, where: str) -> None:
                                      f"encoder.* and decoder.* entries, found {found})")
 
 
-def decoder_from_checkpoint(checkpoint: Any, path: str | Path) -> tuple[Decoder, Tensor]:
-    """The decoder of a loaded pSp / e4e / ReStyle checkpoint and its ``latent_avg`` (1, style_dim) (row 0)."""
+def decoder_from_checkpoint(checkpoint: Any, path: str | Path) -> tuple[Decoder, Tensor | None]:
+    """The decoder of a loaded pSp / e4e / ReStyle checkpoint and its ``latent_avg`` (1, style_dim) (row 0), or None
+    for a file that saved none (a pSp / e4e trained without ``--start_from_latent_avg``)."""
     where = repr(str(path))
     _require_encoder_checkpoint(checkpoint, where)
     decoder = build_decoder(_entries(checkpoint["state_dict"], "decoder."), where)
-    latent_avg = _start_code(checkpoint, decoder, where)[:, 0]
+    latent_avg = _latent_avg(checkpoint, decoder, where)
+    if latent_avg is None:
+        return decoder, None
     if isinstance(decoder, NVlabsStyleGAN2):
-        decoder.set_w_avg(latent_avg)
-    return decoder, latent_avg
+        decoder.set_w_avg(latent_avg[:, 0])
+    return decoder, latent_avg[:, 0]
 
 
 def load_restyle_checkpoint(path: str | Path) -> ReStyleCheckpoint:
@@ -249,7 +282,7 @@ def restyle_from_checkpoint(checkpoint: Any, path: str | Path) -> ReStyleCheckpo
     if (encoder.n_latent, encoder.style_dim) != (decoder.n_latent, decoder.style_dim):
         raise ReStyleCheckpointError(f"{where}: the encoder predicts ({encoder.n_latent}, {encoder.style_dim}) W+ codes "
                                      f"but its decoder takes ({decoder.n_latent}, {decoder.style_dim})")
-    start = _start_code(checkpoint, decoder, where)
+    start = _start_code(checkpoint, decoder, str(opts.get("encoder_type", "")), where)
     iterations = (int(opts.get("n_iters_per_batch") or RESTYLE_INFERENCE_ITERATIONS)
                   if isinstance(encoder, ReStyleEncoder) else 1)
     encoder.iterations = iterations

@@ -300,11 +300,12 @@ class Generator(nn.Module):
         z = torch.randn(n, self.style_dim, generator=rng, device=rng.device if rng is not None else device)
         return self.mapping(z.to(device)).mean(dim=0, keepdim=True)
 
-    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const", noise: Sequence[Tensor] | None = None) -> Tensor:
+    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "random", noise: Sequence[Tensor] | None = None) -> Tensor:
         """W+ codes (B, n_latent, style_dim) -> RGB (B, 3, size, size).
 
-        ``noise_mode``: "const" uses the stored ``noises`` buffers (deterministic), "random" draws new
-        noise, "none" adds none. ``noise`` (one (B or 1, 1, r, r) per layer) overrides the mode.
+        ``noise_mode``: "random" (the default, as NVlabs' ``synthesis`` and rosinality's ``randomize_noise``) draws
+        new noise, "const" uses the stored ``noises`` buffers (deterministic), "none" adds none. ``noise`` (one
+        (B or 1, 1, r, r) per layer) overrides the mode.
         """
         if ws.ndim != 3 or ws.shape[1:] != (self.n_latent, self.style_dim):
             raise ValueError(f"ws must be (B, {self.n_latent}, {self.style_dim}), got {tuple(ws.shape)}")

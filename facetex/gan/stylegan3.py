@@ -362,9 +362,10 @@ class SynthesisNetwork(nn.Module):
             self.add_module(name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True,
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = True,
                 update_emas: bool = False) -> torch.Tensor:
-        """W+ -> image. NVlabs' keywords are accepted: StyleGAN3 has no noise inputs and runs in float32 here."""
+        """W+ -> image. NVlabs' keywords and defaults are accepted: StyleGAN3 has no noise inputs (every
+        ``noise_mode`` gives the same image) and runs in float32 here."""
         if noise_mode not in ("random", "const", "none") or update_emas:
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none' and update_emas False, got "
                              f"{noise_mode!r}, {update_emas!r}")

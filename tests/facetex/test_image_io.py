@@ -1,4 +1,5 @@
-"""``load_image``: exact pixels back, EXIF orientation, mode conversions, and one clear error per bad input."""
+"""``load_image``: exact pixels back, EXIF orientation, mode conversions, the working size, and one clear error per
+bad input (decompression bombs included)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
-from facetex.face3d.image_io import IMAGE_SUFFIXES, ImageDecodeError, decode_image, load_image
+from facetex.face3d.image_io import (
+    IMAGE_SUFFIXES,
+    WORKING_SIDE,
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+    load_image,
+)
+from foundation.errors import InputError
+from tests.image_fixtures import bomb_png
 
 _ORIENTATION_TAG = 0x0112
 
@@ -97,3 +107,56 @@ def test_every_listed_file_type_decodes_from_disk_and_from_bytes(tmp_path: Path,
     assert torch.equal(decode_image((tmp_path / f"face{suffix}").read_bytes(), f"face{suffix}"), image)
     difference = np.abs(image.permute(1, 2, 0).numpy().astype(int) - array.astype(int))
     assert difference.max() == 0 if lossless else difference.mean() < 3
+
+
+def test_a_decompression_bomb_is_one_clear_decode_error(tmp_path: Path) -> None:
+    bomb = bomb_png(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 100
+    with pytest.raises(ImageTooLargeError, match=r"'.*bomb.png' is too large to decode safely: Image size .*Scale it down") as caught:
+        load_image(bomb)
+    assert isinstance(caught.value, ImageDecodeError) and isinstance(caught.value, InputError)  # a per-photo skip
+    with pytest.raises(ImageTooLargeError, match="member.png"):
+        decode_image(bomb.read_bytes(), "member.png")
+
+
+def test_photos_larger_than_the_working_size_are_scaled_down_right_after_decoding(tmp_path: Path) -> None:
+    y, x = np.mgrid[0:300, 0:400]
+    array = np.stack([x * 255 // 399, y * 255 // 299, (x + y) * 255 // 698], axis=-1).astype(np.uint8)
+    Image.fromarray(array).save(tmp_path / "wide.png")
+    image = load_image(tmp_path / "wide.png", max_side=100)
+    assert image.shape == (3, 75, 100)
+    reference = np.asarray(Image.fromarray(array).resize((100, 75), Image.Resampling.LANCZOS))
+    assert np.abs(image.permute(1, 2, 0).numpy().astype(int) - reference).max() <= 1
+    assert load_image(tmp_path / "wide.png", max_side=None).shape == (3, 300, 400)
+    assert load_image(tmp_path / "wide.png", max_side=400).shape == (3, 300, 400)  # never enlarged
+    Image.new("RGB", (WORKING_SIDE + 52, 10)).save(tmp_path / "long.png")
+    assert load_image(tmp_path / "long.png", WORKING_SIDE).shape == (3, 10, WORKING_SIDE)
+    assert load_image(tmp_path / "long.png").shape == (3, 10, WORKING_SIDE + 52)  # as stored unless asked
+    with pytest.raises(InputError, match="integer >= 64"):
+        load_image(tmp_path / "wide.png", max_side=0)
+
+
+def test_the_working_size_applies_after_the_exif_rotation(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[_ORIENTATION_TAG] = 6  # stored 300 wide, 120 high; shown 120 wide, 300 high
+    Image.new("RGB", (300, 120), "white").save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg", max_side=150).shape == (3, 150, 60)
+
+
+def test_a_big_jpeg_is_decoded_at_a_reduced_dct_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JPEG decoder itself works at 1/8 of the stored size: the full-size picture never exists in memory."""
+    y, x = np.mgrid[0:1600, 0:1200]
+    array = np.stack([x * 255 // 1199, y * 255 // 1599, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    Image.fromarray(array).save(tmp_path / "big.jpg", quality=95)
+    decoded_sizes = []
+    original_load = JpegImagePlugin.JpegImageFile.load
+
+    def spy(self: JpegImagePlugin.JpegImageFile):  # type: ignore[no-untyped-def]
+        decoded_sizes.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    image = load_image(tmp_path / "big.jpg", max_side=200)
+    assert image.shape == (3, 200, 150) and decoded_sizes[0] == (150, 200)
+    reference = np.asarray(Image.fromarray(array).resize((150, 200), Image.Resampling.LANCZOS)).astype(int)
+    assert np.abs(image.permute(1, 2, 0).numpy().astype(int) - reference).mean() < 2

@@ -11,9 +11,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules import synthetic_faces
-from datamodules.synthetic_faces import SyntheticFacesDataModule, load_morphable_model
-from facetex.face3d.camera import euler_to_rotation, project
-from lightning_modules.face_regressor import FaceRegressorModule, draw_points, image_grid, pose_matrix, pose_to_euler
+from datamodules.synthetic_faces import SyntheticFacesDataModule
+from facetex.face3d.camera import euler_to_rotation, pose_matrix, pose_to_euler, project
+from facetex.face3d.drawing import draw_points, image_grid
+from facetex.face3d.morphable_model import load_morphable_model
+from lightning_modules.face_regressor import FaceRegressorModule
 
 
 def write_tiny_face(path: Path, seed: int = 0, grid: int = 12) -> Path:

@@ -24,6 +24,7 @@ from facetex.face3d.detector import ScoreThresholdError
 from facetex.gan.multiview import MultiViewConfig
 from lightning_modules.gan_encoder import GANEncoderModule
 from lightning_modules.gantex import EncoderCheckpointError, GANTex, RandomGenerator, load_encoder
+from tests.image_fixtures import bomb_png
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_VIEWS = 8  # the demo config's strengths -3..4
@@ -111,11 +112,13 @@ def test_photo_without_a_face_is_skipped_and_logged(tmp_path: Path, shared_asset
 
 def test_folder_with_a_broken_photo_writes_the_good_one_and_reports_the_other(
         tmp_path: Path, shared_assets: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A corrupt photo is skipped and logged like a photo without a face; two_faces.jpg, run with it, says which of
-    its two faces was used (log and metrics.json), and its faceless random-generator views are said to be expected."""
+    """A corrupt photo and a decompression bomb are skipped and logged like a photo without a face; two_faces.jpg, run
+    with them, says which of its two faces was used (log and metrics.json), and its faceless random-generator views
+    are said to be expected."""
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    bomb_png(photos / "bomb.png")
     (photos / "two_faces.jpg").write_bytes((shared_assets / "faces" / "two_faces.jpg").read_bytes())
     config = tiny_config(tmp_path, shared_assets)
     with caplog.at_level(logging.WARNING, logger="lightning_modules.gantex"):
@@ -125,6 +128,7 @@ def test_folder_with_a_broken_photo_writes_the_good_one_and_reports_the_other(
     assert sorted(p.parent.name for p in faces.glob("*/metrics.json")) == ["two_faces"]
     messages = [record.getMessage() for record in caplog.records]
     assert any(m.startswith("skipping broken") and "broken.jpg" in m and "cannot decode" in m for m in messages)
+    assert any(m.startswith("skipping bomb") and "bomb.png" in m and "too large to decode safely" in m for m in messages)
     metrics = json.loads((faces / "two_faces" / "metrics.json").read_text())
     assert metrics["faces"]["faces_found"] == 2 and len(metrics["faces"]["used_box"]) == 4
     assert metrics["faces"]["used_score"] > 0.99 and "2 faces found" in metrics["faces"]["note"]
@@ -132,7 +136,7 @@ def test_folder_with_a_broken_photo_writes_the_good_one_and_reports_the_other(
     assert "expected" in metrics["views_note"] and "random_generator" in metrics["views_note"]
     assert any("two_faces" in m and "expected, the generator is the seeded random one" in m for m in messages)
     writer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, FaceWriter))
-    assert writer.summary(faces) == (f"wrote 1 photo folder(s) to {faces.resolve()}; skipped 1 photo(s), see the "
+    assert writer.summary(faces) == (f"wrote 1 photo folder(s) to {faces.resolve()}; skipped 2 photo(s), see the "
                                      f"warnings above; gallery: {(faces / 'index.html').resolve().as_uri()}")
 
 

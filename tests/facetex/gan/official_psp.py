@@ -59,15 +59,20 @@ def reference_pyramid_encoder(state: dict[str, Tensor], x: Tensor, n_styles: int
     return torch.stack(rows, dim=1)
 
 
-def save_psp(path: Path, decoder: torch.nn.Module, encoder_type: str, seed: int = 0, **opts) -> tuple[dict[str, Tensor],
-                                                                                                       Tensor]:
-    """torch.save({'state_dict', 'opts', 'latent_avg'}) as pSp's / e4e's coach does (latent_avg repeated per style);
-    returns the encoder tensors and latent_avg (n_latent, style_dim)."""
+def save_psp(path: Path, decoder: torch.nn.Module, encoder_type: str, seed: int = 0,
+             start_from_latent_avg: bool = True, save_latent_avg: bool | None = None,
+             **opts) -> tuple[dict[str, Tensor], Tensor]:
+    """torch.save({'state_dict', 'opts', 'latent_avg'}) as pSp's / e4e's coach does (latent_avg repeated per style,
+    saved only with ``start_from_latent_avg`` unless ``save_latent_avg`` says otherwise); returns the encoder tensors
+    and latent_avg (n_latent, style_dim)."""
     encoder = psp_encoder_state(decoder.n_latent, seed, decoder.style_dim)
     state = {f"encoder.{k}": v for k, v in encoder.items()}
     state.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
     latent_avg = torch.randn(decoder.style_dim, generator=torch.Generator().manual_seed(seed + 1))
     latent_avg = latent_avg.repeat(decoder.n_latent, 1)
-    torch.save({"state_dict": state, "latent_avg": latent_avg,
-                "opts": {"encoder_type": encoder_type, "input_nc": 3, "start_from_latent_avg": True, **opts}}, path)
+    checkpoint = {"state_dict": state, "opts": {"encoder_type": encoder_type, "input_nc": 3,
+                                                "start_from_latent_avg": start_from_latent_avg, **opts}}
+    if start_from_latent_avg if save_latent_avg is None else save_latent_avg:
+        checkpoint["latent_avg"] = latent_avg
+    torch.save(checkpoint, path)
     return encoder, latent_avg

@@ -1,4 +1,5 @@
-"""Direction files in the shapes, dtypes and devices the official repositories publish them."""
+"""Direction files in the shapes, dtypes and devices the official repositories publish them, walked as the official
+editors walk them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facetex.gan.pose_walk import BoundaryFileError, load_boundary
+from facetex.gan.pose_walk import BoundaryFileError, apply_walk, load_boundary
 
 
 @contextmanager
@@ -23,12 +24,25 @@ def saved_as_cuda() -> Iterator[None]:
         torch.serialization._package_registry.remove(entry)
 
 
-def test_interfacegan_float64_boundary_reads_as_a_unit_float32_row(tmp_path: Path) -> None:
-    direction = np.random.default_rng(0).normal(size=(1, 512))  # float64, as InterFaceGAN's train_boundary saves
+def test_interfacegan_float64_boundary_reads_as_its_float32_row(tmp_path: Path) -> None:
+    direction = np.random.default_rng(0).normal(size=(1, 512))
+    direction /= np.linalg.norm(direction)  # float64 and unit-norm, as InterFaceGAN's train_boundary saves it
     np.save(tmp_path / "stylegan_ffhq_pose_w_boundary.npy", direction)
     loaded = load_boundary(tmp_path / "stylegan_ffhq_pose_w_boundary.npy")
     assert loaded.shape == (1, 512) and loaded.dtype == torch.float32
-    np.testing.assert_allclose(loaded.numpy(), direction / np.linalg.norm(direction), atol=1e-7)
+    np.testing.assert_allclose(loaded.numpy(), direction, atol=1e-7)
+
+
+def test_a_direction_that_is_not_unit_norm_walks_as_the_official_editors_walk_it(tmp_path: Path) -> None:
+    """InterFaceGAN (W+), e4e and 3D-GANTex all edit ``latent + f * direction`` with the file's vector as it is."""
+    direction = 2.5 * torch.nn.functional.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(3)))
+    torch.save(direction, tmp_path / "scaled.pt")
+    np.save(tmp_path / "scaled.npy", direction.numpy())
+    latent = torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(4))
+    for name in ("scaled.pt", "scaled.npy"):
+        loaded = load_boundary(tmp_path / name)
+        torch.testing.assert_close(apply_walk(latent, loaded, torch.tensor([-3.0, 2.0]))[0],
+                                   torch.stack([latent[0] - 3.0 * direction, latent[0] + 2.0 * direction]))
 
 
 def test_e4e_pose_direction_of_shape_1_18_512_saved_on_cuda(tmp_path: Path) -> None:
@@ -48,8 +62,7 @@ def test_e4e_age_smile_and_per_row_directions(tmp_path: Path, shape: tuple[int, 
     direction = torch.randn(shape, generator=torch.Generator().manual_seed(2)) * 3
     torch.save(direction, tmp_path / "age.pt")
     loaded = load_boundary(tmp_path / "age.pt")
-    rows = direction.reshape(-1, 512)
-    torch.testing.assert_close(loaded, rows / rows.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(loaded, direction.reshape(-1, 512))
 
 
 def test_other_shapes_and_contents_are_refused_naming_the_accepted_shapes(tmp_path: Path) -> None:

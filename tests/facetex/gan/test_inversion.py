@@ -62,16 +62,16 @@ def noisy_target(generator: Generator, w_star: Tensor) -> tuple[Tensor, list[Ten
 
 def test_w_plus_inversion_recovers_a_generated_image(generator: Generator, w_star: Tensor) -> None:
     with torch.no_grad():
-        target = generator.synthesis(w_star)
+        target = generator.synthesis(w_star, noise_mode="const")
     flags = [p.requires_grad for p in generator.parameters()]
     result = invert(generator, target, InversionConfig(steps=600, n_mean_latent=2000), rng=torch.Generator().manual_seed(0))
     w_avg = latent_statistics(generator, 2000, torch.Generator().manual_seed(0))[0]
-    start = psnr(generator.synthesis(w_avg[:, None].expand_as(w_star)), target)
+    start = psnr(generator.synthesis(w_avg[:, None].expand_as(w_star), noise_mode="const"), target)
     print(f"W+ inversion PSNR {result.psnr.tolist()} dB (mean-latent start {start.tolist()} dB)")
     assert result.psnr.min().item() >= 30.0
     assert result.w_plus.shape == (2, generator.n_latent, STYLE_DIM) and result.noise is None
     assert len(result.losses) == 600 and result.losses[-1] < 0.05 * result.losses[0]
-    torch.testing.assert_close(result.image, generator.synthesis(result.w_plus))
+    torch.testing.assert_close(result.image, generator.synthesis(result.w_plus, noise_mode="const"))
     assert [p.requires_grad for p in generator.parameters()] == flags
     assert all(p.grad is None for p in generator.parameters())
 
@@ -79,7 +79,7 @@ def test_w_plus_inversion_recovers_a_generated_image(generator: Generator, w_sta
 def test_init_code_is_the_starting_point(generator: Generator, w_star: Tensor) -> None:
     """Three small steps from the true w* stay at w* (near-perfect PSNR); from w_avg they get nowhere."""
     with torch.no_grad():
-        target = generator.synthesis(w_star)
+        target = generator.synthesis(w_star, noise_mode="const")
     config = InversionConfig(steps=3, lr=1e-3, n_mean_latent=500)
     started = invert(generator, target, config, rng=torch.Generator().manual_seed(0), init=w_star)
     from_mean = invert(generator, target, config, rng=torch.Generator().manual_seed(0))
@@ -98,7 +98,7 @@ def test_init_code_is_the_starting_point(generator: Generator, w_star: Tensor) -
 
 def test_w_inversion_returns_one_shared_code(generator: Generator, w_star: Tensor) -> None:
     with torch.no_grad():
-        target = generator.synthesis(w_star)
+        target = generator.synthesis(w_star, noise_mode="const")
     result = invert(generator, target, InversionConfig(steps=40, w_plus=False, n_mean_latent=500))
     assert torch.equal(result.w_plus, result.w_plus[:, :1].expand_as(result.w_plus))
     assert result.losses[-1] < result.losses[0]
@@ -140,7 +140,7 @@ def test_pti_reaches_detail_the_pivot_cannot(generator: Generator, noisy_target:
 
 def test_locality_regulariser_keeps_the_tuned_generator_near_the_original(generator: Generator, w_star: Tensor) -> None:
     pivot = w_star[:1]
-    target = small_generator(seed=1).synthesis(pivot).detach()  # another network's image
+    target = small_generator(seed=1).synthesis(pivot, noise_mode="const").detach()  # another network's image
     rng = torch.Generator().manual_seed(0)
     free = pivotal_tuning(generator, target, pivot, PTIConfig(steps=60, lr=3e-3, locality_weight_l2=0.0), rng=rng)
     rng = torch.Generator().manual_seed(0)
@@ -148,9 +148,9 @@ def test_locality_regulariser_keeps_the_tuned_generator_near_the_original(genera
     probe = torch.randn(8, STYLE_DIM, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         w_probe = 0.5 * generator.mapping(probe)[:, None].expand(-1, generator.n_latent, -1) + 0.5 * pivot
-        reference = generator.synthesis(w_probe)
-        drift_free = psnr(free.generator.synthesis(w_probe), reference).mean()
-        drift_regularised = psnr(regularised.generator.synthesis(w_probe), reference).mean()
+        reference = generator.synthesis(w_probe, noise_mode="const")
+        drift_free = psnr(free.generator.synthesis(w_probe, noise_mode="const"), reference).mean()
+        drift_regularised = psnr(regularised.generator.synthesis(w_probe, noise_mode="const"), reference).mean()
     print(f"agreement with G near the pivot: free {drift_free:.2f} dB, regularised {drift_regularised:.2f} dB")
     assert drift_regularised > drift_free + 1.0
     assert (regularised.psnr > regularised.psnr_pivot).all()
@@ -158,7 +158,7 @@ def test_locality_regulariser_keeps_the_tuned_generator_near_the_original(genera
 
 def test_pti_finds_its_own_pivot_and_checks_shapes(generator: Generator, w_star: Tensor) -> None:
     with torch.no_grad():
-        target = generator.synthesis(w_star)
+        target = generator.synthesis(w_star, noise_mode="const")
     config = PTIConfig(steps=3, locality_weight_l2=0.0, pivot=InversionConfig(steps=10, w_plus=False, n_mean_latent=100))
     result = pivotal_tuning(generator, target, config=config)
     assert result.pivot.shape == (2, generator.n_latent, STYLE_DIM)
@@ -200,7 +200,7 @@ class ToyGenerator(nn.Module):
     def mapping(self, z: Tensor) -> Tensor:
         return z
 
-    def synthesis(self, ws: Tensor) -> Tensor:
+    def synthesis(self, ws: Tensor, noise_mode: str = "random") -> Tensor:  # noise-free: every mode alike
         return torch.tanh(self.linear(ws.flatten(1))).view(-1, 3, 8, 8)
 
 
@@ -209,7 +209,7 @@ def test_any_latent_generator_is_invertible_and_errors_are_clear() -> None:
     toy = ToyGenerator()
     ws_star = torch.randn(2, 2, 4) * 0.5
     with torch.no_grad():
-        target = toy.synthesis(ws_star)
+        target = toy.synthesis(ws_star, noise_mode="const")
     result = invert(toy, target, InversionConfig(steps=300, lr=0.05, n_mean_latent=100))
     assert result.psnr.min().item() > 40.0
     torch.testing.assert_close(result.w_plus, ws_star, atol=1e-2, rtol=0)

@@ -38,8 +38,13 @@ def test_stylegan2_pickle_answers_nvlabs_calls_as_nvlabs(tmp_path: Path) -> None
         torch.testing.assert_close(G(z, None, truncation_psi=0.7, truncation_cutoff=2, noise_mode="const"), expected,
                                    atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(G(z, torch.zeros(3, 0), 0.7, 2, noise_mode="const"), expected, atol=1e-4, rtol=1e-4)
-        # NVlabs' default noise_mode in G(z, c) is 'random': two calls differ
+        # NVlabs' default noise_mode, in G(z, c) and in G.synthesis(ws) alike, is 'random': two calls differ
         assert not torch.equal(G(z, None), G(z, None))
+        assert not torch.equal(G.synthesis(ws), G.synthesis(ws))
+        torch.manual_seed(5)
+        drawn = G.synthesis(ws)
+        torch.manual_seed(5)
+        torch.testing.assert_close(drawn, G.synthesis(ws, noise_mode="random"), rtol=0, atol=0)
         # the project's interface is unchanged: mapping(z) -> (B, D), forward(styles, ...) rosinality's
         assert G.mapping(z).shape == (3, SG2_W_DIM)
         truncated = state["mapping.w_avg"] + 0.7 * (w - state["mapping.w_avg"])  # every row

@@ -11,7 +11,7 @@ import math
 import pickle
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -134,8 +134,10 @@ def nvlabs_code(tmp_path: Path) -> Iterator[dict[str, ModuleType]]:
             sys.modules.pop(name, None)
 
 
-def write_snapshot(path: Path, modules: dict[str, ModuleType], generator: Generator, **replace) -> None:
-    """Pickle an NVlabs training snapshot: G, D, G_ema, augment_pipe, training_set_kwargs."""
+def write_snapshot(path: Path, modules: dict[str, ModuleType], generator: Generator, protocol: int = 4,
+                   edit_g_ema: Callable[[nn.Module], None] | None = None, **replace) -> None:
+    """Pickle an NVlabs training snapshot: G, D, G_ema, augment_pipe, training_set_kwargs (with ``protocol``;
+    ``edit_g_ema`` changes the pickled G_ema before it is written)."""
     easydict = modules["dnnlib"].EasyDict
     sg3, sg2 = modules["training.networks_stylegan3"], modules["training.networks_stylegan2"]
     kwargs = easydict({key: value for key, value in TINY_KWARGS.items() if key != "mapping_kwargs"},
@@ -149,8 +151,10 @@ def write_snapshot(path: Path, modules: dict[str, ModuleType], generator: Genera
                 "G_ema": as_nvlabs(generator, sg3, kwargs), "augment_pipe": augment,
                 "training_set_kwargs": easydict(path="ffhq.zip", resolution=16, use_labels=False)}
     snapshot.update(replace)
+    if edit_g_ema is not None:
+        edit_g_ema(snapshot["G_ema"])
     with path.open("wb") as handle:
-        pickle.dump(snapshot, handle)
+        pickle.dump(snapshot, handle, protocol=protocol)
 
 
 def tiny_generator(seed: int) -> Generator:
@@ -248,6 +252,29 @@ def test_a_state_that_does_not_fit_its_config_is_reported(tmp_path: Path) -> Non
         load_nvlabs_pickle(path)
     with pytest.raises(NVlabsPickleError, match="sr_antialias"):
         load_nvlabs_pickle(unknown)
+
+
+def test_a_protocol_5_pickle_written_under_numpy_2_loads_as_legacy_py_loads_it(tmp_path: Path) -> None:
+    """Python 3.8+ pickles with protocol 5 on request (3.14 by default); numpy then writes every contiguous array as
+    ``numpy._core.numeric._frombuffer`` over an in-band buffer, e.g. a ``SynthesisInput`` built with ``size=[w, h]``
+    (NVlabs' ``np.broadcast_to(np.asarray(size), [2])`` of a list is such an array). NVlabs' ``legacy.py`` reads it
+    with the plain ``pickle.Unpickler``."""
+    original, path = tiny_generator(seed=0), tmp_path / "protocol5.pkl"
+    side = original.synthesis.input.size
+
+    def size_as_width_height(g_ema: nn.Module) -> None:
+        g_ema.synthesis.input.size = np.broadcast_to(np.asarray([side, side]), [2])
+        assert g_ema.synthesis.input.size.flags.c_contiguous
+
+    with nvlabs_code(tmp_path) as modules:
+        write_snapshot(path, modules, original, protocol=5, edit_g_ema=size_as_width_height)
+    assert b"numpy._core.numeric" in path.read_bytes() and b"_frombuffer" in path.read_bytes()
+    loaded = load_nvlabs_pickle(path)
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(loaded(z, truncation_psi=0.7), original(z, truncation_psi=0.7))
+    assert np.array_equal(read_nvlabs_pickle(path)["G_ema"].children()["synthesis"].children()["input"]
+                          .state["size"], [side, side])
 
 
 def test_numpy_1_names_of_the_official_pickles_resolve(tmp_path: Path) -> None:

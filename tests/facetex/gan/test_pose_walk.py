@@ -59,7 +59,7 @@ class RenderedHeadGenerator(nn.Module):
     def true_yaw(self, ws: Tensor) -> Tensor:
         return YAW_SLOPE * ((ws.mean(1) - self.w_avg) @ self.yaw_direction)
 
-    def synthesis(self, ws: Tensor) -> Tensor:
+    def synthesis(self, ws: Tensor, noise_mode: str = "random") -> Tensor:  # noise-free: every mode alike
         offset = ws.mean(1) - self.w_avg
         batch = ws.shape[0]
         pitch = PITCH_SLOPE * (offset @ self.pitch_direction)
@@ -153,6 +153,25 @@ def test_learn_calibrate_and_views_recover_the_hidden_pose_direction(stand_in):
     assert (generator.true_yaw(views.flatten(0, 1)).reshape(3, -1) - asked).abs().max() <= 4.0
 
 
+def test_a_longer_direction_walks_further_per_unit_and_the_calibration_still_gives_degrees(stand_in):
+    """A direction file of length 3 (official editors walk ``w + f d`` with it as it is): three times the degrees per
+    unit strength, a third of the strengths for the same asked yaws, and views at the asked yaws all the same."""
+    generator, estimator = stand_in
+    ws = generator.mapping(torch.randn(2, STYLE_DIM, generator=torch.Generator().manual_seed(6)))
+    unit = generator.yaw_direction[None]
+    calibrations = [calibrate(generator, length * unit, estimator, ws, strengths=[-1.0, 0.0, 1.0], batch_size=32)
+                    for length in (1.0, 3.0)]
+    assert calibrations[1].pooled_slope == pytest.approx(3 * calibrations[0].pooled_slope, rel=0.05)
+    assert calibrations[0].pooled_slope == pytest.approx(YAW_SLOPE, rel=0.1)
+    asked = torch.tensor([-30.0, 0.0, 30.0])
+    base = generator.true_yaw(ws)
+    torch.testing.assert_close(calibrations[1].strength_for(asked, base), calibrations[0].strength_for(asked, base) / 3,
+                               rtol=0.05, atol=0.05)
+    views, measured = calibrations[1].views_at(ws, asked, refine_steps=1)
+    assert (measured - asked).abs().max() <= 2.5, measured
+    assert (generator.true_yaw(views.flatten(0, 1)).reshape(2, -1) - asked).abs().max() <= 4.0
+
+
 def test_apply_walk_adds_strength_times_boundary_to_every_row():
     ws = torch.randn(2, 5, 8)
     boundary = torch.nn.functional.normalize(torch.randn(1, 8), dim=-1)
@@ -172,13 +191,13 @@ def test_load_boundary_formats_and_errors(tmp_path):
     np.save(tmp_path / "pose_boundary.npy", direction)
     loaded = load_boundary(tmp_path / "pose_boundary.npy")
     assert loaded.shape == (1, 512) and loaded.dtype == torch.float32
-    torch.testing.assert_close(loaded, torch.from_numpy(direction / np.linalg.norm(direction)))
+    torch.testing.assert_close(loaded, torch.from_numpy(direction))
 
     per_row = torch.randn(18, 512) * 3
     torch.save(per_row, tmp_path / "pose.pt")
     loaded = load_boundary(tmp_path / "pose.pt")
     assert loaded.shape == (18, 512)
-    torch.testing.assert_close(loaded.norm(dim=1), torch.ones(18))
+    torch.testing.assert_close(loaded, per_row)
 
     np.save(tmp_path / "zero.npy", np.zeros((1, 512), np.float32))
     np.save(tmp_path / "cube.npy", np.ones((2, 3, 4), np.float32))

@@ -68,15 +68,16 @@ def test_synthesis_shape_noise_modes_and_errors() -> None:
     generator = tiny_generator()
     ws = generator.mapping(torch.randn(2, 32)).unsqueeze(1).repeat(1, generator.n_latent, 1)
     with torch.no_grad():
-        const = generator.synthesis(ws)
+        const = generator.synthesis(ws, noise_mode="const")
         assert const.shape == (2, 3, 32, 32) and torch.isfinite(const).all()
         torch.testing.assert_close(generator.synthesis(ws, noise_mode="const"), const)
         assert not torch.allclose(generator.synthesis(ws, noise_mode="random"), const)
+        assert not torch.allclose(generator.synthesis(ws), const)  # new noise by default, as NVlabs' and rosinality's
         zeros = [torch.zeros(1, *shape) for shape in generator.noise_shapes()]
         torch.testing.assert_close(generator.synthesis(ws, noise_mode="none"), generator.synthesis(ws, noise=zeros))
         assert not torch.allclose(generator.synthesis(ws, noise_mode="none"), const)
     with pytest.raises(ValueError, match=r"ws must be \(B, 8, 32\)"):
-        generator.synthesis(ws[:, :5])
+        generator.synthesis(ws[:, :5], noise_mode="const")
     with pytest.raises(ValueError, match="noise_mode"):
         generator.synthesis(ws, noise_mode="fixed")  # type: ignore[arg-type]
 
@@ -84,7 +85,7 @@ def test_synthesis_shape_noise_modes_and_errors() -> None:
 def test_every_w_plus_row_drives_the_image() -> None:
     generator = tiny_generator()
     ws = generator.mean_latent(64).unsqueeze(1).repeat(1, generator.n_latent, 1).requires_grad_(True)
-    generator.synthesis(ws).square().sum().backward()
+    generator.synthesis(ws, noise_mode="const").square().sum().backward()
     assert (ws.grad.abs().sum(dim=(0, 2)) > 0).all()
 
 
@@ -95,12 +96,12 @@ def test_forward_mapping_and_truncation() -> None:
         w = generator.mapping(z)
         torch.testing.assert_close(generator.mapping(4.0 * z), w)  # PixelNorm makes mapping scale-invariant
         ws = w.unsqueeze(1).repeat(1, generator.n_latent, 1)
-        torch.testing.assert_close(generator(z, noise_mode="const"), generator.synthesis(ws))
-        torch.testing.assert_close(generator(ws, input_is_latent=True, noise_mode="const"), generator.synthesis(ws))
+        torch.testing.assert_close(generator(z, noise_mode="const"), generator.synthesis(ws, noise_mode="const"))
+        torch.testing.assert_close(generator(ws, input_is_latent=True, noise_mode="const"), generator.synthesis(ws, noise_mode="const"))
         w_avg = generator.mean_latent(256, rng=torch.Generator().manual_seed(3))
         assert w_avg.shape == (1, 32)
         torch.testing.assert_close(w_avg, generator.mean_latent(256, rng=torch.Generator().manual_seed(3)))
-        centre = generator.synthesis(w_avg.unsqueeze(1).expand(3, generator.n_latent, -1))
+        centre = generator.synthesis(w_avg.unsqueeze(1).expand(3, generator.n_latent, -1), noise_mode="const")
         torch.testing.assert_close(
             generator(z, truncation=0.0, truncation_latent=w_avg, noise_mode="const"), centre
         )
@@ -112,8 +113,8 @@ def test_double_precision_matches_single() -> None:
     generator = tiny_generator()
     ws = torch.randn(1, generator.n_latent, 32)
     with torch.no_grad():
-        single = generator.synthesis(ws)
-        double = generator.double().synthesis(ws.double())
+        single = generator.synthesis(ws, noise_mode="const")
+        double = generator.double().synthesis(ws.double(), noise_mode="const")
     assert double.dtype == torch.float64
     torch.testing.assert_close(double.float(), single, atol=1e-4, rtol=1e-4)
 
@@ -145,9 +146,9 @@ def test_train_py_checkpoint_round_trip(tmp_path: Path) -> None:
     assert latent_avg is None and not loaded.training
     ws = torch.randn(2, g_ema.n_latent, 32)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.synthesis(ws), g_ema.synthesis(ws), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.synthesis(ws, noise_mode="const"), g_ema.synthesis(ws, noise_mode="const"), rtol=0, atol=0)
         loaded_g, _ = load_rosinality(path, key="g")
-        torch.testing.assert_close(loaded_g.synthesis(ws), g.synthesis(ws), rtol=0, atol=0)
+        torch.testing.assert_close(loaded_g.synthesis(ws, noise_mode="const"), g.synthesis(ws, noise_mode="const"), rtol=0, atol=0)
 
 
 def test_converted_checkpoint_returns_latent_avg(tmp_path: Path) -> None:
