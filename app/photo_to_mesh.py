@@ -1,13 +1,16 @@
 """The photo -> face folder job: one photo in, a textured mesh, a grid and its scores out, with a progress bar.
 
 The stages, each a core function: ``image_io.load_image`` -> ``pipeline.regress_landmarks`` (FaceBoxes +
-3DDFA_V2) -> ``reconstruction.fit_views`` -> ``reconstruction.texture_views`` -> ``render.rerender``
+3DDFA_V2) -> the geometry (``reconstruction.regressor_geometry`` for 3DDFA_V2's own BFM mesh: its pose and mesh
+exactly; ``reconstruction.fit_views`` with the rotation anchored to the regressor's for another model) ->
+``reconstruction.texture_views`` -> ``render.rerender``
 and ``render.render_turntable`` -> ``app.face_outputs.write_face_folder`` (``face.obj/.mtl/.png``,
 ``face.ply``, ``grid.png``, ``metrics.json``), optionally ``app.face_tensorboard.log_photo``.
 :func:`add_to_gallery` then copies the photo beside them and rebuilds the gallery of the folder above.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +25,7 @@ from facetex.face3d.detector import FaceDetector, check_score_threshold
 from facetex.face3d.image_io import load_image
 from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceModelName, load_face_model, regress_face
 from facetex.face3d.rasterizer import active_backend
-from facetex.face3d.reconstruction import fit_views, texture_views
+from facetex.face3d.reconstruction import fit_views, is_regressor_model, regressor_geometry, texture_views
 from facetex.face3d.regressor import FaceRegressor
 from facetex.face3d.render import render_turntable, rerender, score_masks, score_views
 from facetex.face3d.texture import TexelSource
@@ -31,6 +34,8 @@ from foundation.errors import InputError
 from foundation.files import creation_blocker
 
 DEFAULT_YAWS = (-45.0, -20.0, 0.0, 20.0, 45.0)
+POSE_CHANGE_LIMIT = 3.0  # degrees a landmark fit may turn the regressor's pose before the run says so
+log = logging.getLogger(__name__)
 # what metrics.json's rerender psnr/ssim are scored over (its covered_psnr/covered_ssim: every pixel the mesh covers)
 SCORED_IN = {
     True: "face skin mask: the pixels the mesh covers minus the mouth interior and non-skin colours outside the "
@@ -118,9 +123,21 @@ def photo_to_mesh(
     stage("detect + 3DDFA landmarks")
     regression, face = regress_face(photo, detector, regressor, crop_policy)
     stage("fit face model")
-    fit = fit_views(model, regression.landmarks[:, :, :2])
+    screen = None
+    if is_regressor_model(model):  # 3DDFA_V2's own mesh: its pose (and coefficients) exactly, nothing to fit
+        fit, screen = regressor_geometry(model, regression)
+        geometry = "regressor: 3DDFA_V2's mesh and pose (recon_vers + similar_transform)"
+    else:
+        fit = fit_views(model, regression.landmarks[:, :, :2], rotations=regression.rotation)
+        geometry = "landmark fit of shape and expression, rotation anchored to 3DDFA_V2's"
+    pose_change = float(fit.rotation_change.max())
+    pose_note = None
+    if pose_change > POSE_CHANGE_LIMIT:
+        pose_note = (f"the landmark fit turned the regressor's head pose by {pose_change:.1f} deg (more than "
+                     f"{POSE_CHANGE_LIMIT:g}): the landmarks disagree with 3DDFA_V2's pose; check the renders")
+        log.warning(pose_note)
     stage("fuse texture")
-    reconstruction = texture_views(model, image, fit, texture_size)
+    reconstruction = texture_views(model, image, fit, texture_size, screen_vertices=screen)
     stage("re-render + score")
     scored = rerender(image, reconstruction, model)
     covered_psnr, covered_ssim = score_views(scored.renders, image, scored.masks)
@@ -142,6 +159,9 @@ def photo_to_mesh(
         "pose_degrees": {"yaw": float(fit.yaw[0, 0]), "pitch": float(fit.pitch[0, 0]), "roll": float(fit.roll[0, 0])},
         "regressor_pose_degrees": {"yaw": float(regression.yaw[0]), "pitch": float(regression.pitch[0]),
                                    "roll": float(regression.roll[0])},
+        "geometry": geometry,
+        "pose_change_degrees": pose_change,
+        "pose_note": pose_note,
         "landmark_rmse_px": float(fit.rmse[0, 0]),
         "texel_sources": {
             source.name.lower(): fused.fraction(source) for source in TexelSource if source != TexelSource.OUTSIDE

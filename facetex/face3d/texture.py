@@ -393,8 +393,17 @@ def confirmed_mirror(texture: Tensor, mirrored: Tensor, available: Tensor, seen:
     holes = region & ~seen & available
     if not holes.any():
         return holes
-    smooth = membrane_fill(texture, seen, region)
-    shading = _masked_blur(mirrored, available, size / 64.0)
+    # both references are smooth: computed on a map of at most 256 texels and upsampled
+    factor = max(1, size // 256)
+    coarse_seen = F.avg_pool2d(seen[None, None].float(), factor)[0, 0]
+    coarse = F.avg_pool2d((texture * seen)[None], factor)[0] / coarse_seen.clamp_min(1e-6)
+    coarse_region = F.avg_pool2d(region[None, None].float(), factor)[0, 0] > 0
+    smooth = membrane_fill(coarse, coarse_seen >= 0.5, coarse_region)
+    coarse_available = F.avg_pool2d(available[None, None].float(), factor)[0, 0]
+    coarse_mirror = F.avg_pool2d((mirrored * available)[None], factor)[0] / coarse_available.clamp_min(1e-6)
+    shading = _masked_blur(coarse_mirror, coarse_available >= 0.5, size / 64.0 / factor)
+    smooth, shading = (F.interpolate(x[None], size=texture.shape[-2:], mode="bilinear", align_corners=False)[0]
+                       for x in (smooth, shading))
     shading_ok = (shading - smooth).abs().amax(dim=0) <= config.symmetry_shading_tolerance
     detail_ok = (mirrored - smooth).abs().amax(dim=0) <= config.symmetry_tolerance
     plausible = holes & shading_ok & (features | detail_ok)
