@@ -78,7 +78,7 @@ def photo_to_mesh(
     image_path: str | Path,
     out_dir: str | Path,
     assets: AssetPaths,
-    face_model: FaceModelName = "sfm",
+    face_model: FaceModelName = "bfm",
     texture_size: int = 1024,
     yaws: Sequence[float] = DEFAULT_YAWS,
     progress: bool = True,
@@ -137,7 +137,8 @@ def photo_to_mesh(
                      f"{POSE_CHANGE_LIMIT:g}): the landmarks disagree with 3DDFA_V2's pose; check the renders")
         log.warning(pose_note)
     stage("fuse texture")
-    reconstruction = texture_views(model, image, fit, texture_size, screen_vertices=screen)
+    reconstruction = texture_views(model, image, fit, texture_size, screen_vertices=screen,
+                                   landmarks=regression.landmarks[:, :, :2])
     stage("re-render + score")
     scored = rerender(image, reconstruction, model)
     covered_psnr, covered_ssim = score_views(scored.renders, image, scored.masks)

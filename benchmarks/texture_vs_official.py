@@ -197,7 +197,7 @@ def surrey_row(model: MorphableModel, image: Tensor, regression: FaceRegression,
     """The Surrey-model map of the photo job's chain (rotation anchored to the regressor's), re-rendered on its own
     mesh and scored inside the hand-drawn skin it covers; its mask's precision/recall; the midline strip."""
     fit = fit_views(model, regression.landmarks[:, :, :2], rotations=regression.rotation)
-    reconstruction = texture_views(model, image, fit, size)
+    reconstruction = texture_views(model, image, fit, size, landmarks=regression.landmarks[:, :, :2])
     texture = reconstruction.fused.texture
     renders, covered = render_textured(reconstruction.screen_vertices, model.triangles, layout_uv(model.uv, size),
                                        texture[None], tuple(image.shape[-2:]))
@@ -222,7 +222,8 @@ def compare_photo(photo: Path, face: dict[str, Any], model: MorphableModel, dete
     image = pixels.float()[None] / 255.0
     regression, _ = regress_face(pixels, detector, regressor)
     fit, screen = regressor_geometry(model, regression)
-    reconstruction = texture_views(model, image, fit, size, screen_vertices=screen)
+    reconstruction = texture_views(model, image, fit, size, screen_vertices=screen,
+                                   landmarks=regression.landmarks[:, :, :2])
     ours = reconstruction.fused
     truth = hand_drawn_skin(photo.stem, *image.shape[-2:])
     row: dict[str, Any] = {"photo": photo.name}
@@ -239,7 +240,8 @@ def compare_photo(photo: Path, face: dict[str, Any], model: MorphableModel, dete
     top, left, bottom, right = crop_box(mesh[0], *image.shape[-2:])  # the rest is scored on the face's crop
     image = image[..., top:bottom, left:right].contiguous()
     mesh = mesh - mesh.new_tensor([left, top, 0.0])
-    masks = skin_masks(model, image, mesh, FusionConfig())
+    masks = skin_masks(model, image, mesh, FusionConfig(),
+                       regression.landmarks[:, :, :2] - regression.landmarks.new_tensor([left, top]))
     maps = {"ours": ours.texture} if official is None else {"official": official, "ours": ours.texture}
 
     region = face_region(model, size)

@@ -102,14 +102,14 @@ def regressor_geometry(model: MorphableModel, regression: FaceRegression) -> tup
 
 def texture_views(
     model: MorphableModel, images: Tensor, fit: LandmarkFit, texture_size: int, config: FusionConfig = FusionConfig(),
-    screen_vertices: Tensor | None = None,
+    screen_vertices: Tensor | None = None, landmarks: Tensor | None = None,
 ) -> FaceReconstruction:
     """Fuse K images ``(K, 3, H, W)`` (uint8 or [0, 1]) into the UV texture of the fitted face.
 
     ``fit`` is the multi-view fit of one face (batch 1) over the same K images; ``screen_vertices`` ``(K, V, 3)``
     places the mesh in the images when given (:func:`regressor_geometry`), else ``fit``'s camera projects it. With
     ``config.skin_mask`` (and a model marking the brows, eyes and inner lips), only each view's face skin feeds the
-    texture (:func:`skin_masks`).
+    texture (:func:`skin_masks`, its mouth and skin sample from ``landmarks`` ``(K, 68, 2)`` when given).
     """
     if model.uv is None:
         raise ValueError("the face model has no texture coordinates; load it with its UV file to build a texture")
@@ -122,7 +122,7 @@ def texture_views(
     vertices = model(fit.shape.expand(num_views, -1), fit.expression[0])  # (K, V, 3)
     screen = project(vertices, fit.rotation[0], fit.scale[0], fit.translation[0]) if screen_vertices is None \
         else screen_vertices
-    masks = skin_masks(model, images, screen, config) if config.skin_mask else None
+    masks = skin_masks(model, images, screen, config, landmarks) if config.skin_mask else None
     fused = fuse_texture(images, screen, model.triangles, model.uv, texture_size, model.symmetry, config, masks,
                          symmetric_features(model))
     return FaceReconstruction(fit=fit, vertices=vertices, screen_vertices=screen, fused=fused, masks=masks)
@@ -147,12 +147,16 @@ def symmetric_features(model: MorphableModel) -> Tensor | None:
     return symmetric_feature_vertices(model.mean, landmarks)
 
 
-def skin_masks(model: MorphableModel, images: Tensor, screen_vertices: Tensor, config: FusionConfig) -> Tensor | None:
+def skin_masks(model: MorphableModel, images: Tensor, screen_vertices: Tensor, config: FusionConfig,
+               landmarks: Tensor | None = None) -> Tensor | None:
     """``(K, H, W)`` bool face-skin mask of each view (``face_mask.face_skin_mask``), from the mesh's own landmarks.
 
     images: ``(K, 3, H, W)`` uint8 or [0, 1]; screen_vertices: ``(K, V, 3)``. Landmarks the model does not mark
-    (the Surrey model's jaw contour) are left out of the polygons. None when it lacks any brow or eye landmark or
-    more than half of the inner lips (the polygons need them): then every pixel may feed the map.
+    (the Surrey model's jaw contour) are left out of the polygons. ``landmarks`` ``(K, 68, 2)``: the views' measured
+    landmarks (3DDFA_V2's), used for the mouth and the skin sample instead of the mesh's own: the BFM mean face has
+    no expression, so its inner lips stay closed over an open mouth (teeth fed ffhq_00009's map). None when the
+    model lacks any brow or eye landmark or more than half of the inner lips (the polygons need them): then every
+    pixel may feed the map.
     """
     present, index = _landmark_rows(model, images.device)
     if not present[list(BROWS + EYES)].all() or int(present[list(MOUTH_INTERIOR)].sum()) < 4:
@@ -164,7 +168,8 @@ def skin_masks(model: MorphableModel, images: Tensor, screen_vertices: Tensor, c
     inner = inner_face_vertices(model.mean, landmarks_of(model.mean))
     images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     return torch.stack([
-        face_skin_mask(image, vertices, model.triangles, landmarks_of(vertices[:, :2]), inner, config.skin_threshold,
-                       config.skin_erosion)
-        for image, vertices in zip(images, screen_vertices)
+        face_skin_mask(image, vertices, model.triangles, landmarks_of(vertices[:, :2]) if marks is None else marks,
+                       inner, config.skin_threshold, config.skin_erosion)
+        for image, vertices, marks in zip(images, screen_vertices,
+                                          [None] * len(images) if landmarks is None else landmarks.float())
     ])

@@ -376,37 +376,48 @@ def feather(weights: Tensor, chart_mask: Tensor, config: FusionConfig) -> Tensor
 
 def confirmed_mirror(texture: Tensor, mirrored: Tensor, available: Tensor, seen: Tensor, region: Tensor,
                      features: Tensor, config: FusionConfig) -> Tensor:
-    """``(T, T)`` bool: the unseen texels whose mirror may be copied, because the mirror side is seen and looks like
-    what this side's neighbourhood shows.
+    """``(T, T)`` bool: the unseen texels whose mirror's detail may be copied (as gradients, ``inpaint.membrane_fill``
+    then sets their level from the seen texels around the hole), because the mirror side is seen and looks like what
+    this side shows.
 
     texture: ``(3, T, T)`` the views' blend (read where ``seen``); mirrored: ``(3, T, T)`` each texel's mirror colour,
     ``available`` ``(T, T)`` where the mirror point was seen; seen: ``(T, T)`` texels some view saw; region: ``(T, T)``
     the chart (and gutter); features: ``(T, T)`` texels of the anatomically symmetric features (eyes, brows, nose,
-    lips). What this side shows is the smooth membrane fill of its seen texels (``inpaint.membrane_fill``). A mirror is
-    confirmed where its blurred colour (sigma T / 64: the shading) is within ``symmetry_shading_tolerance`` of that,
-    and, outside the features, where each texel is within ``symmetry_tolerance`` of it: letters, a logo, a parting
-    or a one-sided shadow stand out from the skin around the hole and are not copied; an eye or a nostril, which a
-    face has on both sides, is. Rejected texels grow by T / 128 (at least 2) so the soft rim of a letter stays behind
-    too.
+    lips). Near this side's seen texels (within T / 32) the reference is what they show: the smooth membrane fill from
+    them; the mirror is confirmed where its blurred colour (sigma T / 64: the shading) is within
+    ``symmetry_shading_tolerance`` of it and, outside the features, each texel within ``symmetry_tolerance``. Deeper in
+    a hole (half a profile) this side shows nothing to compare with; there, outside the features, each mirror texel
+    must be within ``symmetry_tolerance`` of the mirror's own surroundings (its blur at sigma T / 128): skin detail
+    passes, letters, a logo or a parting, which stand out from the skin around them, do not; a soft one-sided shadow
+    deep inside a hole is the one thing this cannot tell from shading. Rejected texels grow by T / 128 (at least 2) so
+    the soft rim of a letter stays behind too.
     """
     size = texture.shape[-1]
     holes = region & ~seen & available
     if not holes.any():
         return holes
-    # both references are smooth: computed on a map of at most 256 texels and upsampled
+    # the references are smooth: computed on a map of at most 256 texels and upsampled
     factor = max(1, size // 256)
-    coarse_seen = F.avg_pool2d(seen[None, None].float(), factor)[0, 0]
-    coarse = F.avg_pool2d((texture * seen)[None], factor)[0] / coarse_seen.clamp_min(1e-6)
+
+    def coarse(values: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+        share = F.avg_pool2d(where[None, None].float(), factor)[0, 0]
+        return F.avg_pool2d((values * where)[None], factor)[0] / share.clamp_min(1e-6), share >= 0.5
+
+    def fine(values: Tensor) -> Tensor:
+        return F.interpolate(values[None], size=texture.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+    seen_values, seen_coarse = coarse(texture, seen)
     coarse_region = F.avg_pool2d(region[None, None].float(), factor)[0, 0] > 0
-    smooth = membrane_fill(coarse, coarse_seen >= 0.5, coarse_region)
-    coarse_available = F.avg_pool2d(available[None, None].float(), factor)[0, 0]
-    coarse_mirror = F.avg_pool2d((mirrored * available)[None], factor)[0] / coarse_available.clamp_min(1e-6)
-    shading = _masked_blur(coarse_mirror, coarse_available >= 0.5, size / 64.0 / factor)
-    smooth, shading = (F.interpolate(x[None], size=texture.shape[-2:], mode="bilinear", align_corners=False)[0]
-                       for x in (smooth, shading))
+    smooth = fine(membrane_fill(seen_values, seen_coarse, coarse_region))
+    mirror_values, mirror_coarse = coarse(mirrored, available)
+    shading = fine(_masked_blur(mirror_values, mirror_coarse, size / 64.0 / factor))
+    surroundings = fine(_masked_blur(mirror_values, mirror_coarse, size / 128.0 / factor))
+    reach = max(1, size // 32)
+    near = F.max_pool2d(seen[None, None].float(), 2 * reach + 1, stride=1, padding=reach)[0, 0] > 0
     shading_ok = (shading - smooth).abs().amax(dim=0) <= config.symmetry_shading_tolerance
-    detail_ok = (mirrored - smooth).abs().amax(dim=0) <= config.symmetry_tolerance
-    plausible = holes & shading_ok & (features | detail_ok)
+    detail_near = (mirrored - smooth).abs().amax(dim=0) <= config.symmetry_tolerance
+    detail_deep = (mirrored - surroundings).abs().amax(dim=0) <= config.symmetry_tolerance
+    plausible = holes & torch.where(near, shading_ok & (features | detail_near), features | detail_deep)
     grow = max(2, round(size / 128))
     rejected = F.max_pool2d((holes & ~plausible)[None, None].float(), 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0
     return plausible & ~rejected

@@ -53,10 +53,10 @@ def test_photo_to_mesh_writes_a_textured_mesh_grid_and_metrics(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the staging folder is gone
 
     mesh = trimesh.load(out / "face.obj", process=False, force="mesh")
-    assert mesh.vertices.shape == (3448, 3) and mesh.faces.shape == (6736, 3)
+    assert mesh.vertices.shape == (38365, 3) and mesh.faces.shape == (76073, 3)  # the default: 3DDFA_V2's BFM
     texture = np.asarray(mesh.visual.material.image.convert("RGB"))
     assert texture.shape == (256, 256, 3) and texture.std() > 20  # a real, linked, non-flat texture
-    assert trimesh.load(out / "face.ply", process=False).visual.vertex_colors.shape == (3448, 4)
+    assert trimesh.load(out / "face.ply", process=False).visual.vertex_colors.shape == (38365, 4)
     assert Image.open(out / "grid.png").size == (7 * 256, 2 * (256 + 20))
 
     written = json.loads((out / "metrics.json").read_text())
@@ -69,10 +69,13 @@ def test_photo_to_mesh_writes_a_textured_mesh_grid_and_metrics(
     assert 0.5 * metrics["rerender"]["mask_fraction"] < metrics["rerender"]["score_mask_fraction"]
     assert metrics["rerender"]["score_mask_fraction"] < metrics["rerender"]["mask_fraction"]
     assert metrics["rerender_scored_in"].startswith("face skin mask") and metrics["rerender"]["covered_psnr"] > 20.0
-    assert metrics["landmark_rmse_px"] < 15.0  # a 1024 px photo, the face ~600 px wide
+    # a 1024 px photo, the face ~600 px wide; the BFM mean face lacks the smile's expression (measured 17.3 px)
+    assert metrics["landmark_rmse_px"] < 25.0
     assert 20.0 < metrics["pose_degrees"]["yaw"] < 50.0  # the regressor's independent estimate is ~32
+    assert metrics["pose_degrees"] == metrics["regressor_pose_degrees"] and metrics["pose_change_degrees"] == 0.0
+    assert metrics["geometry"].startswith("regressor") and metrics["pose_note"] is None
     sources = metrics["texel_sources"]
-    assert sources["view"] > 0.5 and sources["symmetry"] > 0.2 and abs(sum(sources.values()) - 1.0) < 1e-6
+    assert sources["view"] > 0.5 and sources["symmetry"] > 0.05 and abs(sum(sources.values()) - 1.0) < 1e-6
 
 
 def test_views_of_a_known_face_recover_its_texture(assets: AssetPaths) -> None:
