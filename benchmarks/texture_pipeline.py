@@ -51,7 +51,7 @@ STAGES: dict[str, list[tuple[object, str]]] = {
     "read photo": [(job, "load_image")],
     "detect (FaceBoxes)": [(FaceDetector, "detect_faces")],
     "crop + 3DDFA_V2 (2 passes)": [(FaceRegressor, "from_boxes")],
-    "landmark fit": [(job, "fit_views")],
+    "geometry (regressor mesh, or landmark fit)": [(job, "regressor_geometry"), (job, "fit_views")],
     "UV chart raster": [(texture, "build_uv_chart")],
     "view z-buffer raster": [(texture, "rasterize")],
     "visibility + view weights + sampling": [(texture, "sample_view")],
