@@ -1,8 +1,10 @@
 """The photo -> face folder job: one photo in, a textured mesh, a grid and its scores out, with a progress bar.
 
 The stages, each a core function: ``image_io.load_image`` (at the working size, ``image_io.WORKING_SIDE``) ->
-``pipeline.regress_landmarks`` (FaceBoxes + 3DDFA_V2) -> ``reconstruction.fit_views`` ->
-``reconstruction.texture_views`` -> ``render.rerender`` and ``render.render_turntable`` ->
+``pipeline.regress_landmarks`` (FaceBoxes + 3DDFA_V2) -> the geometry (``reconstruction.regressor_geometry`` for
+3DDFA_V2's own BFM mesh: its pose and mesh exactly; ``reconstruction.fit_views`` with the rotation anchored to the
+regressor's for another model) -> ``reconstruction.texture_views`` -> ``render.rerender`` and
+``render.render_turntable`` ->
 ``app.face_outputs.write_face_folder`` (``face.obj/.mtl/.png``, ``face.ply``, ``grid.png``, ``metrics.json``),
 optionally ``app.face_tensorboard.log_photo``. :func:`add_to_gallery` then copies the photo beside them and
 rebuilds the gallery of the folder above.
@@ -13,6 +15,7 @@ stops the job within a fraction of a second wherever it is, and nothing is writt
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -33,7 +36,13 @@ from facetex.face3d.image_io import WORKING_SIDE, check_max_side, load_image
 from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.pipeline import AssetPaths, CropPolicy, FaceChoice, FaceModelName, load_face_model, regress_face
 from facetex.face3d.rasterizer import active_backend
-from facetex.face3d.reconstruction import FaceReconstruction, fit_views, texture_views
+from facetex.face3d.reconstruction import (
+    FaceReconstruction,
+    fit_views,
+    is_regressor_model,
+    regressor_geometry,
+    texture_views,
+)
 from facetex.face3d.regressor import FaceRegression, FaceRegressor
 from facetex.face3d.render import Rerender, render_turntable, rerender, score_masks, score_views
 from facetex.face3d.texture import TexelSource
@@ -42,6 +51,8 @@ from foundation.errors import InputError
 from foundation.files import creation_blocker
 
 DEFAULT_YAWS = (-45.0, -20.0, 0.0, 20.0, 45.0)
+POSE_CHANGE_LIMIT = 3.0  # degrees a landmark fit may turn the regressor's pose before the run says so
+log = logging.getLogger(__name__)
 # what metrics.json's rerender psnr/ssim are scored over (its covered_psnr/covered_ssim: every pixel the mesh covers)
 SCORED_IN = {
     True: "face skin mask: the pixels the mesh covers minus the mouth interior and non-skin colours outside the "
@@ -60,6 +71,7 @@ class Computed(NamedTuple):
     regression: FaceRegression
     face: FaceChoice
     fit: LandmarkFit
+    geometry: str
     reconstruction: FaceReconstruction
     scored: Rerender
     covered_psnr: Tensor
@@ -112,7 +124,7 @@ def photo_to_mesh(
     image_path: str | Path,
     out_dir: str | Path,
     assets: AssetPaths,
-    face_model: FaceModelName = "sfm",
+    face_model: FaceModelName = "bfm",
     texture_size: int = 1024,
     yaws: Sequence[float] = DEFAULT_YAWS,
     progress: bool = True,
@@ -163,24 +175,37 @@ def photo_to_mesh(
         stage("detect + 3DDFA landmarks", cancel)
         regression, face = regress_face(photo, detector, regressor, crop_policy)
         stage("fit face model", cancel)
-        fit = fit_views(model, regression.landmarks[:, :, :2])
+        screen = None
+        if is_regressor_model(model):  # 3DDFA_V2's own mesh: its pose (and coefficients) exactly, nothing to fit
+            fit, screen = regressor_geometry(model, regression)
+            geometry = "regressor: 3DDFA_V2's mesh and pose (recon_vers + similar_transform)"
+        else:
+            fit = fit_views(model, regression.landmarks[:, :, :2], rotations=regression.rotation)
+            geometry = "landmark fit of shape and expression, rotation anchored to 3DDFA_V2's"
         stage("fuse texture", cancel)
-        reconstruction = texture_views(model, image, fit, texture_size)
+        reconstruction = texture_views(model, image, fit, texture_size, screen_vertices=screen,
+                                       landmarks=regression.landmarks[:, :, :2])
         stage("re-render + score", cancel)
         scored = rerender(image, reconstruction, model)
         covered_psnr, covered_ssim = score_views(scored.renders, image, scored.masks)
         turntable = render_turntable(reconstruction.vertices[0], model, reconstruction.fused.texture, yaws, 256)
         check_cancelled(cancel)
-        return Computed(image, model, regression, face, fit, reconstruction, scored, covered_psnr, covered_ssim,
-                        turntable)
+        return Computed(image, model, regression, face, fit, geometry, reconstruction, scored, covered_psnr,
+                        covered_ssim, turntable)
 
     try:
-        (image, model, regression, face, fit, reconstruction, scored, covered_psnr, covered_ssim,
+        (image, model, regression, face, fit, geometry, reconstruction, scored, covered_psnr, covered_ssim,
          turntable) = run_cancellable(compute, "photo_to_mesh")
     except BaseException:
         bar.close()  # the bar's line ends before the caller prints why
         raise
     stage("write files")
+    pose_change = float(fit.rotation_change.max())
+    pose_note = None
+    if pose_change > POSE_CHANGE_LIMIT:
+        pose_note = (f"the landmark fit turned the regressor's head pose by {pose_change:.1f} deg (more than "
+                     f"{POSE_CHANGE_LIMIT:g}): the landmarks disagree with 3DDFA_V2's pose; check the renders")
+        log.warning(pose_note)
     fused = reconstruction.fused
     metrics = {
         "image": str(image_path),
@@ -198,6 +223,9 @@ def photo_to_mesh(
         "pose_degrees": {"yaw": float(fit.yaw[0, 0]), "pitch": float(fit.pitch[0, 0]), "roll": float(fit.roll[0, 0])},
         "regressor_pose_degrees": {"yaw": float(regression.yaw[0]), "pitch": float(regression.pitch[0]),
                                    "roll": float(regression.roll[0])},
+        "geometry": geometry,
+        "pose_change_degrees": pose_change,
+        "pose_note": pose_note,
         "landmark_rmse_px": float(fit.rmse[0, 0]),
         "texel_sources": {
             source.name.lower(): fused.fraction(source) for source in TexelSource if source != TexelSource.OUTSIDE

@@ -9,7 +9,10 @@ texture at 1024 (``rasterize_uv`` + ``interpolate`` of per-vertex colours, the
 image. With ``--sim3dr PATH`` (the folder holding 3DDFA_V2's built ``Sim3DR_Cython``
 extension, built outside this repository) the same rasters are also timed with Sim3DR's
 ``rasterize_triangles`` (a, b) and ``rasterize`` (c) in the same process, and the table
-gives the ratios. Real meshes come from ``../shared/assets`` (or ``$SHARED_ASSETS``);
+gives the ratios. Every compared call's output is also checked against ours (:func:`agreement`): the
+pixels covered by one and not the other, the share of covered pixels where the same triangle wins, the
+largest depth difference and how many pixels differ by more than 0.01, and for (c) the largest colour difference in 8-bit grey levels (Sim3DR takes
+colours in [0, 1] and writes ``uint8(255 c)``). Real meshes come from ``../shared/assets`` (or ``$SHARED_ASSETS``);
 when absent, a generated grid mesh of the same size stands in and the table says so.
 The compared calls are timed in turn, round after round (so load from other processes
 falls on all alike); medians after warm-ups, wall-clock and process CPU time.
@@ -33,7 +36,7 @@ from tqdm import tqdm
 
 from benchmarks.machine import ASSETS, machine, machine_line, write_json
 from facetex.face3d.camera import euler_to_rotation, project
-from facetex.face3d.rasterizer import active_backend, interpolate, rasterize, rasterize_uv, uv_to_pixels
+from facetex.face3d.rasterizer import Backend, active_backend, interpolate, rasterize, rasterize_uv, uv_to_pixels
 
 
 def reference_rasterize(screen_vertices: Tensor, faces: Tensor, image_size: tuple[int, int]
@@ -190,21 +193,25 @@ class Sim3DR:
         triangles = np.ascontiguousarray(faces.cpu().numpy(), dtype=np.int32)
         return np.ascontiguousarray(vertices, dtype=np.float32), triangles
 
-    def rasterize_triangles(self, vertices: np.ndarray, triangles: np.ndarray, height: int, width: int) -> None:
-        """Triangle ids, barycentrics and depth (``rasterize_triangles``)."""
+    def rasterize_triangles(self, vertices: np.ndarray, triangles: np.ndarray, height: int, width: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Triangle ids ``(H, W)`` (-1 empty) and depth ``(H, W)`` in our sign (+inf empty), from ``rasterize_triangles``."""
         depth = np.full((height, width), -1e8, dtype=np.float32)
-        triangle = np.zeros((height, width), dtype=np.int32)
+        triangle = np.full((height, width), -1, dtype=np.int32)
         barycentric = np.zeros((height * width, 3), dtype=np.float32)
         self.module.rasterize_triangles(vertices, triangles, depth, triangle, barycentric, len(triangles),
                                         height, width)
+        return triangle, np.where(depth > -1e8, -depth, np.inf)
 
     def rasterize(self, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray, height: int, width: int
-                  ) -> None:
-        """A colour image interpolated from per-vertex colours (``rasterize``, as ``Sim3DR.rasterize``)."""
+                  ) -> np.ndarray:
+        """A ``(H, W, C)`` uint8 image interpolated from per-vertex colours in [0, 1] (``rasterize``, as
+        ``Sim3DR.rasterize``: it writes ``uint8(255 c)`` itself, so colours must not be scaled by 255 first)."""
         image = np.zeros((height, width, colours.shape[1]), dtype=np.uint8)
         depth = np.full((height, width), -1e8, dtype=np.float32)
         self.module.rasterize(image, vertices, triangles, colours, depth, len(triangles), height, width,
                               colours.shape[1])
+        return image
 
 
 @dataclass
@@ -213,6 +220,28 @@ class Row:
     ours: Timing  # the C++ backend
     torch: Timing  # the pure-PyTorch backend
     sim3dr: Timing | None
+    agreement: dict[str, str]  # peer ("torch", "sim3dr") -> how its output compares with ours (:func:`agreement`)
+
+
+def agreement(ours: tuple[Tensor | np.ndarray, ...], theirs: tuple[Tensor | np.ndarray, ...]) -> str:
+    """How a peer's raster compares with ours, both ``(triangle_id (H, W), depth (H, W))`` (-1 / +inf empty) or
+    ``(colour (H, W, C) in 8-bit levels, covered (H, W))``: pixels covered by only one of the two, then (ids) the
+    share of pixels both cover where the same triangle wins and the largest depth difference there, or (colours)
+    the largest colour difference there in grey levels."""
+    first, second = (np.asarray(a.cpu() if isinstance(a, Tensor) else a) for a in ours[:2])
+    other_first, other_second = (np.asarray(a.cpu() if isinstance(a, Tensor) else a) for a in theirs[:2])
+    if first.ndim == 3:  # colours
+        both = second & other_second
+        differ = int((second != other_second).sum())
+        largest = float(np.abs(first.astype(np.float64) - other_first.astype(np.float64))[both].max(initial=0.0))
+        return f"{differ} px covered by one only; colour max {largest:.1f} levels"
+    covered, other_covered = first >= 0, other_first >= 0
+    both = covered & other_covered
+    same = float((first[both] == other_first[both]).mean()) if both.any() else 1.0
+    gaps = np.abs(second[both].astype(np.float64) - other_second[both])
+    close = int((gaps > 0.01).sum())
+    return (f"{int((covered != other_covered).sum())} px covered by one only; same triangle {same:.2%}; depth max "
+            f"{float(gaps.max(initial=0.0)):.2g} ({close} px off by more than 0.01)")
 
 
 def measure(runs: int, sizes: tuple[int, int, int] = (512, 1024, 128), sim3dr: Sim3DR | None = None,
@@ -224,10 +253,19 @@ def measure(runs: int, sizes: tuple[int, int, int] = (512, 1024, 128), sim3dr: S
     rows = []
 
     def compare(case: str, ours: Callable[[], object], torch_backend: Callable[[], object],
-                peer: Callable[[], object] | None) -> None:
+                peer: Callable[[], object] | None, output: Callable[[str, object], tuple]) -> None:
+        """Time the calls in turn, then compare each peer's output (``output(name, result)``) with ours."""
         calls = {"ours": ours, "torch": torch_backend} | ({"sim3dr": peer} if peer else {})
         timings = time_in_turn(calls, runs, warmup)
-        rows.append(Row(case, timings["ours"], timings["torch"], timings.get("sim3dr")))
+        reference = output("ours", ours())
+        checks = {name: agreement(reference, output(name, call())) for name, call in calls.items() if name != "ours"}
+        rows.append(Row(case, timings["ours"], timings["torch"], timings.get("sim3dr"), checks))
+
+    def ids_and_depth(name: str, result: object) -> tuple:
+        if name == "sim3dr":
+            return result  # type: ignore[return-value]
+        fragments = result
+        return fragments.triangle_id[0], fragments.depth[0]  # type: ignore[attr-defined]
 
     for load in (bfm_screen_mesh, sfm_screen_mesh):
         screen, faces, source = load(image_size)
@@ -237,7 +275,7 @@ def measure(runs: int, sizes: tuple[int, int, int] = (512, 1024, 128), sim3dr: S
             peer = lambda: sim3dr.rasterize_triangles(vertices, triangles, image_size, image_size)  # noqa: E731
         compare(f"(a) image {image_size}x{image_size}, {source}: ids + barycentrics + depth",
                 lambda: rasterize(screen, faces, image_size, backend="cpp"),
-                lambda: rasterize(screen, faces, image_size, backend="torch"), peer)
+                lambda: rasterize(screen, faces, image_size, backend="torch"), peer, ids_and_depth)
 
     uv, uv_faces, source = bfm_uv_mesh()
     texels = torch.cat([uv_to_pixels(uv, uv_size), torch.zeros(len(uv), 1)], dim=1)
@@ -246,13 +284,23 @@ def measure(runs: int, sizes: tuple[int, int, int] = (512, 1024, 128), sim3dr: S
     compare(f"(b) UV {uv_size}x{uv_size}, {source}: ids + barycentrics + depth",
             lambda: rasterize_uv(uv, uv_faces, uv_size, backend="cpp"),
             lambda: rasterize_uv(uv, uv_faces, uv_size, backend="torch"),
-            (lambda: sim3dr.rasterize_triangles(vertices, triangles, uv_size, uv_size)) if sim3dr else None)
+            (lambda: sim3dr.rasterize_triangles(vertices, triangles, uv_size, uv_size)) if sim3dr else None,
+            ids_and_depth)
+
+    def colour_texture(backend: Backend) -> tuple[Tensor, Tensor]:
+        fragments = rasterize_uv(uv, uv_faces, uv_size, backend=backend)
+        return interpolate(colours, uv_faces, fragments, backend=backend), fragments.mask
+
+    def colour_levels(name: str, result: object) -> tuple:
+        if name == "sim3dr":  # uint8(255 c): compared with ours in the same 8-bit levels, where it wrote colour
+            return result, np.asarray(result).any(axis=-1)  # type: ignore[call-overload]
+        texture, mask = result  # type: ignore[misc]
+        return np.floor(255 * texture[0].numpy() + 1e-4), mask[0].numpy()
+
     compare(f"(c) UV colour texture {uv_size}x{uv_size}, {source}: raster + interpolate",
-            lambda: interpolate(colours, uv_faces, rasterize_uv(uv, uv_faces, uv_size, backend="cpp"), backend="cpp"),
-            lambda: interpolate(colours, uv_faces, rasterize_uv(uv, uv_faces, uv_size, backend="torch"),
-                                backend="torch"),
-            (lambda: sim3dr.rasterize(vertices, triangles, 255 * colours[0].numpy(), uv_size, uv_size))
-            if sim3dr else None)
+            lambda: colour_texture("cpp"), lambda: colour_texture("torch"),
+            (lambda: sim3dr.rasterize(vertices, triangles, colours[0].numpy(), uv_size, uv_size)) if sim3dr else None,
+            colour_levels)
 
     screen_small, faces_small, _ = sfm_screen_mesh(small)
     fast = time_call(lambda: rasterize(screen_small, faces_small, small), runs, warmup)
@@ -294,6 +342,10 @@ def main(argv: list[str] | None = None) -> dict:
         cells = [f"{t.wall_ms:.1f} / {t.cpu_ms:.1f}" if t else "-" for t in (row.ours, row.torch, row.sim3dr)]
         print(f"| {row.case} | {' | '.join(cells)} | {ratio(row.ours, row.sim3dr)} | {ratio(row.torch, row.sim3dr)} "
               f"| {ratio(row.torch, row.ours)} |")
+    print("\nOutputs against ours (the C++ backend), same inputs:\n\n| case | peer | agreement |\n| --- | --- | --- |")
+    for row in rows:
+        for peer, text in row.agreement.items():
+            print(f"| {row.case.split(':')[0]} | {peer} | {text} |")
     speedup = reference.wall_ms / fast.wall_ms
     print(f"\n(d) image {32 if args.quick else 128}x{32 if args.quick else 128}, SFM: backend '{active_backend()}' "
           f"{fast.wall_ms:.1f} ms, the reference loop {reference.wall_ms:.1f} ms ({speedup:.0f}x slower)")

@@ -3,14 +3,19 @@
     python -m benchmarks.texture_vs_official --official /path/to/official_maps [--pictures docs/img] [--out FILE.json]
     python -m benchmarks.texture_vs_official            # our side only (no official maps)
 
-Per photo (the most confident face, as the photo job uses), three BFM maps in the same ``process_uv`` layout:
+Per photo (the most confident face, as the photo job uses), two BFM maps in the same ``process_uv`` layout:
 
-* **ours**: the photo job's chain with its defaults and ``--model bfm`` (FaceBoxes -> 3DDFA_V2 single crop ->
-  landmark fit of the BFM mean face -> ``reconstruction.texture_views``), as ``scripts/photo_to_mesh.py`` makes it;
-* **ours on the official mesh**: the same fusion (``skin_masks`` + ``fuse_texture``) fed the official mesh below
-  instead of our fit, so only the texture method differs from 3DDFA_V2's;
+* **ours**: the photo job's chain with its defaults (FaceBoxes -> 3DDFA_V2 single crop -> the regressor's own mesh
+  and pose, ``reconstruction.regressor_geometry`` -> ``reconstruction.texture_views``), as
+  ``scripts/photo_to_mesh.py`` makes it;
 * **official**: 3DDFA_V2's ``uv_tex`` map, read from ``--official`` (``<photo stem>.png``, the map as its code
   writes it, RGB on disk), made outside this repository (3DDFA_V2 is not a dependency).
+
+Also per photo: the **skin mask** that fed our map against the hand-drawn skin of the photo
+(``tests/facetex/data/skin/<stem>.json``, polygons drawn by eye: face skin with brows, eyes, lips and a beard, without
+hair, ears, neck, background, clothes, glasses' arms or the mouth interior): precision and recall; the **seams** of our
+map (:func:`seam_ratio`); with ``--default-model`` the Surrey-model map of the same chain (rotation anchored to the
+regressor's) scored on its own mesh inside the hand-drawn skin, for the choice of the default model.
 
 The **official mesh** is the BFM mean face (the dense bases are not among the shared assets) posed by the official
 62 parameters and roi box of ``official_outputs.json`` through ``recon_vers`` + ``similar_transform``
@@ -38,20 +43,22 @@ from tqdm import tqdm
 
 from benchmarks.machine import ASSETS, benchmark_parser, machine, machine_line, publish, use_threads
 from facetex.face3d.detector import FaceDetector
-from facetex.face3d.export import save_image_grid
-from facetex.face3d.face_mask import inner_face_vertices
+from facetex.face3d.export import image_to_uint8, save_image_grid
+from facetex.face3d.face_mask import inner_face_vertices, polygon_mask
 from facetex.face3d.image_io import load_image
 from facetex.face3d.morphable_model import MorphableModel
 from facetex.face3d.pipeline import AssetPaths, load_face_model, regress_face
 from facetex.face3d.rasterizer import interpolate
-from facetex.face3d.reconstruction import fit_views, skin_masks, texture_views
-from facetex.face3d.regressor import FaceRegressor, apply_pose, crop_pose_to_image
+from facetex.face3d.reconstruction import fit_views, regressor_geometry, skin_masks, texture_views
+from facetex.face3d.regressor import FaceRegression, FaceRegressor, apply_pose, crop_pose_to_image
 from facetex.face3d.render import score_views
 from facetex.face3d.synthetic import render_textured
-from facetex.face3d.texture import FusionConfig, TexelSource, build_uv_chart, fuse_texture, layout_uv, sample_view
+from facetex.face3d.texture import FusedTexture, FusionConfig, TexelSource, build_uv_chart, layout_uv, sample_view
 
 PHOTOS = ("ffhq_00012.png", "ffhq_00009.png", "emma.jpg", "jianzhu_guo.jpg", "two_faces.jpg")
-MAPS = ("official", "ours", "ours on the official mesh")
+MAPS = ("official", "ours")
+SKIN_POLYGONS = Path(__file__).resolve().parents[1] / "tests" / "facetex" / "data" / "skin"
+SEAM_CLEARANCE = 3  # texels: the interior of a map is its seen texels this far from any hand-over line
 PICTURE_CELL = 192  # pixels per cell of the pictures
 MIDLINE_HALF_WIDTH = 1 / 128  # of the map side: the midline band of midline_strip (8 texels at 1024)
 
@@ -108,6 +115,11 @@ def midline_strip(texture: Tensor, region: Tensor, column: int, half_width: int)
     return strip, float(band_steps.max() / flank_steps.mean().clamp_min(1e-12))
 
 
+def save_image(path: Path, image: Tensor) -> None:
+    """Write ``(3, H, W)`` in [0, 1] as an 8-bit PNG."""
+    Image.fromarray(image_to_uint8(image)).save(path)
+
+
 def read_official_map(folder: Path, stem: str, size: int) -> Tensor:
     """``(3, T, T)`` in [0, 1]: 3DDFA_V2's ``uv_tex`` map ``<stem>.png`` of ``folder``."""
     path = folder / f"{stem}.png"
@@ -128,40 +140,113 @@ def crop_box(screen: Tensor, height: int, width: int, margin: float = 1.15) -> t
     return top, left, min(height, int(centre[1] + half)), min(width, int(centre[0] + half))
 
 
-def default_midline(model: MorphableModel, image: Tensor, landmarks: Tensor, size: int) -> dict[str, float]:
-    """:func:`midline_strip` of the photo job's map with another face model (its default, the Surrey model)."""
-    texture = texture_views(model, image, fit_views(model, landmarks), size).fused.texture
+def hand_drawn_skin(stem: str, height: int, width: int, folder: Path = SKIN_POLYGONS) -> Tensor | None:
+    """``(H, W)`` bool, the hand-drawn skin of photo ``stem`` (``<stem>.json``: ``skin`` and ``not_skin`` polygons in
+    image pixels), or None when there is no such file."""
+    path = folder / f"{stem}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    skin = torch.zeros(height, width, dtype=torch.bool)
+    for polygon in data["skin"]:
+        skin |= polygon_mask(torch.tensor(polygon, dtype=torch.float64), height, width)
+    for polygon in data.get("not_skin", []):
+        skin &= ~polygon_mask(torch.tensor(polygon, dtype=torch.float64), height, width)
+    return skin
+
+
+def precision_recall(mask: Tensor, truth: Tensor) -> tuple[float, float]:
+    """Precision (share of ``mask`` inside ``truth``) and recall (share of ``truth`` inside ``mask``), both ``(H, W)``."""
+    overlap = float((mask & truth).sum())
+    return overlap / max(1.0, float(mask.sum())), overlap / max(1.0, float(truth.sum()))
+
+
+def seam_ratio(texture: Tensor, source: Tensor, blend: Tensor, region: Tensor) -> dict[str, float]:
+    """How much a map's hand-over lines stand out: ``(gradient on them) / (gradient in the map's interior)``.
+
+    A hand-over is where a texel's origin changes between 4-neighbours inside ``region``: from one view to another
+    (the view with the largest blend share) or between seen, mirrored and inpainted texels (``source``). The gradient
+    is the largest channel's ``|I(x + 1) - I(x)| + |I(y + 1) - I(y)|``; the interior is the seen texels at least
+    ``SEAM_CLEARANCE`` texels from every hand-over. 1 means a hand-over is no edgier than the face itself; a seam (a
+    brightness step, a hard fill edge) raises it.
+    """
+    label = torch.where(source == TexelSource.VIEW, 16 + blend.argmax(dim=0), source.long())
+    label = torch.where(region, label, -1)
+    right = (label[:, 1:] != label[:, :-1]) & region[:, 1:] & region[:, :-1]
+    down = (label[1:] != label[:-1]) & region[1:] & region[:-1]
+    lines = torch.zeros_like(region)
+    lines[:, 1:] |= right
+    lines[:, :-1] |= right
+    lines[1:] |= down
+    lines[:-1] |= down
+    dx = torch.zeros_like(texture)
+    dy = torch.zeros_like(texture)
+    dx[:, :, :-1] = (texture[:, :, 1:] - texture[:, :, :-1]).abs()
+    dy[:, :-1] = (texture[:, 1:] - texture[:, :-1]).abs()
+    gradient = (dx + dy).amax(dim=0)
+    near = torch.nn.functional.max_pool2d(lines[None, None].float(), 2 * SEAM_CLEARANCE + 1, stride=1,
+                                          padding=SEAM_CLEARANCE)[0, 0] > 0
+    interior = region & (source == TexelSource.VIEW) & ~near
+    line_mean, inner_mean = float(gradient[lines].mean()), float(gradient[interior].mean())
+    return {"handover_gradient": line_mean, "interior_gradient": inner_mean,
+            "seam_ratio": line_mean / max(inner_mean, 1e-12), "handover_texels": int(lines.sum())}
+
+
+def surrey_row(model: MorphableModel, image: Tensor, regression: FaceRegression, size: int,
+               truth: Tensor | None) -> dict[str, float]:
+    """The Surrey-model map of the photo job's chain (rotation anchored to the regressor's), re-rendered on its own
+    mesh and scored inside the hand-drawn skin it covers; its mask's precision/recall; the midline strip."""
+    fit = fit_views(model, regression.landmarks[:, :, :2], rotations=regression.rotation)
+    reconstruction = texture_views(model, image, fit, size, landmarks=regression.landmarks[:, :, :2])
+    texture = reconstruction.fused.texture
+    renders, covered = render_textured(reconstruction.screen_vertices, model.triangles, layout_uv(model.uv, size),
+                                       texture[None], tuple(image.shape[-2:]))
+    row: dict[str, float] = {"rotation_change_degrees": float(fit.rotation_change.max())}
     column, half_width = midline_column(model, size), round(MIDLINE_HALF_WIDTH * size)
-    strip, steps = midline_strip(texture, face_region(model, size), column, half_width)
-    return {"midline_strip": strip, "midline_steps": steps}
+    row["midline_strip"], row["midline_steps"] = midline_strip(texture, face_region(model, size), column, half_width)
+    if truth is not None and reconstruction.masks is not None:
+        scored = covered[0, 0].bool() & truth
+        psnr, _ = score_views(renders, image, scored[None, None].float())
+        row["psnr_in_hand_drawn_skin"] = float(psnr[0])
+        row["hand_drawn_skin_covered"] = float(scored.sum()) / max(1.0, float(truth.sum()))
+        row["mask_precision"], row["mask_recall"] = precision_recall(reconstruction.masks[0], truth)
+    return row
 
 
 def compare_photo(photo: Path, face: dict[str, Any], model: MorphableModel, detector: FaceDetector,
                   regressor: FaceRegressor, size: int, official: Tensor | None,
-                  default_model: MorphableModel | None = None) -> tuple[dict[str, Any], list[Tensor]]:
-    """The numbers of one photo (see the module docstring) and its picture's cells; with ``default_model``, also
-    the midline strip of the photo job's default map (``default_model`` in ``row``)."""
+                  default_model: MorphableModel | None = None) -> tuple[dict[str, Any], list[Tensor], FusedTexture]:
+    """The numbers of one photo (see the module docstring), its picture's cells and our fused map; with
+    ``default_model`` (the Surrey model), also that model's row (``surrey`` in the numbers)."""
     pixels = load_image(photo)
     image = pixels.float()[None] / 255.0
     regression, _ = regress_face(pixels, detector, regressor)
-    ours = texture_views(model, image, fit_views(model, regression.landmarks[:, :, :2]), size).fused
-    default = None if default_model is None else default_midline(default_model, image, regression.landmarks[:, :, :2],
-                                                                   size)
+    fit, screen = regressor_geometry(model, regression)
+    reconstruction = texture_views(model, image, fit, size, screen_vertices=screen,
+                                   landmarks=regression.landmarks[:, :, :2])
+    ours = reconstruction.fused
+    truth = hand_drawn_skin(photo.stem, *image.shape[-2:])
+    row: dict[str, Any] = {"photo": photo.name}
+    if truth is not None and reconstruction.masks is not None:
+        row["mask_precision"], row["mask_recall"] = precision_recall(reconstruction.masks[0], truth)
+        own, own_covered = render_textured(screen, model.triangles, layout_uv(model.uv, size), ours.texture[None],
+                                           tuple(image.shape[-2:]))
+        scored = own_covered[0, 0].bool() & truth
+        row["bfm_in_hand_drawn_skin"] = {"psnr": float(score_views(own, image, scored[None, None].float())[0][0]),
+                                         "covered": float(scored.sum()) / max(1.0, float(truth.sum()))}
+    if default_model is not None:
+        row["surrey"] = surrey_row(default_model, image, regression, size, truth)
     mesh = official_mesh(model, face)
     top, left, bottom, right = crop_box(mesh[0], *image.shape[-2:])  # the rest is scored on the face's crop
     image = image[..., top:bottom, left:right].contiguous()
     mesh = mesh - mesh.new_tensor([left, top, 0.0])
-    config = FusionConfig()
-    masks = skin_masks(model, image, mesh, config)
-    on_official = fuse_texture(image, mesh, model.triangles, model.uv, size, model.symmetry, config, masks)
-    maps = {"ours": ours.texture, "ours on the official mesh": on_official.texture}
-    if official is not None:
-        maps = {"official": official, **maps}
+    masks = skin_masks(model, image, mesh, FusionConfig(),
+                       regression.landmarks[:, :, :2] - regression.landmarks.new_tensor([left, top]))
+    maps = {"ours": ours.texture} if official is None else {"official": official, "ours": ours.texture}
 
     region = face_region(model, size)
     chart = build_uv_chart(layout_uv(model.uv, size), model.triangles, size)
-    _, visible, weight = sample_view(image[0], mesh[0], model.triangles, chart,
-                                     FusionConfig(grazing_cutoff=89.9, silhouette_margin=0.0))
+    _, visible, weight = sample_view(image[0], mesh[0], model.triangles, chart, FusionConfig(silhouette_margin=0.0))
     seen = visible & (weight > 0)
     uv = layout_uv(model.uv, size)
     renders, covered = render_textured(mesh.expand(len(maps), -1, -1), model.triangles, uv, torch.stack(list(maps.values())),
@@ -169,27 +254,21 @@ def compare_photo(photo: Path, face: dict[str, Any], model: MorphableModel, dete
     score_mask = covered * masks[:, None].float() if masks is not None else covered
     psnr, ssim = score_views(renders, image.expand(len(maps), -1, -1, -1), score_mask.expand(len(maps), -1, -1, -1))
     column = midline_column(model, size)
-    row: dict[str, Any] = {"photo": photo.name, "face_region_texels": int(region.sum()),
-                           "seen_in_photo": float(seen[region].float().mean()),
-                           "score_mask_pixels": int(score_mask[0].sum()), "midline_column": column, "maps": {}}
+    row.update({"face_region_texels": int(region.sum()), "seen_in_photo": float(seen[region].float().mean()),
+                "score_mask_pixels": int(score_mask[0].sum()), "midline_column": column, "maps": {}})
     for index, (name, texture) in enumerate(maps.items()):
-        if name == "official":
-            holds = texture.sum(dim=0) > 0  # uv_tex leaves black only outside the chart
-        else:
-            holds = (ours if name == "ours" else on_official).source == TexelSource.VIEW
+        holds = texture.sum(dim=0) > 0 if name == "official" else ours.source == TexelSource.VIEW
         sources = {} if name == "official" else {
-            source.name.lower(): float(((ours if name == "ours" else on_official).source == source)[region].float().mean())
+            source.name.lower(): float((ours.source == source)[region].float().mean())
             for source in (TexelSource.SYMMETRY, TexelSource.INPAINTED)}
         strip, steps = midline_strip(texture, region, column, round(MIDLINE_HALF_WIDTH * size))
         row["maps"][name] = {"holds_photo_colour": float(holds[region].float().mean()),
                              "holds_seen_colour": float((holds & seen)[region].float().mean()), **sources,
                              "psnr": float(psnr[index]), "ssim": float(ssim[index]),
                              "midline_strip": strip, "midline_steps": steps}
+    row["maps"]["ours"].update(seam_ratio(ours.texture, ours.source, ours.blend_weight, ours.chart))
     overlays = [renders[k] * covered[k] + image[0] * (1 - covered[k]) for k in range(len(maps))]
-    cells = [image[0], *maps.values(), *overlays]
-    if default is not None:
-        row["default_model"] = default
-    return row, cells
+    return row, [image[0], *maps.values(), *overlays], ours
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
@@ -206,10 +285,28 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         for name, m in row["maps"].items():
             lines.append(f"| `{row['photo']}` | {name} | {m['midline_strip']:.4f} | {m['midline_steps']:.2f} |")
-        if "default_model" in row:
-            m = row["default_model"]
-            lines.append(f"| `{row['photo']}` | ours, Surrey model (the default) | {m['midline_strip']:.4f} "
-                         f"| {m['midline_steps']:.2f} |")
+        if "surrey" in row:
+            m = row["surrey"]
+            lines.append(f"| `{row['photo']}` | ours, Surrey model | {m['midline_strip']:.4f} | {m['midline_steps']:.2f} |")
+    lines += ["", "| photo | skin mask precision | recall | seam ratio (hand-overs / interior) | hand-over texels |",
+              "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        m = row["maps"]["ours"]
+        mask = f"{row['mask_precision']:.3f} | {row['mask_recall']:.3f}" if "mask_precision" in row else "- | -"
+        lines.append(f"| `{row['photo']}` | {mask} | {m['seam_ratio']:.2f} | {m['handover_texels']} |")
+    if any("surrey" in row for row in rows):
+        lines += ["", "| photo | model | re-render PSNR in the hand-drawn skin (own mesh) | hand-drawn skin covered "
+                  "| mask precision / recall | rotation moved |", "| --- | --- | --- | --- | --- | --- |"]
+        for row in rows:
+            m = row.get("surrey", {})
+            if "psnr_in_hand_drawn_skin" in m:
+                lines.append(f"| `{row['photo']}` | Surrey | {m['psnr_in_hand_drawn_skin']:.2f} dB "
+                             f"| {m['hand_drawn_skin_covered']:.1%} | {m['mask_precision']:.3f} / "
+                             f"{m['mask_recall']:.3f} | {m['rotation_change_degrees']:.2f} deg |")
+            if "bfm_in_hand_drawn_skin" in row:
+                b = row["bfm_in_hand_drawn_skin"]
+                lines.append(f"| `{row['photo']}` | BFM (3DDFA_V2's mesh) | {b['psnr']:.2f} dB | {b['covered']:.1%} "
+                             f"| {row['mask_precision']:.3f} / {row['mask_recall']:.3f} | 0 (the regressor's) |")
     return "\n".join(lines)
 
 
@@ -223,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pictures", type=Path, default=None,
                         help="folder to write texture_official_<stem>.png into (photo | maps | re-renders)")
     parser.add_argument("--default-model", action="store_true",
-                        help="also the midline strip of the photo job's default map (Surrey model, its own layout)")
+                        help="also the Surrey-model map (anchored fit): scored on its own mesh in the hand-drawn skin, "
+                             "its mask and midline, to compare with the BFM default")
+    parser.add_argument("--maps-out", type=Path, default=None,
+                        help="folder to write our maps into (<stem>.png, <stem>_source.png: the texel sources x 60)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="folder of an earlier version's maps (--maps-out): writes texture_before_after_<stem>.png")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     use_threads(args.threads)
@@ -241,9 +343,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with torch.no_grad():
         for name in tqdm(args.photos, desc="photos"):
             official = None if args.official is None else read_official_map(args.official, Path(name).stem, args.size)
-            row, cells = compare_photo(args.assets / "faces" / name, faces[name], model, detector, regressor,
-                                       args.size, official, default_model)
+            row, cells, ours = compare_photo(args.assets / "faces" / name, faces[name], model, detector, regressor,
+                                             args.size, official, default_model)
             rows.append(row)
+            stem = Path(name).stem
+            if args.maps_out is not None:
+                args.maps_out.mkdir(parents=True, exist_ok=True)
+                save_image(args.maps_out / f"{stem}.png", ours.texture)
+                save_image(args.maps_out / f"{stem}_source.png", (ours.source.float() * 60 / 255).expand(3, -1, -1))
+            if args.pictures is not None and args.before is not None and (args.before / f"{stem}.png").is_file():
+                before = read_official_map(args.before, stem, args.size)
+                before_source = read_official_map(args.before, f"{stem}_source", args.size)
+                after_source = (ours.source.float() * 60 / 255).expand(3, -1, -1)
+                window = (slice(None), slice(args.size // 8, 7 * args.size // 8), slice(args.size // 8, 7 * args.size // 8))
+                save_image_grid(args.pictures / f"texture_before_after_{stem}.png",
+                                [[before[window], ours.texture[window]], [before_source[window], after_source[window]]],
+                                [["before", "after"], ["before: sources (view / mirror / inpainted)", "after: sources"]],
+                                cell_size=2 * PICTURE_CELL)
             if args.pictures is not None:
                 labels = ["photo", *(f"{k} map" for k in row["maps"]),
                           *(f"{k} {m['psnr']:.1f} dB" for k, m in row["maps"].items())]

@@ -45,8 +45,9 @@ def main() -> int:
                         help="photo with a face (PNG, JPEG, ...); with several, the most confident one is used")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--uv-size", type=int, default=1024, help="texture side in texels, 256..2048")
-    parser.add_argument("--model", choices=("sfm", "bfm"), default="sfm",
-                        help="sfm: Surrey Face Model (shape + expression fit); bfm: 3DDFA_V2's BFM mean face")
+    parser.add_argument("--model", choices=("sfm", "bfm"), default="bfm",
+                        help="bfm: 3DDFA_V2's own mesh and pose (the BFM mean face; the default, see docs/face3d.md); "
+                             "sfm: Surrey Face Model, shape + expression fitted with the rotation anchored to 3DDFA_V2's")
     parser.add_argument("--yaws", type=float, nargs="+", default=list(DEFAULT_YAWS), help="re-render yaws, degrees")
     parser.add_argument("--assets", type=Path,
                         default=Path(os.environ.get("SHARED_ASSETS", REPO_ROOT.parent / "shared" / "assets")),

@@ -113,11 +113,15 @@ def polygon_mask(polygon: Tensor, height: int, width: int) -> Tensor:
 
 
 def erode(mask: Tensor, radius: int) -> Tensor:
-    """``(H, W)`` bool mask eroded by a ``(2 radius + 1)`` square (outside the image counts as outside)."""
+    """``(H, W)`` bool mask eroded by a ``(2 radius + 1)`` square (outside the image counts as outside).
+
+    A square's erosion is a row erosion then a column erosion: O(radius) per pixel, not O(radius^2).
+    """
     if radius < 1:
         return mask
     outside = F.pad((~mask).float()[None, None], (radius,) * 4, value=1.0)
-    return F.max_pool2d(outside, 2 * radius + 1, stride=1)[0, 0] == 0
+    rows = F.max_pool2d(outside, (1, 2 * radius + 1), stride=1)
+    return F.max_pool2d(rows, (2 * radius + 1, 1), stride=1)[0, 0] == 0
 
 
 def inner_face_vertices(vertices: Tensor, landmarks: Tensor) -> Tensor:
@@ -129,6 +133,45 @@ def inner_face_vertices(vertices: Tensor, landmarks: Tensor) -> Tensor:
     """
     flip = vertices.new_tensor([1.0, -1.0])  # y down, as in the image
     return points_in_polygon(vertices[:, :2] * flip, inner_face_polygon(landmarks[:, :2] * flip))
+
+
+FEATURE_GROWTH = {"eye": 1.8, "nose": 1.3, "lips": 1.25}  # each feature's hull scaled about its centre by this
+SYMMETRIC_FEATURES = {"eye": (tuple(range(36, 42)), tuple(range(42, 48))), "nose": (tuple(range(27, 36)),),
+                      "lips": (tuple(range(48, 60)),)}
+
+
+def _scaled_hull(points: Tensor, factor: float) -> Tensor:
+    """The convex hull of the finite ``points`` ``(N, 2)`` scaled by ``factor`` about their mean."""
+    points = points[torch.isfinite(points).all(dim=1)]
+    centre = points.mean(dim=0)
+    return convex_hull(centre + factor * (points - centre))
+
+
+def symmetric_feature_vertices(vertices: Tensor, landmarks: Tensor) -> Tensor:
+    """``(V,)`` bool, the mesh's vertices on the features a face has on both sides: eyes, brows, nose and lips.
+
+    vertices: ``(V, 3)`` and landmarks: ``(68, 3)`` (NaN rows for those a model lacks) in model space, seen frontally
+    (e.g. the mean face). Each feature is its landmarks' convex hull grown by :data:`FEATURE_GROWTH` (an eye's hull
+    by 1.8 takes in its lids and corners); a brow is the band of half the brow-to-eye distance above and below its
+    landmarks. Texture fusion may copy the detail of these from the mirror side into texels no view saw (the other
+    eye, nostril or lip corner), never the detail of the skin between them (``texture.confirmed_mirror``).
+    """
+    flip = vertices.new_tensor([1.0, -1.0])  # y down, as in the image
+    points = vertices[:, :2] * flip
+    marks = landmarks[:, :2] * flip
+    inside = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
+    for name, groups in SYMMETRIC_FEATURES.items():
+        for group in groups:
+            if torch.isfinite(marks[list(group)]).all(dim=1).sum() >= 3:
+                inside |= points_in_polygon(points, _scaled_hull(marks[list(group)], FEATURE_GROWTH[name]))
+    for brow, eye in ((tuple(range(17, 22)), tuple(range(36, 42))), (tuple(range(22, 27)), tuple(range(42, 48)))):
+        line = marks[list(brow)]
+        if not torch.isfinite(line).all():
+            continue
+        half = 0.5 * (marks[list(eye), 1].nanmean() - line[:, 1].mean()).abs()
+        band = torch.cat([line - line.new_tensor([0.0, 1.0]) * half, line + line.new_tensor([0.0, 1.0]) * half])
+        inside |= points_in_polygon(points, convex_hull(band))
+    return inside
 
 
 def skin_colour_model(image: Tensor, sample: Tensor, min_sigma: float = 0.03) -> tuple[Tensor, Tensor, float]:

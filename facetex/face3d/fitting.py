@@ -21,6 +21,17 @@ forward-mode autodiff (``torch.func``); the rotation is updated on the manifold
 scale through its logarithm, so the parameterisation stays well conditioned at
 any yaw. The start is closed form: a weighted least-squares affine camera from
 the mean shape's landmarks, projected onto the nearest scaled rotation.
+
+Anchored pose: with ``rotation_prior`` (e.g. 3DDFA_V2's, whose regressor saw the
+whole face, not 68 points), the start rotation is the prior and the cost gains
+``w ||R_k - R0_k||_F^2`` per view (``||.||_F^2 = 8 sin^2(theta / 2)``, about
+``2 theta^2`` for a rotation ``theta`` away), with ``w = N r^2 / 2``: ``N`` weighted
+landmarks whose root-mean-square distance to their centroid is ``r`` pixels, so
+turning the head by ``theta`` costs what moving every landmark by about
+``theta r`` costs. Landmarks alone cannot tell pitch from the shape of a model
+without a jaw contour (the Surrey model's fit pitched 34 deg on a frontal photo);
+anchored, the rotation moves only where the landmarks clearly ask for it, and
+:attr:`LandmarkFit.rotation_change` says how far.
 """
 from __future__ import annotations
 
@@ -52,7 +63,9 @@ class LandmarkFit:
     views, expression ``(B, K, E)`` (repeated when shared), rotation
     ``(B, K, 3, 3)``, scale/yaw/pitch/roll/rmse ``(B, K)``, translation ``(B, K, 2)``.
     ``rmse`` is the weighted root-mean-square reprojection error over the
-    landmarks the model has and the weights mark visible.
+    landmarks the model has and the weights mark visible. ``rotation_change``
+    ``(B, K)`` (multi-view; ``(B,)`` single view) is the angle in degrees between
+    each view's rotation and its ``rotation_prior`` (0 without one).
     """
 
     shape: Tensor
@@ -64,6 +77,13 @@ class LandmarkFit:
     pitch: Tensor
     roll: Tensor
     rmse: Tensor
+    rotation_change: Tensor
+
+
+def rotation_angle(first: Tensor, second: Tensor) -> Tensor:
+    """Angle in degrees ``(...)`` of the rotation taking ``second`` ``(..., 3, 3)`` to ``first``."""
+    cosine = (((first @ second.mT).diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.acos(cosine))
 
 
 def to_ibug68(points: Tensor, landmark_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,12 +168,14 @@ def fit_landmarks(
     expression_prior_weight: float | Tensor = 1.0,
     iterations: int = 50,
     tolerance: float = 1e-6,
+    rotation_prior: Tensor | None = None,
 ) -> LandmarkFit:
     """Fit pose, shape and expression to one image per person.
 
     landmarks ``(B, 68, 2)`` iBUG-68 pixel coordinates (x right, y down);
     weights ``(B, 68)`` or ``(68,)``, >= 0 (0 = not visible; default all ones);
-    prior weights are scalars or per-mode ``(S,)`` / ``(E,)`` tensors.
+    prior weights are scalars or per-mode ``(S,)`` / ``(E,)`` tensors;
+    ``rotation_prior`` ``(B, 3, 3)`` anchors the rotation (see the module docstring).
     Returns a single-view ``LandmarkFit``. Not differentiable (inputs are detached).
     """
     if landmarks.ndim != 3:
@@ -172,6 +194,7 @@ def fit_landmarks(
         expression_prior_weight=expression_prior_weight,
         iterations=iterations,
         tolerance=tolerance,
+        rotation_prior=None if rotation_prior is None else rotation_prior[:, None],
     )
     return LandmarkFit(
         shape=fit.shape,
@@ -183,6 +206,7 @@ def fit_landmarks(
         pitch=fit.pitch[:, 0],
         roll=fit.roll[:, 0],
         rmse=fit.rmse[:, 0],
+        rotation_change=fit.rotation_change[:, 0],
     )
 
 
@@ -195,6 +219,7 @@ def fit_landmarks_multiview(
     expression_prior_weight: float | Tensor = 1.0,
     iterations: int = 50,
     tolerance: float = 1e-6,
+    rotation_prior: Tensor | None = None,
 ) -> LandmarkFit:
     """Fit one shared shape, per-view poses and shared or per-view expressions.
 
@@ -204,7 +229,8 @@ def fit_landmarks_multiview(
     moment, e.g. a GAN pose walk) or one per view. Solved for ``iterations``
     Levenberg-Marquardt steps at most; a person's fit stops once an accepted
     step lowers its cost by less than ``tolerance`` relative (1e-6 suits fp32)
-    or no step lowers it any more. Returns a multi-view ``LandmarkFit``.
+    or no step lowers it any more. ``rotation_prior`` ``(B, K, 3, 3)``: each view's
+    anchor rotation (see the module docstring), None = free. Returns a multi-view ``LandmarkFit``.
     """
     landmarks, weights = _validated_inputs(model, landmarks, weights)
     work_dtype = torch.promote_types(landmarks.dtype, torch.float32)
@@ -228,6 +254,18 @@ def fit_landmarks_multiview(
 
     batch = landmarks.shape[0]
     rotation, scale, translation = affine_pose_init(mean.expand(batch, num_views, -1, -1), targets, weights)
+    if rotation_prior is None:
+        anchor, sqrt_anchor_weight = rotation, torch.zeros_like(scale)
+    else:
+        if rotation_prior.shape != rotation.shape:
+            raise ValueError(f"rotation_prior must be (B, K, 3, 3) = {tuple(rotation.shape)}, one rotation per view, "
+                             f"got {tuple(rotation_prior.shape)}")
+        anchor = rotation_prior.detach().to(device, work_dtype)
+        rotation = anchor.clone()
+        scale, translation = _scale_translation(mean, rotation, targets, weights)
+        centred = targets - (weights[..., None] * targets).sum(-2, keepdim=True) / weights.sum(-1)[..., None, None]
+        spread_sq = (weights * centred.square().sum(-1)).sum(-1) / weights.sum(-1)  # r^2, (B, K)
+        sqrt_anchor_weight = (weights.sum(-1) * spread_sq / 2.0).sqrt()
     omega = torch.zeros_like(translation[..., :1]).expand(-1, -1, 3)  # increments around the initial rotation
     pose = torch.cat([omega, scale.log()[..., None], translation], dim=-1)  # (B, K, 6)
     coefficients = torch.zeros(batch, num_shape + num_expression_sets * num_expression, dtype=work_dtype, device=device)
@@ -243,9 +281,29 @@ def fit_landmarks_multiview(
         sqrt_expression_prior=sqrt_expression_prior,
     )
     params, rotation = _levenberg_marquardt(
-        residual_fn, params, rotation, targets, weights.sqrt(), iterations, tolerance
+        residual_fn, params, rotation, targets, weights.sqrt(), sqrt_anchor_weight, anchor, iterations, tolerance
     )
-    return _unpack_fit(params, rotation, targets, weights, residual_fn, num_shape, num_expression, num_expression_sets)
+    fit = _unpack_fit(params, rotation, targets, weights, sqrt_anchor_weight, anchor, residual_fn, num_shape, num_expression,
+                      num_expression_sets)
+    fit.rotation_change = rotation_angle(rotation, anchor) if rotation_prior is not None else torch.zeros_like(fit.rmse)
+    return fit
+
+
+def _scale_translation(mean: Tensor, rotation: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted least-squares scale ``(B, K)`` and translation ``(B, K, 2)`` of the mean landmarks ``(L, 3)`` under
+    fixed rotations ``(B, K, 3, 3)``, to ``targets`` ``(B, K, L, 2)`` with ``weights`` ``(B, K, L)``."""
+    unit = project(mean.expand(*rotation.shape[:2], -1, -1).flatten(0, 1), rotation.flatten(0, 1),
+                   torch.ones(rotation.shape[:2].numel(), dtype=mean.dtype, device=mean.device),
+                   torch.zeros(rotation.shape[:2].numel(), 2, dtype=mean.dtype, device=mean.device))
+    unit = unit[..., :2].unflatten(0, rotation.shape[:2])  # (B, K, L, 2)
+    total = weights.sum(-1)[..., None, None]
+    unit_centre = (weights[..., None] * unit).sum(-2, keepdim=True) / total
+    target_centre = (weights[..., None] * targets).sum(-2, keepdim=True) / total
+    centred_unit, centred_target = unit - unit_centre, targets - target_centre
+    scale = (weights[..., None] * centred_unit * centred_target).sum((-1, -2)) / (
+        weights[..., None] * centred_unit.square()).sum((-1, -2)).clamp_min(1e-12)
+    scale = scale.clamp_min(1e-6)
+    return scale, (target_centre - scale[..., None, None] * unit_centre).squeeze(-2)
 
 
 def _validated_inputs(model: MorphableModel, landmarks: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -305,6 +363,8 @@ def _residuals(
     rotation_base: Tensor,
     targets: Tensor,
     sqrt_weights: Tensor,
+    sqrt_anchor_weight: Tensor,
+    anchor: Tensor,
     *,
     mean: Tensor,
     shape_basis: Tensor,
@@ -314,7 +374,8 @@ def _residuals(
     sqrt_expression_prior: Tensor,
 ) -> Tensor:
     """Whitened residuals of one person: params ``(P,)``, rotation_base ``(K, 3, 3)``,
-    targets ``(K, L, 2)``, sqrt_weights ``(K, L)`` -> ``(K*L*2 + S + sets*E,)``."""
+    targets ``(K, L, 2)``, sqrt_weights ``(K, L)``, sqrt_anchor_weight ``(K,)`` and anchor ``(K, 3, 3)`` (the
+    rotation prior; weight 0 = none) -> ``(K*L*2 + S + sets*E + K*9,)``."""
     num_views = targets.shape[0]
     num_shape, num_expression = shape_basis.shape[-1], expression_basis.shape[-1]
     alpha = params[:num_shape]
@@ -325,7 +386,9 @@ def _residuals(
     rotation = axis_angle_to_matrix(pose[:, :3]) @ rotation_base
     screen = project(vertices, rotation, pose[:, 3].exp(), pose[:, 4:])[..., :2]
     data = (screen - targets) * sqrt_weights[..., None]
-    return torch.cat([data.reshape(-1), sqrt_shape_prior * alpha, (sqrt_expression_prior * beta).reshape(-1)])
+    anchored = (rotation - anchor) * sqrt_anchor_weight[:, None, None]
+    return torch.cat([data.reshape(-1), sqrt_shape_prior * alpha, (sqrt_expression_prior * beta).reshape(-1),
+                      anchored.reshape(-1)])
 
 
 def _levenberg_marquardt(
@@ -334,6 +397,8 @@ def _levenberg_marquardt(
     rotation: Tensor,
     targets: Tensor,
     sqrt_weights: Tensor,
+    sqrt_anchor_weight: Tensor,
+    anchor: Tensor,
     iterations: int,
     tolerance: float,
 ) -> tuple[Tensor, Tensor]:
@@ -348,12 +413,12 @@ def _levenberg_marquardt(
     residuals = vmap(residual_fn)
     jacobian = vmap(jacfwd(residual_fn))
     with torch.no_grad():
-        res = residuals(params, rotation, targets, sqrt_weights)  # (B, R)
+        res = residuals(params, rotation, targets, sqrt_weights, sqrt_anchor_weight, anchor)  # (B, R)
         cost = res.square().sum(-1)
         damping = torch.full_like(cost, 1e-3)
         done = cost == 0
         for _ in range(iterations):
-            jac = jacobian(params, rotation, targets, sqrt_weights)  # (B, R, P)
+            jac = jacobian(params, rotation, targets, sqrt_weights, sqrt_anchor_weight, anchor)  # (B, R, P)
             normal = jac.mT @ jac
             diagonal = normal.diagonal(dim1=-2, dim2=-1)
             diagonal = diagonal.clamp_min(1e-9 * diagonal.amax(-1, keepdim=True) + torch.finfo(params.dtype).tiny)
@@ -361,7 +426,7 @@ def _levenberg_marquardt(
                 normal + torch.diag_embed(damping[:, None] * diagonal), -(jac.mT @ res[..., None])
             ).squeeze(-1)
             candidate = params + step
-            candidate_res = residuals(candidate, rotation, targets, sqrt_weights)
+            candidate_res = residuals(candidate, rotation, targets, sqrt_weights, sqrt_anchor_weight, anchor)
             candidate_cost = candidate_res.square().sum(-1)
             accept = ~done & torch.isfinite(candidate_cost) & (candidate_cost < cost)
             # fold the accepted rotation increments into the base rotation
@@ -385,6 +450,8 @@ def _unpack_fit(
     rotation: Tensor,
     targets: Tensor,
     weights: Tensor,
+    sqrt_anchor_weight: Tensor,
+    anchor: Tensor,
     residual_fn: Callable[..., Tensor],
     num_shape: int,
     num_expression: int,
@@ -396,7 +463,7 @@ def _unpack_fit(
     expression = params[:, num_shape:expression_end].reshape(batch, num_expression_sets, num_expression)
     pose = params[:, expression_end:].reshape(batch, num_views, _POSE_SIZE)
     with torch.no_grad():
-        residuals = vmap(residual_fn)(params, rotation, targets, weights.sqrt())
+        residuals = vmap(residual_fn)(params, rotation, targets, weights.sqrt(), sqrt_anchor_weight, anchor)
     data = residuals[:, : num_views * num_landmarks * 2].reshape(batch, num_views, num_landmarks, 2)
     rmse = (data.square().sum((-1, -2)) / weights.sum(-1)).sqrt()
     yaw, pitch, roll = rotation_to_euler(rotation.reshape(-1, 3, 3))
@@ -410,4 +477,5 @@ def _unpack_fit(
         pitch=pitch.reshape(batch, num_views),
         roll=roll.reshape(batch, num_views),
         rmse=rmse,
+        rotation_change=torch.zeros_like(rmse),
     )

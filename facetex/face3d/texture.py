@@ -9,9 +9,12 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
    change across half a pixel on the texel's own surface (from its normal), so sloped but visible
    surfaces pass while surfaces behind another one (by more than that) fail.
 3. View weight. ``cos(theta)^cos_power`` where ``theta`` is the angle between the outward normal and
-   the direction to the viewer (weak perspective: the same for every pixel), zero beyond
-   ``grazing_cutoff`` degrees, where samples are smeared and the silhouette mixes in background,
-   and ramped down to zero over ``silhouette_margin`` next to the view's mesh silhouette.
+   the direction to the viewer (weak perspective: the same for every pixel): it falls smoothly to 0 at
+   grazing angles, with no cut-off, so a view alone keeps every texel it sees while, where several views see
+   a texel, the best-facing ones dominate (at 75 deg a view weighs 1.7% of a frontal one, at 85 deg 0.07%).
+   Next to the view's mesh silhouette the weight ramps down over ``silhouette_margin`` of the face's size to
+   ``edge_floor`` of itself: the margin is the outline's uncertainty (3DDFA_V2's landmark error, NME 3.5% of
+   the face box on AFLW2000-3D), where pixels may be background; the floor keeps a texel no other view sees.
 4. Sampling. The image is read bilinearly at the texel's screen position with ``grid_sample``;
    screen x maps to ``2 x / W - 1`` with ``align_corners=False``, which puts pixel ``j``'s centre at
    ``x = j + 0.5`` as the rasteriser does. Only pixels the mesh covers in that view enter the
@@ -20,23 +23,28 @@ For one mesh seen in K images (the same vertices, K screen-space projections):
    footprint is mostly outside the mask lose their weight (hair, background, mouth interior feed nothing).
    Outliers: where three or more views see a texel, a sample far (robust z-score) from the views'
    weighted median is dropped (``view_outliers.reject_outliers``), so an occluder one view shows does not bleed in.
-5. Seam-free blending (the OSTeC idea, soft): the per-view weights are normalised to sum to 1, the
-   normalised maps are Gaussian-blurred (``seam_sigma`` texels), cut back to where each view is valid
-   and renormalised. The blend then changes smoothly across the border between two views instead of
-   switching at a pixel, while a view never contributes where it is occluded.
+5. Seam-free blending: each view's weight is feathered (:func:`feather`) so that it rises from
+   ``edge_floor`` at the border of where the view is usable (occlusion, mask, image edge: the places where a
+   weight would jump) over ``feather_width`` of the map; then (the OSTeC idea, soft) the per-view weights are
+   normalised to sum to 1, blurred (``seam_sigma``), cut back to where each view is valid and renormalised.
+   The blend then changes smoothly across the border between two views instead of switching at a texel,
+   while a view never contributes where it is occluded.
    The map is laid out as 3DDFA_V2's ``process_uv`` lays it (:func:`layout_uv`): a vertex with
    texture coordinates ``(u, v)`` sits on texel column ``u (T - 1)``, row ``(1 - v)(T - 1)``, so a BFM
    map is interchangeable with 3DDFA_V2's ``uv_tex`` (and 3D-GANTex's) without resampling.
 6. Symmetry. Each texel's mirror texel is found by interpolating the UVs of the mirror vertices
-   (``symmetry``) of its triangle with its barycentrics. Texels no view saw take the mirror's colour;
-   texels seen only obliquely (beyond ``mirror_angle``) whose mirror was seen more frontally blend
-   toward it smoothly (:func:`mirror_blend`) where the mirror's colour agrees with their own (within
-   ``mirror_tolerance``), which sharpens the smeared far side of a single turned photo without touching
-   texels any view sees well or copying asymmetric detail (text, one-sided light) across the face.
+   (``symmetry``) of its triangle with its barycentrics. Texels seen only obliquely (beyond
+   ``mirror_angle``) whose mirror was seen more frontally blend toward it smoothly (:func:`mirror_blend`)
+   where the mirror's colour agrees with their own (within ``mirror_tolerance``). A texel no view saw
+   copies its mirror only where that is *confirmed* (:func:`confirmed_mirror`): the mirror was seen, and
+   it looks like what this side's neighbourhood shows (its shading, blurred, within
+   ``symmetry_shading_tolerance`` of the smooth fill from this side's seen texels, and, outside the
+   anatomically symmetric features (eyes, brows, nose, lips: ``symmetric_features``), each texel within
+   ``symmetry_tolerance`` of it), so text, logos, a parting or a one-sided shadow are never copied across.
 7. Inpainting. Chart texels still empty (and a thin gutter outside the chart, so bilinear and mipmapped
-   lookups at the chart border stay clean) are filled by push-pull: a weighted image pyramid of the
-   known texels is averaged down to 1x1 and pulled back up, each level filling its holes from the
-   coarser one. Smooth, parameter-free, and O(T^2).
+   lookups at the chart border stay clean) are filled by a guided membrane (``inpaint.membrane_fill``):
+   smooth where nothing is confirmed, the mirror's gradients where it is, and in both cases starting exactly
+   at the colours of the seen texels around the hole, so neither the mirror nor the fill leaves a step.
 
 Everything numerically delicate (depth test, weights) runs in fp32 whatever the inputs' dtype.
 """
@@ -52,11 +60,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facetex.face3d.geometry import vertex_normals
+from facetex.face3d.inpaint import membrane_fill
 from facetex.face3d.rasterizer import Fragments, interpolate, rasterize, rasterize_uv
 from facetex.face3d.view_outliers import reject_outliers
 
 MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 2048
 MIRROR_TRUST_MARGIN = 0.25  # a mirror must be trusted this much more than the texel before it is used
+MIN_COSINE = math.cos(math.radians(89.0))  # the visibility test's slope term is bounded there
 
 
 class TexelSource(IntEnum):
@@ -65,7 +75,7 @@ class TexelSource(IntEnum):
     OUTSIDE = 0  # outside the UV chart (and its gutter): left black
     VIEW = 1  # blended from the views that see it
     SYMMETRY = 2  # taken (more than half) from its mirror texel
-    INPAINTED = 3  # filled by push-pull (chart holes and the gutter)
+    INPAINTED = 3  # filled smoothly from the seen texels around (chart holes and the gutter)
 
 
 @dataclass
@@ -74,16 +84,22 @@ class FusionConfig:
 
     Attributes:
         cos_power: exponent p of the view weight cos(theta)^p (higher = trust frontal views more).
-        grazing_cutoff: degrees; views seeing a texel at a larger angle give it weight 0.
         depth_tolerance: screen-depth slack in pixels of the visibility test (plus the texel's own slope).
         seam_sigma: Gaussian sigma in texels for blurring the normalised weight maps, as a fraction of T.
-        silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the image side.
+        silhouette_margin: width of the weight ramp inside each view's mesh silhouette, fraction of the face's
+            size in that view (the square root of the pixels its mesh covers).
+        edge_floor: the weight factor at a view's silhouette and at the border of where it is usable (occlusion,
+            mask): > 0, so a texel only that view sees keeps its colour.
+        feather_width: width of the weight ramp from the border of where a view is usable, fraction of T.
         mirror_angle: degrees; texels no view sees more frontally than this lean on their mirror texel
             when that one is seen better (see :func:`mirror_blend`).
         gutter: texels of inpainted padding around the chart.
         mirror_tolerance: colour difference (largest channel, [0, 1]) up to which a texel seen obliquely may lean
             on its mirror; the lean fades out by twice this, so a mirror that disagrees (asymmetric lighting, text,
-            a one-sided occluder) never replaces what a view saw. Texels no view saw take the mirror regardless.
+            a one-sided occluder) never replaces what a view saw.
+        symmetry_tolerance: largest-channel difference up to which an unseen texel's mirror counts as what this
+            side's neighbourhood shows (:func:`confirmed_mirror`), outside the symmetric features.
+        symmetry_shading_tolerance: the same for the mirror's blurred colour (shading), everywhere.
         skin_mask: in ``reconstruction.texture_views``, feed only each view's face-skin pixels to the texture
             (``face_mask.face_skin_mask``: mesh coverage minus mouth interior minus pixels far from skin colour).
         skin_threshold: Mahalanobis distance to the view's skin-colour model beyond which a pixel is not skin.
@@ -95,13 +111,16 @@ class FusionConfig:
     """
 
     cos_power: float = 3.0
-    grazing_cutoff: float = 75.0
-    silhouette_margin: float = 0.01
+    silhouette_margin: float = 0.035
+    edge_floor: float = 1e-3
+    feather_width: float = 1.0 / 64.0
     mirror_angle: float = 60.0
     depth_tolerance: float = 1.0
     seam_sigma: float = 1.0 / 128.0
     gutter: int = 2
     mirror_tolerance: float = 0.1
+    symmetry_tolerance: float = 0.1
+    symmetry_shading_tolerance: float = 0.06
     skin_mask: bool = True
     skin_threshold: float = 5.0
     skin_erosion: int = 1
@@ -216,22 +235,22 @@ def sample_view(
     normals = F.normalize(normals, dim=-1)
     # outward normals facing the viewer point to smaller depth: cos(theta) = -n_depth
     cosine = -normals[..., 2]
-    min_cosine = math.cos(math.radians(config.grazing_cutoff))
 
     zbuffer = rasterize(screen, faces, (height, width)).depth[0]  # (H, W), +inf where empty
     col = texel_points[..., 0].floor().long()
     row = texel_points[..., 1].floor().long()
     inside = chart.mask & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     surface_depth = zbuffer[row.clamp(0, height - 1), col.clamp(0, width - 1)]
-    slope = (normals[..., 0].abs() + normals[..., 1].abs()) / cosine.abs().clamp_min(min_cosine)
+    slope = (normals[..., 0].abs() + normals[..., 1].abs()) / cosine.abs().clamp_min(MIN_COSINE)
     tolerance = config.depth_tolerance + 0.5 * slope
     visibility = inside & torch.isfinite(surface_depth) & (texel_points[..., 2] <= surface_depth + tolerance)
 
-    weight = torch.where(visibility & (cosine > min_cosine), cosine.clamp_min(0.0) ** config.cos_power, 0.0)
-    weight = weight * silhouette_falloff(torch.isfinite(zbuffer), texel_points[..., :2], config.silhouette_margin)
+    weight = torch.where(visibility & (cosine > 0), cosine.clamp_min(0.0) ** config.cos_power, 0.0)
+    covered = torch.isfinite(zbuffer)
+    margin = config.silhouette_margin * float(covered.sum()) ** 0.5 / max(height, width)
+    weight = weight * silhouette_falloff(covered, texel_points[..., :2], margin).clamp_min(config.edge_floor)
     grid = _screen_to_grid(texel_points[..., :2], height, width)[None]
     # bilinear over the pixels the mesh covers only: at the silhouette the background does not bleed in
-    covered = torch.isfinite(zbuffer)
     allowed = covered
     if mask is not None:
         if mask.shape != covered.shape:
@@ -330,25 +349,78 @@ def mirror_blend(
     return torch.where(available, share, 0.0)
 
 
-def push_pull(texture: Tensor, known: Tensor) -> Tensor:
-    """Fill every texel of ``texture`` ``(3, T, T)`` from the ``known`` ``(T, T)`` ones by push-pull.
+def _masked_blur(values: Tensor, inside: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur of ``values`` ``(C, T, T)`` averaged over the ``inside`` ``(T, T)`` texels only (normalised
+    convolution), so the border of ``inside`` (the UV chart's edge) does not darken what is near it."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    weight = inside.to(values.dtype)[None]
+    stacked = torch.cat([values * weight, weight])[None]
+    blurred = kornia.filters.gaussian_blur2d(stacked, 2 * radius + 1, (sigma, sigma), border_type="constant")[0]
+    return blurred[:-1] / blurred[-1:].clamp_min(1e-12)
 
-    Known texels keep their colour; the others get a smooth interpolation of their neighbourhood,
-    coarser the farther the nearest known texel is.
+
+def feather(weights: Tensor, chart_mask: Tensor, config: FusionConfig) -> Tensor:
+    """View weights ``(K, T, T)`` ramped from ``edge_floor`` at the border of where each view is usable (weight > 0)
+    to 1 at ``feather_width`` of the map inside it, so no view's share jumps at an occlusion or mask border.
+
+    The ramp is ``2 b - 1`` (clamped to [edge_floor, 1]) of the view's usable area blurred within the chart
+    (sigma = half the width): 0 on a straight border, 1 from about one width in. The chart's own edge is no border.
     """
-    if not known.any():
-        raise ValueError("push_pull needs at least one known texel; no view saw any part of the mesh")
-    levels = [torch.cat([texture * known, known[None].to(texture.dtype)])[None]]  # (1, 4, T, T)
-    while min(levels[-1].shape[-2:]) > 1:
-        levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
-    filled = levels[-1][:, :3] / levels[-1][:, 3:].clamp_min(1e-12)
-    for level in reversed(levels[:-1]):
-        coarse = F.interpolate(filled, size=level.shape[-2:], mode="bilinear", align_corners=False)
-        weight = level[:, 3:]
-        own = level[:, :3] / weight.clamp_min(1e-12)
-        # partly known cells blend their own average with the coarse estimate by how much they know
-        filled = weight.clamp(0, 1) * own + (1 - weight.clamp(0, 1)) * coarse
-    return torch.where(known, texture, filled[0])
+    sigma = config.feather_width * weights.shape[-1] / 2.0
+    if sigma <= 0:
+        return weights
+    usable = (weights > 0).to(weights.dtype)
+    share = _masked_blur(usable, chart_mask, sigma)
+    return weights * ((share - 0.5) * 2.0).clamp(config.edge_floor, 1.0)
+
+
+def confirmed_mirror(texture: Tensor, mirrored: Tensor, available: Tensor, seen: Tensor, region: Tensor,
+                     features: Tensor, config: FusionConfig) -> Tensor:
+    """``(T, T)`` bool: the unseen texels whose mirror's detail may be copied (as gradients, ``inpaint.membrane_fill``
+    then sets their level from the seen texels around the hole), because the mirror side is seen and looks like what
+    this side shows.
+
+    texture: ``(3, T, T)`` the views' blend (read where ``seen``); mirrored: ``(3, T, T)`` each texel's mirror colour,
+    ``available`` ``(T, T)`` where the mirror point was seen; seen: ``(T, T)`` texels some view saw; region: ``(T, T)``
+    the chart (and gutter); features: ``(T, T)`` texels of the anatomically symmetric features (eyes, brows, nose,
+    lips). Near this side's seen texels (within T / 32) the reference is what they show: the smooth membrane fill from
+    them; the mirror is confirmed where its blurred colour (sigma T / 64: the shading) is within
+    ``symmetry_shading_tolerance`` of it and, outside the features, each texel within ``symmetry_tolerance``. Deeper in
+    a hole (half a profile) this side shows nothing to compare with; there, outside the features, each mirror texel
+    must be within ``symmetry_tolerance`` of the mirror's own surroundings (its blur at sigma T / 128): skin detail
+    passes, letters, a logo or a parting, which stand out from the skin around them, do not; a soft one-sided shadow
+    deep inside a hole is the one thing this cannot tell from shading. Rejected texels grow by T / 128 (at least 2) so
+    the soft rim of a letter stays behind too.
+    """
+    size = texture.shape[-1]
+    holes = region & ~seen & available
+    if not holes.any():
+        return holes
+    # the references are smooth: computed on a map of at most 256 texels and upsampled
+    factor = max(1, size // 256)
+
+    def coarse(values: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+        share = F.avg_pool2d(where[None, None].float(), factor)[0, 0]
+        return F.avg_pool2d((values * where)[None], factor)[0] / share.clamp_min(1e-6), share >= 0.5
+
+    def fine(values: Tensor) -> Tensor:
+        return F.interpolate(values[None], size=texture.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+    seen_values, seen_coarse = coarse(texture, seen)
+    coarse_region = F.avg_pool2d(region[None, None].float(), factor)[0, 0] > 0
+    smooth = fine(membrane_fill(seen_values, seen_coarse, coarse_region))
+    mirror_values, mirror_coarse = coarse(mirrored, available)
+    shading = fine(_masked_blur(mirror_values, mirror_coarse, size / 64.0 / factor))
+    surroundings = fine(_masked_blur(mirror_values, mirror_coarse, size / 128.0 / factor))
+    reach = max(1, size // 32)
+    near = F.max_pool2d(seen[None, None].float(), 2 * reach + 1, stride=1, padding=reach)[0, 0] > 0
+    shading_ok = (shading - smooth).abs().amax(dim=0) <= config.symmetry_shading_tolerance
+    detail_near = (mirrored - smooth).abs().amax(dim=0) <= config.symmetry_tolerance
+    detail_deep = (mirrored - surroundings).abs().amax(dim=0) <= config.symmetry_tolerance
+    plausible = holes & torch.where(near, shading_ok & (features | detail_near), features | detail_deep)
+    grow = max(2, round(size / 128))
+    rejected = F.max_pool2d((holes & ~plausible)[None, None].float(), 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0
+    return plausible & ~rejected
 
 
 def fuse_texture(
@@ -360,6 +432,7 @@ def fuse_texture(
     symmetry: Tensor | None = None,
     config: FusionConfig = FusionConfig(),
     masks: Tensor | None = None,
+    symmetric_features: Tensor | None = None,
 ) -> FusedTexture:
     """Fuse K views of one mesh into a ``T x T`` UV texture.
 
@@ -367,7 +440,10 @@ def fuse_texture(
     view's screen space; faces: ``(F, 3)``; uv: ``(V, 2)`` the model's texture coordinates in [0, 1], v up
     (the map is laid out from them as 3DDFA_V2's ``process_uv`` does, :func:`layout_uv`); texture_size: T
     in 256..2048; symmetry: ``(V,)`` mirror vertex of each vertex, or None to skip mirror filling;
-    masks: ``(K, H, W)`` bool, the pixels of each view allowed to feed the texture (``face_mask``), None = all.
+    masks: ``(K, H, W)`` bool, the pixels of each view allowed to feed the texture (``face_mask``), None = all;
+    symmetric_features: ``(V,)`` bool, vertices of the features a face has on both sides (eyes, brows, nose, lips;
+    ``face_mask.symmetric_feature_vertices``) whose detail an unseen texel may copy from its mirror
+    (:func:`confirmed_mirror`); None = none (only detail that matches the skin around a hole is copied).
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (K, 3, H, W), got {tuple(images.shape)}")
@@ -387,29 +463,37 @@ def fuse_texture(
                for image, vertices, mask in zip(images, screen_vertices, per_view_masks)]
     colours = torch.stack([s[0] for s in samples])
     visibility = torch.stack([s[1] for s in samples])
-    weights = reject_outliers(colours, torch.stack([s[2] for s in samples]), config.outlier_z, config.outlier_floor)
+    raw_weights = reject_outliers(colours, torch.stack([s[2] for s in samples]), config.outlier_z, config.outlier_floor)
+    weights = feather(raw_weights, chart.mask, config)
 
     texture, blend = blend_views(colours, weights, config.seam_sigma * texture_size)
     coverage = weights.sum(dim=0) > 0
-    best_weight = weights.amax(dim=0)
+    best_weight = raw_weights.amax(dim=0)
     mirrored, available = sample_at_mirror(torch.cat([texture, best_weight[None]]), coverage, chart)
     share = mirror_blend(best_weight, mirrored[3], available, chart.mask, config)
     disagreement = (texture - mirrored[:3]).abs().amax(dim=0)
+    grow = max(2, round(texture_size / 128))  # the worst nearby: the soft rim of a letter leans no more than its core
+    disagreement = F.max_pool2d(torch.where(available, disagreement, 0.0)[None, None], 2 * grow + 1, stride=1,
+                                padding=grow)[0, 0]
     agreement = (2.0 - disagreement / max(config.mirror_tolerance, 1e-6)).clamp(0.0, 1.0)
-    share = torch.where(best_weight > 0, share * agreement, share)  # seen texels lean only on a mirror that agrees
+    share = torch.where(coverage, share * agreement, 0.0)  # seen texels lean only on a mirror that agrees
     texture = (1.0 - share) * texture + share * mirrored[:3]
-    source = torch.full_like(coverage, TexelSource.OUTSIDE, dtype=torch.uint8)
-    source[coverage] = TexelSource.VIEW
-    source[share > 0.5] = TexelSource.SYMMETRY
 
-    known = coverage | available
     region = chart.mask
     if config.gutter > 0:
         kernel = 2 * config.gutter + 1
         region = F.max_pool2d(region[None, None].float(), kernel, stride=1, padding=config.gutter)[0, 0] > 0
-    holes = region & ~known
-    texture = torch.where(holes, push_pull(texture, known), texture * known)
+    holes = region & ~coverage
+    features = torch.zeros_like(coverage)
+    if symmetric_features is not None:
+        features = interpolate(symmetric_features.float()[None, :, None], faces, chart.fragments)[0, ..., 0] > 0.5
+    confirmed = confirmed_mirror(texture, mirrored[:3], available, coverage, region, features, config)
+    texture = torch.where(region, membrane_fill(texture, coverage, region, mirrored[:3], confirmed), 0.0)
+    source = torch.full_like(coverage, TexelSource.OUTSIDE, dtype=torch.uint8)
+    source[coverage] = TexelSource.VIEW
+    source[share > 0.5] = TexelSource.SYMMETRY
     source[holes] = TexelSource.INPAINTED
+    source[confirmed] = TexelSource.SYMMETRY
     return FusedTexture(
         texture=texture.clamp(0.0, 1.0), chart=chart.mask, coverage=coverage,
         view_weight=weights, blend_weight=blend, visibility=visibility, source=source,

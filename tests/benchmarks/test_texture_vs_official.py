@@ -50,19 +50,46 @@ def test_the_official_mesh_is_the_mean_face_in_the_official_pose(shared_assets: 
 
 @pytest.mark.slow
 def test_our_side_alone_on_one_photo(shared_assets: Path, tmp_path: Path) -> None:
-    """Without official maps: our two maps (and the default model's midline) on one real photo, coverage and scores
-    in range, a picture per photo; a missing official map is named."""
+    """Without official maps: our map (and the Surrey model's row) on one real photo, coverage and scores in range,
+    the skin mask scored against the hand-drawn polygons, the seam ratio, a picture per photo; a missing official
+    map is named."""
     out = tmp_path / "numbers.json"
     report = bench.main(["--assets", str(shared_assets), "--photos", "jianzhu_guo.jpg", "--size", "256",
                          "--pictures", str(tmp_path), "--default-model", "--out", str(out)])
     row = json.loads(out.read_text())["photos"][0]
     assert report["photos"][0]["photo"] == row["photo"] == "jianzhu_guo.jpg"
-    assert set(row["maps"]) == {"ours", "ours on the official mesh"}
-    for numbers in row["maps"].values():
-        assert 0.5 < numbers["holds_photo_colour"] < 1.0  # ours reads the texels the photo shows, only those
-        assert numbers["holds_seen_colour"] == pytest.approx(numbers["holds_photo_colour"], abs=0.01)
-        assert numbers["psnr"] > 25.0 and 0.0 < numbers["midline_strip"] < 0.2
-    assert 0.0 < row["default_model"]["midline_strip"] < 0.2  # the photo job's default (Surrey) map
+    assert set(row["maps"]) == {"ours"}
+    numbers = row["maps"]["ours"]
+    assert 0.5 < numbers["holds_photo_colour"] < 1.0  # ours reads the texels the photo shows, only those
+    assert numbers["holds_seen_colour"] == pytest.approx(numbers["holds_photo_colour"], abs=0.01)
+    assert numbers["psnr"] > 25.0 and 0.0 < numbers["midline_strip"] < 0.2
+    assert 0.5 < numbers["seam_ratio"] < 5.0 and numbers["handover_texels"] > 0
+    assert 0.8 < row["mask_precision"] <= 1.0 and 0.5 < row["mask_recall"] <= 1.0
+    assert 0.0 < row["surrey"]["midline_strip"] < 0.2 and row["surrey"]["psnr_in_hand_drawn_skin"] > 20.0
     assert (tmp_path / "texture_official_jianzhu_guo.png").is_file()
     with pytest.raises(SystemExit, match="no jianzhu_guo.png"):
         bench.main(["--assets", str(shared_assets), "--photos", "jianzhu_guo.jpg", "--official", str(tmp_path)])
+
+
+def test_seam_ratio_sees_a_step_at_a_hand_over_and_not_a_smooth_one() -> None:
+    """Two sources meeting at a column: a 0.2 brightness step there gives a ratio far above 1, the same map without
+    the step (a smooth ramp across the hand-over) about 1."""
+    size = 64
+    ramp = torch.linspace(0.2, 0.8, size)[None, None, :].expand(3, size, size).clone()
+    source = torch.full((size, size), int(bench.TexelSource.VIEW), dtype=torch.uint8)
+    source[:, size // 2:] = int(bench.TexelSource.INPAINTED)
+    blend = torch.ones(1, size, size)
+    region = torch.ones(size, size, dtype=torch.bool)
+    smooth = bench.seam_ratio(ramp, source, blend, region)
+    stepped = ramp.clone()
+    stepped[:, :, size // 2:] += 0.2
+    step = bench.seam_ratio(stepped, source, blend, region)
+    assert smooth["seam_ratio"] == pytest.approx(1.0, abs=0.05) and step["seam_ratio"] > 5.0
+
+
+def test_precision_and_recall_of_a_mask_against_a_drawn_one() -> None:
+    truth = torch.zeros(10, 10, dtype=torch.bool)
+    truth[2:8, 2:8] = True  # 36 pixels
+    mask = torch.zeros_like(truth)
+    mask[4:10, 4:10] = True  # 36 pixels, 16 of them inside
+    assert bench.precision_recall(mask, truth) == pytest.approx((16 / 36, 16 / 36))
