@@ -54,6 +54,12 @@ TIME_FIELDS = {"User time (seconds)": "user_s", "System time (seconds)": "system
                "Maximum resident set size (kbytes)": "peak_rss_kib"}
 
 
+def terminal_ctrl_c() -> None:
+    """In the child: Ctrl-C as in a terminal, also when this script runs as a background job (which a shell starts
+    with SIGINT ignored, and a Python started so ignores it too)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_child(command: list[str], env: dict[str, str], interrupt: tuple[str, float] | None = None) -> dict[str, Any]:
     """Run ``command`` under ``/usr/bin/time -v``: its wall and CPU seconds, peak RSS (bytes) and exit code.
 
@@ -68,7 +74,7 @@ def run_child(command: list[str], env: dict[str, str], interrupt: tuple[str, flo
     started = time.perf_counter()
     timed = [] if interrupt is not None else [str(TIME), "-v"]
     child = subprocess.Popen([*timed, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=terminal_ctrl_c)
     seen, text, sent = threading.Event(), [""], [math.nan]
 
     def read_stderr() -> None:  # also keeps the pipe drained
