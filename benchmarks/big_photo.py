@@ -54,19 +54,27 @@ TIME_FIELDS = {"User time (seconds)": "user_s", "System time (seconds)": "system
                "Maximum resident set size (kbytes)": "peak_rss_kib"}
 
 
+def terminal_ctrl_c() -> None:
+    """In the child: Ctrl-C as in a terminal, also when this script runs as a background job (which a shell starts
+    with SIGINT ignored, and a Python started so ignores it too)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_child(command: list[str], env: dict[str, str], interrupt: tuple[str, float] | None = None) -> dict[str, Any]:
     """Run ``command`` under ``/usr/bin/time -v``: its wall and CPU seconds, peak RSS (bytes) and exit code.
 
     (Python's own ``os.wait4`` would report the peak of this process too: a child made by ``vfork`` + ``exec`` keeps
     its parent's high-water mark in ``ru_maxrss``; ``time``, small itself, forks the command.) With
-    ``interrupt = (text, seconds)``, SIGINT goes to the child's process group, as a terminal's Ctrl-C does, ``seconds``
-    after ``text`` first appears on its stderr; ``interrupt_to_exit_s`` is how long it then took to exit.
+    ``interrupt = (text, seconds)`` the command runs alone (no ``time``) and SIGINT goes to its process group, as a
+    terminal's Ctrl-C does, ``seconds`` after ``text`` first appears on its stderr: its wall time, exit code and
+    ``interrupt_to_exit_s``, how long it then took to exit.
     """
     if not TIME.is_file():
         raise FileNotFoundError(f"{TIME} (GNU time) is needed to read a child's peak memory; install the 'time' package")
     started = time.perf_counter()
-    child = subprocess.Popen([str(TIME), "-v", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    timed = [] if interrupt is not None else [str(TIME), "-v"]
+    child = subprocess.Popen([*timed, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True, preexec_fn=terminal_ctrl_c)
     seen, text, sent = threading.Event(), [""], [math.nan]
 
     def read_stderr() -> None:  # also keeps the pipe drained
@@ -87,11 +95,14 @@ def run_child(command: list[str], env: dict[str, str], interrupt: tuple[str, flo
     reader.join(5)
     fields = {key: float(line.split(": ", 1)[1]) for line in text[0].splitlines()
               for label, key in TIME_FIELDS.items() if line.strip().startswith(label)}
+    if not timed:
+        return {"wall_s": ended - started, "returncode": child.returncode, "interrupt_to_exit_s": ended - sent[0],
+                "stderr_tail": text[0][-600:]}
     returncode = next((int(line.split()[-1]) for line in text[0].splitlines() if "Command exited with non-zero status"
                        in line), child.returncode)
     return {"wall_s": ended - started, "cpu_s": fields["user_s"] + fields["system_s"],
             "peak_rss_bytes": int(fields["peak_rss_kib"] * 1024), "returncode": returncode,
-            "interrupt_to_exit_s": ended - sent[0], "stderr_tail": text[0][-600:]}
+            "stderr_tail": text[0][-600:]}
 
 
 def photo_command(photo: Path, out: Path, assets: Path, uv_size: int, max_side: int | None) -> list[str]:
@@ -121,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         big = work / "big.jpg"
         width, height = make_big_photo(args.assets / SOURCE, big, args.megapixels)
         photos = {"1024 px": args.assets / SOURCE, "big": big}
+        run_child(photo_command(photos["1024 px"], work / "warm_up", args.assets, 256, args.max_side), env)  # untimed:
+        # builds the C++ rasteriser if this machine has not yet (its compiler's time would count as the child's)
         for index in range(args.rounds):
             for name, photo in photos.items():
                 runs[name].append(run_child(photo_command(photo, work / f"{name}_{index}", args.assets, args.uv_size,
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stop = run_child(photo_command(big, interrupted, args.assets, args.uv_size, args.max_side), env,
                          (INTERRUPT_STAGE, INTERRUPT_AFTER))
         stop["left_behind"] = sorted(p.name for p in work.iterdir() if p.name.startswith((".interrupted", "interrupted")))
+        stop["said"] = next((line for line in stop["stderr_tail"].splitlines() if line.startswith("interrupted")), None)
     rows = {name: {key: statistics.median(run[key] for run in runs[name]) for key in ("wall_s", "cpu_s", "peak_rss_bytes")}
             for name in runs}
     report = {"machine": facts, "big_photo": [width, height], "uv_size": args.uv_size, "max_side": args.max_side,
@@ -149,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines.append(f"| big / 1024 px | {width * height / 1024**2:.1f}x | {ratio['wall_s']:.2f}x | {ratio['cpu_s']:.2f}x | "
                  f"{ratio['peak_rss_bytes']:.2f}x |")
     lines += ["", f"Ctrl-C {INTERRUPT_AFTER:.0f} s into '{INTERRUPT_STAGE}' on the big photo: exited "
-              f"{stop['interrupt_to_exit_s']:.2f} s later with code {stop['returncode']}; left behind: "
-              f"{stop['left_behind'] or 'nothing'}"]
+              f"{stop['interrupt_to_exit_s']:.2f} s later with code {stop['returncode']}, saying {stop['said']!r}; "
+              f"left behind: {stop['left_behind'] or 'nothing'}"]
     return publish(report, "\n".join(lines), args.out)
 
 

@@ -26,6 +26,19 @@ NO_ASSETS = AssetPaths(*(Path("/nonexistent") / name for name in "abcdefg"))  # 
 
 
 @pytest.fixture()
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own Ctrl-C handling, as in a terminal (a shell starts background jobs with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def terminal_ctrl_c() -> None:
+    """In the child before it runs the script: Ctrl-C as in a terminal, even when these tests run in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture()
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB file system (tmpfs), where the platform lets the tests mount one."""
     mount = tmp_path / "full"
@@ -64,7 +77,8 @@ def test_a_decompression_bomb_is_refused_before_any_asset_is_read(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
-def test_ctrl_c_inside_a_long_native_call_stops_the_job_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_inside_a_long_native_call_stops_the_job_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                ctrl_c_raises: None) -> None:
     """The photo's decoding stands in for any long stage: a native call that holds no Python frame."""
     monkeypatch.setattr(job, "load_image", lambda path, max_side: time.sleep(5.0))
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
@@ -91,7 +105,7 @@ def test_script_exits_130_on_ctrl_c_and_writes_nothing(shared_assets: Path, tmp_
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--image", str(shared_assets / "faces" / "ffhq_00009.png"),
                                 "--out", str(out), "--assets", str(shared_assets), "--uv-size", "256"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_ctrl_c)
     seen = ""
     while "fit face model" not in seen:  # the progress bar names each stage as it starts
         chunk = process.stderr.read(1)
