@@ -66,7 +66,7 @@ def _ganspace_component(path: Path, component: int | None) -> Tensor:
 
 
 def load_boundary(path: str | Path, component: int | None = None) -> Tensor:
-    """Read a pose boundary as a ``(1, style_dim)`` or ``(n_latent, style_dim)`` unit-norm float32 tensor.
+    """Read a pose boundary as a ``(1, style_dim)`` or ``(n_latent, style_dim)`` float32 tensor, rows as stored.
 
     Accepts InterFaceGAN's ``.npy`` (``(1, 512)`` float64 or float32, e.g. ``stylegan_ffhq_pose_w_boundary.npy``
     or 3D-GANTex's ``pose_boundary.npy``; a flat ``(512,)`` is read as one row), e4e's
