@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +33,11 @@ import lightning as L
 import torch
 import torch_geometric.typing
 from torch import Tensor
+from torch.utils.data import Sampler
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.distributed import LocalFeatureStore, LocalGraphStore, Partitioner
 
+from datamodules.pyg_workarounds import accept_stack_level, load_partition_file, save_plain_edge_features
 from foundation.errors import InputError
 from foundation.files import staged_folder
 from graphkd.graph_info import GraphInfo
@@ -95,15 +100,18 @@ def _write_own_features(staging: Path, graph: Data | HeteroData, num_parts: int)
     matrix, and ``torch.save`` writes a view's whole storage: every part file would hold every
     node's features. For a heterogeneous graph it homogenises first, which keeps only attributes
     every node type has; ogbn-mag has paper features only (the other types are learned
-    embeddings), so PyG would store ``x=None`` everywhere. Rows follow PyG's ids of the part's nodes.
+    embeddings), so PyG would store ``x=None`` everywhere. A type without features gets an ``x``
+    with zero columns: ``DistNeighborSampler`` (``torch_geometric/distributed/dist_neighbor_sampler.py``,
+    ``_collate_fn``) looks up ``x`` for every sampled node type, and the R-GCN replaces those rows
+    by its embeddings. Rows follow PyG's ids of the part's nodes.
     """
     for pid in range(num_parts):
         path = staging / f"part_{pid}" / "node_feats.pt"
-        node_feats = torch.load(path)
+        node_feats = load_partition_file(path)
         if isinstance(graph, HeteroData):
             for node_type, entry in node_feats.items():
                 store = graph[node_type]
-                entry["feats"] = {"x": store.x[entry["id"]]} if "x" in store else {}
+                entry["feats"] = {"x": store.x[entry["id"]] if "x" in store else torch.empty(len(entry["id"]), 0)}
         else:
             node_feats["feats"] = {"x": graph.x[node_feats["global_id"]]}
         torch.save(node_feats, path)
@@ -128,6 +136,8 @@ def write_partitions(graph: Data | HeteroData, graph_info: GraphInfo, num_classe
     with staged_folder(out, replace=False) as staging:
         Partitioner(graph, num_parts, str(staging), recursive).generate_partition()
         _write_own_features(staging, graph, num_parts)
+        for pid in range(num_parts):
+            save_plain_edge_features(staging / f"part_{pid}")
         hetero = graph_info.hetero
         target = graph[hetero.target] if hetero else graph
         torch.save(target.y, staging / LABELS_FILE)
@@ -219,16 +229,45 @@ def verify_partition(partition: Partition) -> None:
             raise PartitionError(f"partition {pid}: {split}_idx.pt lists nodes of other partitions")
 
 
-def balanced_seeds(seeds: Tensor, length: int) -> Tensor:
-    """``seeds`` repeated cyclically up to ``length``.
+class EqualStepBatches(Sampler[list[int]]):
+    """``num_batches`` batches of the positions ``0 .. num_seeds - 1``: each position once, sizes differing by at most one.
 
-    DDP needs every process to run the same number of batches, but METIS balances nodes, not
-    split nodes, so the partitions own different numbers of seeds; the shorter ones are padded
-    by repetition, as Lightning's ``DistributedSampler`` pads (metrics drop repeated nodes by id).
+    DDP needs every process to run the same number of steps, but METIS balances nodes, not split
+    nodes, so the partitions own different numbers of seeds. Padding the shorter seed lists by
+    repetition (as Lightning's ``DistributedSampler`` does) would put one node twice into a batch,
+    which PyG's ``DistNeighborSampler`` cannot sample: it drops the duplicate seed, and the batch's
+    first ``batch_size`` rows are then no longer its seeds (a neighbour takes the last seed row).
+    Instead every process cuts its own seeds into the same number of batches. Only a partition with
+    fewer seeds than batches repeats some, one seed per otherwise empty batch.
+
+    Args:
+        num_seeds: this process's seed count.
+        num_batches: batches per epoch, the same on every process.
+        shuffle: a new order every epoch (Lightning calls :meth:`set_epoch`), the same for the same
+            ``seed`` and epoch, so a resumed run draws the batches an uninterrupted one would.
+        seed: base seed of the shuffle.
     """
-    if len(seeds) == 0:
-        raise PartitionError("this partition owns no node of the split, so it cannot pad its batches; use fewer parts")
-    return seeds.repeat((length + len(seeds) - 1) // len(seeds))[:length]
+
+    def __init__(self, num_seeds: int, num_batches: int, shuffle: bool, seed: int = 0) -> None:
+        if num_seeds < 1 or num_batches < 1:
+            raise PartitionError(f"cannot cut {num_seeds} seed nodes into {num_batches} batches; this partition "
+                                 "owns no node of the split: use fewer parts")
+        self.num_seeds, self.num_batches, self.shuffle, self.seed = num_seeds, num_batches, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.num_seeds, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.num_seeds)
+        for index, chunk in enumerate(torch.tensor_split(order, self.num_batches)):
+            yield chunk.tolist() if len(chunk) else [int(order[index % self.num_seeds])]
 
 
 def require_pyg_lib() -> None:
@@ -250,7 +289,9 @@ class PartitionedNodeDataModule(L.LightningDataModule):
 
     Args:
         root: a folder written by ``scripts/partition_graph.py``.
-        batch_size: seed nodes per process and batch.
+        batch_size: seed nodes per process and batch, at most: every process runs
+            ``ceil(largest partition's seeds / batch_size)`` steps, so a partition owning fewer
+            seeds cuts them into smaller batches (:class:`EqualStepBatches`).
         num_neighbors: neighbours sampled per layer.
         num_workers: sampler processes per loader (0: sample in the training process).
         concurrency: RPC requests a sampler keeps in flight.
@@ -305,13 +346,16 @@ class PartitionedNodeDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, port_offset: int) -> Any:
         require_pyg_lib()
+        accept_stack_level()
         from torch_geometric.distributed import DistContext, DistNeighborLoader
 
         trainer = self.trainer
         environment = trainer.strategy.cluster_environment
         context = DistContext(rank=trainer.global_rank, global_rank=trainer.global_rank, world_size=trainer.world_size,
                               global_world_size=trainer.world_size, group_name=f"partitioned-{split}")
-        seeds = balanced_seeds(self.partition.seeds[split], max(self.info["split_sizes"][split]))
+        seeds = self.partition.seeds[split]
+        steps = math.ceil(max(self.info["split_sizes"][split]) / self.batch_size)  # the same on every process
+        batches = EqualStepBatches(len(seeds), steps, shuffle, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
         hetero = self.graph_info.hetero
         base_port = self.rpc_port if self.rpc_port is not None else environment.main_port + 1
         return DistNeighborLoader(
@@ -321,8 +365,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
             master_port=base_port + port_offset,
             current_ctx=context,
             input_nodes=(hetero.target, seeds) if hetero else seeds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             concurrency=self.concurrency,
             device=torch.device("cpu"),

@@ -14,9 +14,9 @@ import yaml
 import datamodules.partitioned as partitioned
 from datamodules.ogb import SyntheticMAGDataModule
 from datamodules.partitioned import (
+    EqualStepBatches,
     PartitionedNodeDataModule,
     PartitionError,
-    balanced_seeds,
     edge_cut,
     load_partition,
     metis_available,
@@ -214,8 +214,16 @@ def test_missing_folder_says_how_to_write_it(tmp_path):
         PartitionedNodeDataModule(str(tmp_path / "nowhere"))
 
 
-def test_balanced_seeds_pad_by_repetition():
-    assert balanced_seeds(torch.tensor([4, 7, 9]), 7).tolist() == [4, 7, 9, 4, 7, 9, 4]
-    assert balanced_seeds(torch.tensor([4, 7, 9]), 3).tolist() == [4, 7, 9]
+def test_equal_step_batches_cover_each_seed_once_in_the_same_number_of_steps():
+    in_order = list(EqualStepBatches(10, 4, shuffle=False))
+    assert in_order == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]  # sizes differ by at most one, no seed twice
+    shuffled = EqualStepBatches(10, 4, shuffle=True, seed=3)
+    first = list(shuffled)
+    assert len(shuffled) == len(first) == 4 and sorted(sum(first, [])) == list(range(10))
+    assert list(shuffled) == first  # the same epoch draws the same batches (exact resume)
+    shuffled.set_epoch(1)
+    assert list(shuffled) != first and sorted(sum(list(shuffled), [])) == list(range(10))
+    # fewer seeds than steps: every seed once, then one seed per step that would be empty
+    assert list(EqualStepBatches(2, 4, shuffle=False)) == [[0], [1], [0], [1]]
     with pytest.raises(PartitionError, match="owns no node"):
-        balanced_seeds(torch.tensor([], dtype=torch.long), 2)
+        EqualStepBatches(0, 2, shuffle=False)
