@@ -37,7 +37,12 @@ from torch.utils.data import Sampler
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.distributed import LocalFeatureStore, LocalGraphStore, Partitioner
 
-from datamodules.pyg_workarounds import accept_stack_level, load_partition_file, save_plain_edge_features
+from datamodules.pyg_workarounds import (
+    accept_stack_level,
+    index_features_by_type_ids,
+    load_partition_file,
+    save_plain_edge_features,
+)
 from foundation.errors import InputError
 from foundation.files import staged_folder
 from graphkd.graph_info import GraphInfo
@@ -186,13 +191,18 @@ class Partition:
 
 
 def load_partition(root: str | Path, index: int) -> Partition:
-    """Load partition ``index`` of ``root`` the way a ``DistNeighborLoader`` process does."""
+    """Load partition ``index`` of ``root`` the way a ``DistNeighborLoader`` process does.
+
+    A heterogeneous part's node features are indexed by per-type ids, the ids the sampler looks them
+    up by (PyG 2.8.1 indexes them by homogenised ids: ``datamodules/pyg_workarounds.py``).
+    """
     info = read_partition_info(root)
     if not 0 <= index < info["num_parts"]:
         raise PartitionError(f"partition {index} does not exist: {root} has {info['num_parts']} parts")
     feature_store = LocalFeatureStore.from_partition(str(root), index)
-    feature_store.labels = torch.load(Path(root) / LABELS_FILE)
-    seeds = {split: torch.load(Path(root) / f"part_{index}" / f"{split}_idx.pt") for split in SPLITS}
+    index_features_by_type_ids(feature_store)
+    feature_store.labels = load_partition_file(Path(root) / LABELS_FILE)
+    seeds = {split: load_partition_file(Path(root) / f"part_{index}" / f"{split}_idx.pt") for split in SPLITS}
     return Partition(index, LocalGraphStore.from_partition(str(root), index), feature_store, seeds, info)
 
 
@@ -211,7 +221,6 @@ def verify_partition(partition: Partition) -> None:
         owner = node_map[group] if hetero else node_map
         owned = torch.nonzero(owner == pid).view(-1)
         stored = partition.feature_store.get_global_id(group)
-        stored = stored - partition.feature_store.meta["node_offset"][groups.index(group)] if hetero else stored
         if not torch.equal(stored.sort().values, owned):
             raise PartitionError(f"partition {pid} stores {len(stored)} nodes of type {group or 'node'} but its "
                                  f"node map gives it {len(owned)}: the folder is inconsistent, partition again")
@@ -334,7 +343,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
             self.partition = load_partition(self.root, rank)
             verify_partition(self.partition)
             failure = None
-        except (OSError, PartitionError) as error:
+        except (OSError, InputError) as error:
             failure = error
         # every rank learns whether all loaded: one rank raising alone would leave the others waiting in DDP set-up
         if not self.trainer.strategy.reduce_boolean_decision(failure is None, all=True):

@@ -34,7 +34,7 @@ from datamodules.ogb import SyntheticMAGDataModule, dataset_folder
 from graphkd.distributed import first_occurrences, gather_from_ranks
 from graphkd.synthetic_mag import write_synthetic_mag
 from lightning_modules.node_classifier import NodeClassifier
-from tests.graph_fixtures import TINY_MAG
+from tests.graph_fixtures import TINY_MAG, require_neighbor_sampler
 
 REPO = Path(__file__).resolve().parents[2]
 # 236 training papers (even: equal shares, no padding in the gradient), 35 validation (odd), 30 test
@@ -61,7 +61,7 @@ def test_gather_outside_distributed_returns_the_local_rows():
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_each_rank_draws_a_disjoint_share_of_the_seeds(data_root, shuffle):
     """The datamodule shards mini-batch seeds itself (keeping ``shuffle``); Lightning sees a DistributedSampler."""
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     shares = []
     for rank in range(2):
         dm = SyntheticMAGDataModule(GRAPH, root=str(data_root), hetero=False, batch_size=32, shuffle=shuffle)
@@ -205,7 +205,7 @@ def test_full_batch_distillation_on_two_processes_matches_one(data_root, tmp_pat
 @pytest.mark.slow
 def test_neighbor_loader_on_two_processes_matches_one_with_the_same_global_batch(data_root, tmp_path):
     """1 process x 64 seeds against 2 processes x 32 seeds; then both predict every node once."""
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     one = fit(tmp_path / "one", data_root, node_classifier(), 64, processes=1)
     two = fit(tmp_path / "two", data_root, node_classifier(), 32, processes=2)
     # val/loss is a mean over each rank's rows, so the padded repeat weighs in; the metric drops it
