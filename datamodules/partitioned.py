@@ -14,9 +14,10 @@ the folder holds what node classification needs, as PyG's distributed examples k
 * ``partition_info.json``: the dataset facts ``main.py`` links into the model (``graph_info``,
   ``num_features``, ``num_classes``), the seed counts per partition and the METIS edge cut.
 
-What runs where: writing and loading partitions needs METIS (torch-sparse built with it, ``make
-setup-sampling``, or pyg-lib) and nothing else; ``DistNeighborLoader`` calls pyg-lib's
-``torch.ops.pyg`` kernels, so training needs pyg-lib (docs/large_graphs.md).
+What runs where: writing and loading partitions needs METIS (pyg-lib's, or a torch-sparse built with
+it; ``make setup-sampling`` installs one) and nothing else; ``DistNeighborLoader`` calls pyg-lib's
+``torch.ops.pyg`` kernels, so training needs pyg-lib (docs/large_graphs.md). Three bugs of PyG 2.8.1
+on this path are worked around in :mod:`datamodules.pyg_workarounds`.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ from graphkd.graph_info import GraphInfo
 INFO_FILE = "partition_info.json"
 LABELS_FILE = "labels.pt"
 SPLITS = ("train", "val", "test")
-PYG_LIB_HINT = ("install pyg-lib from PyG's wheel index for your torch and CUDA versions "
-                "(PyG's installation guide lists the command)")
+PYG_LIB_HINT = ("run `make setup-sampling` (pyg-lib from ../shared/wheels, the cache or PyG's wheel index), or "
+                "install pyg-lib from PyG's wheel index for your torch and CUDA versions (PyG's installation guide "
+                "lists the command)")
 
 log = logging.getLogger("lightning.pytorch.datamodules.partitioned")  # shown by Lightning's console handler
 
@@ -136,8 +138,7 @@ def write_partitions(graph: Data | HeteroData, graph_info: GraphInfo, num_classe
     if out.exists():
         raise FileExistsError(f"{out} already exists; delete it or choose another output folder")
     if not metis_available():
-        raise ImportError("partitioning needs METIS, which this torch-sparse lacks: run `make setup-sampling` "
-                          f"(builds torch-sparse with METIS), or {PYG_LIB_HINT}")
+        raise ImportError(f"partitioning needs METIS (pyg-lib's, or a torch-sparse built with it): {PYG_LIB_HINT}")
     with staged_folder(out, replace=False) as staging:
         Partitioner(graph, num_parts, str(staging), recursive).generate_partition()
         _write_own_features(staging, graph, num_parts)

@@ -36,7 +36,7 @@ from datamodules.pyg_workarounds import accept_stack_level, load_partition_file
 from tests.graph_fixtures import TINY_MAG
 
 NUM_PARTS = 2
-needs_metis = pytest.mark.skipif(not metis_available(), reason="METIS missing: `make setup-sampling` builds torch-sparse with it")
+needs_metis = pytest.mark.skipif(not metis_available(), reason="METIS missing: run `make setup-sampling`")
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "partition_graph.py"
 
 
@@ -170,7 +170,7 @@ def test_datamodule_loads_and_checks_its_rank(source, parts):
 @pytest.mark.skipif(torch_geometric.typing.WITH_PYG_LIB, reason="pyg-lib is installed: DistNeighborLoader can run")
 def test_loader_without_pyg_lib_says_how_to_get_it(parts):
     dm = PartitionedNodeDataModule(str(parts[0]))
-    with pytest.raises(ImportError, match="DistNeighborLoader samples with pyg-lib.*wheel index"):
+    with pytest.raises(ImportError, match="DistNeighborLoader samples with pyg-lib.*make setup-sampling"):
         dm.train_dataloader()
 
 

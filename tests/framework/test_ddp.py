@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch_geometric.typing
 import yaml
 from PIL import Image
 from torch.utils.data import DistributedSampler
@@ -31,6 +32,7 @@ from torch.utils.data import DistributedSampler
 from datamodules.ffhq import FFHQDataModule
 from datamodules.graph import preparation_lock
 from datamodules.ogb import SyntheticMAGDataModule, dataset_folder
+from datamodules.partitioned import write_partitions
 from graphkd.distributed import first_occurrences, gather_from_ranks
 from graphkd.synthetic_mag import write_synthetic_mag
 from lightning_modules.node_classifier import NodeClassifier
@@ -224,6 +226,60 @@ def test_neighbor_loader_on_two_processes_matches_one_with_the_same_global_batch
     with torch.no_grad():
         expected = model.eval()(dm.graph).logits.argmax(-1)
     assert [int(r["prediction"]) for r in rows] == expected.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch_geometric.typing.WITH_PYG_LIB, reason="DistNeighborLoader needs pyg-lib: `make setup-sampling`")
+def test_abkd_student_on_two_partitions_scores_what_the_whole_graph_scores(data_root, tmp_path):
+    """``main.py fit`` on 2 processes, each holding one METIS partition of the ogbn-mag-layout graph.
+
+    An ABKD student (R-GCN) of a teacher trained here is fitted on ``DistNeighborLoader`` batches (gloo
+    for DDP, RPC for remote neighbours, both on 127.0.0.1). Every neighbour is sampled, so the
+    accuracy logged at the last epoch must be the saved student's accuracy on the whole graph: each
+    seed once, its labels, its features and its neighbours' (remote ones included) all right.
+    """
+    dm = SyntheticMAGDataModule(GRAPH, root=str(data_root), hetero=True)
+    teacher = NodeClassifier(dm.num_features, dm.num_classes, dm.graph_info,
+                             **{**node_classifier()["init_args"], "optimizer": partial(torch.optim.Adam, lr=0.01, weight_decay=0.0)})
+    L.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(teacher, dm)
+    teacher.trainer.save_checkpoint(tmp_path / "teacher.ckpt")
+    write_partitions(dm.graph, dm.graph_info, dm.num_classes, tmp_path / "parts", 2)
+    run_dir = tmp_path / "student"
+    student = {"arch": "rgcn", "hidden_channels": 8, "num_layers": 2, "dropout": 0.0, "optimizer": ADAM}
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu", "max_epochs": EPOCHS, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+            "use_distributed_sampler": False, "enable_progress_bar": False, "enable_model_summary": False,
+            "default_root_dir": str(run_dir),
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir), "name": "csv"}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": str(run_dir / "ckpt"), "save_last": True, "save_top_k": 0}}],
+        },
+        "model": {"class_path": "lightning_modules.distillation.DistillationModule",
+                  "init_args": {"teacher_checkpoint": str(tmp_path / "teacher.ckpt"), **student,
+                                "distiller": {"class_path": "graphkd.distill.ABKD"}}},
+        "data": {"class_path": "datamodules.partitioned.PartitionedNodeDataModule",
+                 "init_args": {"root": str(tmp_path / "parts"), "batch_size": 48, "num_neighbors": [-1, -1],
+                               "concurrency": 1}},
+    }
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    run_main("fit", "--config", str(run_dir / "config.yaml"), processes=2)
+
+    logged = epoch_metrics(run_dir)
+    assert len(logged["val/acc"]) == len(logged["test/acc"]) == EPOCHS
+    state = last_weights(run_dir)
+    model = NodeClassifier(dm.num_features, dm.num_classes, dm.graph_info, **student)
+    model.model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()
+                                 if key.startswith("model.")})
+    with torch.no_grad():
+        predicted = model.eval()(dm.graph).logits.argmax(-1)
+    for split in ("val", "test"):
+        mask = dm.target_store[f"{split}_mask"]
+        accuracy = (predicted[mask] == dm.target_store.y[mask]).float().mean().item()
+        assert abs(logged[f"{split}/acc"][-1] - accuracy) <= METRIC_TOLERANCE, (split, logged[f"{split}/acc"], accuracy)
 
 
 class SeenImages(L.LightningModule):
