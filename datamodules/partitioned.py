@@ -34,7 +34,7 @@ import lightning as L
 import torch
 import torch_geometric.typing
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.distributed import LocalFeatureStore, LocalGraphStore, Partitioner
 
@@ -240,7 +240,7 @@ def verify_partition(partition: Partition) -> None:
 
 
 class EqualStepBatches(Sampler[list[int]]):
-    """``num_batches`` batches of the positions ``0 .. num_seeds - 1``: each position once, sizes differing by at most one.
+    """``num_batches`` batches of the positions ``sampler`` yields: each position once, sizes differing by at most one.
 
     DDP needs every process to run the same number of steps, but METIS balances nodes, not split
     nodes, so the partitions own different numbers of seeds. Padding the shorter seed lists by
@@ -251,33 +251,33 @@ class EqualStepBatches(Sampler[list[int]]):
     fewer seeds than batches repeats some, one seed per otherwise empty batch.
 
     Args:
-        num_seeds: this process's seed count.
+        sampler: the order of this process's seed positions; Lightning calls its ``set_epoch`` at
+            every epoch (it looks for ``batch_sampler.sampler``), as :func:`seed_order` needs.
         num_batches: batches per epoch, the same on every process.
-        shuffle: a new order every epoch (Lightning calls :meth:`set_epoch`), the same for the same
-            ``seed`` and epoch, so a resumed run draws the batches an uninterrupted one would.
-        seed: base seed of the shuffle.
     """
 
-    def __init__(self, num_seeds: int, num_batches: int, shuffle: bool, seed: int = 0) -> None:
-        if num_seeds < 1 or num_batches < 1:
-            raise PartitionError(f"cannot cut {num_seeds} seed nodes into {num_batches} batches; this partition "
-                                 "owns no node of the split: use fewer parts")
-        self.num_seeds, self.num_batches, self.shuffle, self.seed = num_seeds, num_batches, shuffle, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, sampler: DistributedSampler, num_batches: int) -> None:
+        if len(sampler) < 1 or num_batches < 1:
+            raise PartitionError(f"cannot cut {len(sampler)} seed nodes into {num_batches} batches; this "
+                                 "partition owns no node of the split: use fewer parts")
+        self.sampler, self.num_batches = sampler, num_batches
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = torch.randperm(self.num_seeds, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(self.num_seeds)
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
         for index, chunk in enumerate(torch.tensor_split(order, self.num_batches)):
-            yield chunk.tolist() if len(chunk) else [int(order[index % self.num_seeds])]
+            yield chunk.tolist() if len(chunk) else [int(order[index % len(order)])]
+
+
+def seed_order(num_seeds: int, shuffle: bool, seed: int = 0) -> DistributedSampler:
+    """All ``num_seeds`` positions, shuffled by ``seed`` + epoch when ``shuffle`` (``set_epoch`` moves the epoch).
+
+    torch's ``DistributedSampler`` over one replica: every position once, the same order for the same seed and
+    epoch, so a resumed run draws the batches an uninterrupted one would.
+    """
+    return DistributedSampler(range(num_seeds), num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
 
 
 def require_pyg_lib() -> None:
@@ -365,7 +365,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
                               global_world_size=trainer.world_size, group_name=f"partitioned-{split}")
         seeds = self.partition.seeds[split]
         steps = math.ceil(max(self.info["split_sizes"][split]) / self.batch_size)  # the same on every process
-        batches = EqualStepBatches(len(seeds), steps, shuffle, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        batches = EqualStepBatches(seed_order(len(seeds), shuffle, int(os.environ.get("PL_GLOBAL_SEED", 0))), steps)
         hetero = self.graph_info.hetero
         base_port = self.rpc_port if self.rpc_port is not None else environment.main_port + 1
         return DistNeighborLoader(

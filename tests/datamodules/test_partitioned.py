@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch_geometric.typing
 import yaml
+from lightning.fabric.utilities.data import _set_sampler_epoch
+from torch.utils.data import DataLoader
 
 import datamodules.partitioned as partitioned
 import datamodules.pyg_workarounds as pyg_workarounds
@@ -29,6 +31,7 @@ from datamodules.partitioned import (
     load_partition,
     metis_available,
     owners_of,
+    seed_order,
     verify_partition,
     write_partitions,
 )
@@ -353,15 +356,21 @@ def test_missing_folder_says_how_to_write_it(tmp_path):
 
 
 def test_equal_step_batches_cover_each_seed_once_in_the_same_number_of_steps():
-    in_order = list(EqualStepBatches(10, 4, shuffle=False))
+    in_order = list(EqualStepBatches(seed_order(10, shuffle=False), 4))
     assert in_order == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]  # sizes differ by at most one, no seed twice
-    shuffled = EqualStepBatches(10, 4, shuffle=True, seed=3)
-    first = list(shuffled)
-    assert len(shuffled) == len(first) == 4 and sorted(sum(first, [])) == list(range(10))
-    assert list(shuffled) == first  # the same epoch draws the same batches (exact resume)
-    shuffled.set_epoch(1)
-    assert list(shuffled) != first and sorted(sum(list(shuffled), [])) == list(range(10))
     # fewer seeds than steps: every seed once, then one seed per step that would be empty
-    assert list(EqualStepBatches(2, 4, shuffle=False)) == [[0], [1], [0], [1]]
+    assert list(EqualStepBatches(seed_order(2, shuffle=False), 4)) == [[0], [1], [0], [1]]
     with pytest.raises(PartitionError, match="owns no node"):
-        EqualStepBatches(0, 2, shuffle=False)
+        EqualStepBatches(seed_order(0, shuffle=False), 2)
+
+
+def test_equal_step_batches_reshuffle_when_lightning_moves_the_epoch():
+    """Lightning sets the epoch on ``loader.batch_sampler.sampler``: a new order each epoch, the same on a rerun."""
+    loader = DataLoader(range(10), batch_sampler=EqualStepBatches(seed_order(10, shuffle=True, seed=3), 4))
+    orders = []
+    for epoch in (0, 1, 0):
+        _set_sampler_epoch(loader, epoch)
+        batches = [batch.tolist() for batch in loader]
+        assert len(batches) == 4 and sorted(sum(batches, [])) == list(range(10))
+        orders.append(batches)
+    assert orders[0] != orders[1] and orders[0] == orders[2]
