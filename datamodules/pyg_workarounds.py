@@ -19,7 +19,10 @@
    the last row for ids the map does not hold (-1), silently. :func:`index_features_by_type_ids`
    re-indexes the loaded store by per-type ids where it finds homogenised ones.
 
-The upstream bug reports are in docs/large_graphs.md ("PyG bugs worked around").
+Two more are avoided by how :mod:`datamodules.partitioned` writes and batches: ``DistNeighborSampler``
+drops a seed repeated within a batch (so no batch repeats one) and looks up ``x`` of every node type (so
+featureless types get zero columns). The upstream bug reports of all five are in docs/large_graphs.md
+("PyG bugs worked around").
 """
 from __future__ import annotations
 
