@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -136,12 +137,28 @@ def write_config(run_dir: Path, data_root: Path, model: dict, batch_size: int | 
     return path
 
 
+def run_in_session(command: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``command`` in a process group of its own; on timeout kill the whole group and fail.
+
+    Lightning starts the other ranks as subprocesses: killing only the first would leave them waiting
+    for it (for gloo's 30-minute timeout) after the test has failed.
+    """
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(command)} did not end within {timeout} s:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_main(*args: str, processes: int) -> None:
     """``python main.py ARGS`` on ``processes`` CPU processes (DDP, gloo when more than one)."""
     strategy = ["--trainer.strategy", "ddp", "--trainer.devices", str(processes)] if processes > 1 else ["--trainer.devices", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OUTDATED_IGNORE": "1"}
-    done = subprocess.run([sys.executable, "main.py", *args, *strategy], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = run_in_session([sys.executable, "main.py", *args, *strategy], env)
     assert done.returncode == 0, done.stderr[-4000:]
 
 

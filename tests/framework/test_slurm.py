@@ -12,7 +12,6 @@ import dataclasses
 import os
 import re
 import socket
-import subprocess
 from pathlib import Path
 
 import lightning as L
@@ -107,6 +106,7 @@ def test_multi_node_template_starts_a_partitioned_run_one_partition_per_task(tmp
     """
     from datamodules.ogb import SyntheticMAGDataModule
     from datamodules.partitioned import write_partitions
+    from tests.framework.test_ddp import run_in_session
     from tests.graph_fixtures import TINY_MAG
 
     source = SyntheticMAGDataModule(dataclasses.replace(TINY_MAG, num_papers=200), root=str(tmp_path / "graph"))
@@ -132,9 +132,8 @@ def test_multi_node_template_starts_a_partitioned_run_one_partition_per_task(tmp
            "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1",
            "SLURM_CPUS_PER_TASK": "1", "SLURM_NODELIST": "localhost", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "OUTDATED_IGNORE": "1"}
-    done = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "multi_node.sbatch"), "--trainer.accelerator", "cpu",
-                           "--trainer.default_root_dir", str(tmp_path / "job")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = run_in_session(["bash", str(REPO / "scripts" / "slurm" / "multi_node.sbatch"), "--trainer.accelerator", "cpu",
+                           "--trainer.default_root_dir", str(tmp_path / "job")], env)
     assert done.returncode == 0, done.stderr[-4000:]
     for rank in range(2):
         assert f"[rank {rank}/2] loaded and verified partition {rank} of {tmp_path / 'parts'}" in done.stderr
