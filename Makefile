@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup setup-sampling sampling-torch-sparse torch-sparse-metis-wheel demo test lint benchmark clean graphs
+.PHONY: setup setup-sampling torch-sparse-metis-wheel metis-torch-sparse demo test lint benchmark clean graphs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,47 +13,40 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e ".[dev]"
 	touch $@
 
-# PyG's NeighborLoader needs pyg-lib or torch-sparse, and PyG's distributed Partitioner needs METIS (inside
-# either). First choice: PyG's own pyg-lib wheel for the installed torch from data.pyg.org (seconds; quiet, 10 s
-# timeout, no retries, so an offline machine moves on at once). Fallback, when that index is unreachable or has
-# no wheel for this torch: torch-scatter/torch-sparse, PyPI source packages built here against the installed
-# torch. torch-sparse hands METIS int64 arrays, so it needs METIS built with
-# 64-bit ids (Debian's and cmeel's libmetis are 32-bit): METIS 5.1 is compiled from the copy vendored in
-# pymetis's PyPI sdist into a static library that torch-sparse links (WITH_METIS=1; LDFLAGS' -L comes
-# before the system's, LIBRARY_PATH's after, so a Debian libmetis.so would win). pip's own wheel cache
-# cannot tell a METIS build from a plain one, so the wheel is built with --no-cache-dir and kept in our
-# own wheelhouse, one per Python and torch version: 15-50 min on 2 shared cores the first time (measured 15 and
-# 48 min at load averages 8 and 13), seconds after. Either path ends with a check that METIS separates two
-# disjoint triangles (a 32-bit METIS crashes it).
-PYG_WHEELS = https://data.pyg.org/whl/torch-$(shell $(PY) -c "import torch; print(torch.__version__)").html
-TRIANGLES := torch.tensor([0, 2, 4, 6, 8, 10, 12]), torch.tensor([1, 2, 0, 2, 0, 1, 4, 5, 3, 5, 3, 4])
-SEPARATED := len(set(part[:3].tolist())) == len(set(part[3:].tolist())) == 1 and part[0] != part[3], part
+# PyG's NeighborLoader needs pyg-lib or torch-sparse; METIS partitioning needs either one's METIS; PyG's
+# DistNeighborLoader needs pyg-lib. scripts/setup_sampling.py installs the first that works, printing which and how
+# long: pyg-lib from the wheelhouse(s), then from the cache, then from PyG's wheel index (quiet, 10 s timeout, no
+# retries: offline it gives up at once); else torch-scatter + torch-sparse with METIS, from the same folders, else
+# built into the cache (the last resort: an hour on 2 shared cores, seconds for every later set-up with this Python
+# and torch). A wheel is used only when its name fits this Python, its SHA-256 matches the folder's SHA256SUMS
+# (where there is one) and, installed, it loads with this torch and METIS separates two disjoint triangles.
+WHEELHOUSE ?= ../shared/wheels
+SAMPLING_CACHE ?= $(HOME)/.cache/gnn-face-kd/$(shell $(PY) -c \
+	"import sys, importlib.metadata as m; print(f'cp{sys.version_info[0]}{sys.version_info[1]}-torch-{m.version(\"torch\")}')")
+
+$(VENV)/.sampling: $(VENV)/.installed scripts/setup_sampling.py
+	$(PY) scripts/setup_sampling.py $(addprefix --wheelhouse ,$(WHEELHOUSE)) \
+		--build "$(MAKE) --no-print-directory torch-sparse-metis-wheel SAMPLING_CACHE={cache}"
+	touch $@
+
+# torch-scatter and torch-sparse wheels, built from their PyPI sources against the installed torch, into
+# $(SAMPLING_CACHE) with their SHA256SUMS (each only if missing there). torch-sparse hands METIS int64 arrays, so it
+# needs METIS built with 64-bit ids (Debian's and cmeel's libmetis are 32-bit): METIS 5.1 is compiled from the copy
+# vendored in pymetis's PyPI sdist into a static library that torch-sparse links (WITH_METIS=1; LDFLAGS' -L comes
+# before the system's, LIBRARY_PATH's after, so a Debian libmetis.so would win). pip's own wheel cache cannot tell a
+# METIS build from a plain one, hence --no-cache-dir. Measured: 3,532 s for both on 2 loaded cores.
 METIS_DIR := $(VENV)/metis
 METIS_SRC := $(METIS_DIR)/pymetis-2025.2.2/src/metis
 METIS_CFLAGS := -O3 -fPIC -std=c99 -D_GNU_SOURCE -DLINUX -D_FILE_OFFSET_BITS=64 -DNDEBUG -DNDEBUG2
-SPARSE_WHEELHOUSE = $(HOME)/.cache/gnn-face-kd/$(shell $(PY) -c \
-	"import sys, torch; print(f'cp{sys.version_info[0]}{sys.version_info[1]}-torch-{torch.__version__}')")
 
-$(VENV)/.sampling-metis: $(VENV)/.installed
-	@start=$$(date +%s); \
-	if $(PIP) install -q --timeout 10 --retries 0 --no-index --find-links "$(PYG_WHEELS)" pyg-lib >/dev/null 2>&1 \
-		&& $(PY) -c "import torch, pyg_lib; part = pyg_lib.partition.metis($(TRIANGLES), 2); assert $(SEPARATED)"; \
-	then echo "setup-sampling: pyg-lib from $(PYG_WHEELS) in $$(($$(date +%s) - start)) s"; \
-	else echo "setup-sampling: no pyg-lib wheel from $(PYG_WHEELS) ($$(($$(date +%s) - start)) s);" \
-		"building torch-sparse with METIS (15-50 min the first time)"; \
-		$(MAKE) --no-print-directory sampling-torch-sparse \
-		&& echo "setup-sampling: torch-sparse with METIS in $$(($$(date +%s) - start)) s"; fi
-	touch $@
-
-sampling-torch-sparse: $(VENV)/.installed
-	$(PIP) install --no-build-isolation torch-scatter==2.1.2
-	ls $(SPARSE_WHEELHOUSE)/torch_sparse-0.6.18-*.whl >/dev/null 2>&1 || $(MAKE) torch-sparse-metis-wheel
-	$(PIP) install --force-reinstall --no-deps $(SPARSE_WHEELHOUSE)/torch_sparse-0.6.18-*.whl
-	$(PY) -c "import torch, torch_sparse; part = torch.ops.torch_sparse.partition($(TRIANGLES), None, 2, False); \
-		assert $(SEPARATED)" || { echo "torch-sparse has no working METIS: delete $(SPARSE_WHEELHOUSE) and rerun"; exit 1; }
-
-# Builds METIS (64-bit ids) and a torch-sparse wheel linked to it into $(SPARSE_WHEELHOUSE).
 torch-sparse-metis-wheel: $(VENV)/.installed
+	mkdir -p "$(SAMPLING_CACHE)"
+	ls "$(SAMPLING_CACHE)"/torch_scatter-2.1.2-*.whl >/dev/null 2>&1 || $(PIP) wheel --no-build-isolation \
+		--no-cache-dir --no-deps -w "$(SAMPLING_CACHE)" torch-scatter==2.1.2
+	ls "$(SAMPLING_CACHE)"/torch_sparse-0.6.18-*.whl >/dev/null 2>&1 || $(MAKE) --no-print-directory metis-torch-sparse
+	cd "$(SAMPLING_CACHE)" && sha256sum *.whl > SHA256SUMS
+
+metis-torch-sparse: $(VENV)/.installed
 	rm -rf $(METIS_DIR) && mkdir -p $(METIS_DIR)/gklib $(METIS_DIR)/libmetis $(METIS_DIR)/wheel
 	$(PIP) download --no-deps --no-binary pymetis pymetis==2025.2.2 -d $(METIS_DIR)
 	tar xzf $(METIS_DIR)/pymetis-2025.2.2.tar.gz -C $(METIS_DIR)
@@ -64,11 +57,11 @@ torch-sparse-metis-wheel: $(VENV)/.installed
 	ar rcs $(METIS_DIR)/libmetis.a $(METIS_DIR)/gklib/*.o $(METIS_DIR)/libmetis/*.o
 	WITH_METIS=1 CPATH=$(abspath $(METIS_SRC))/include LDFLAGS=-L$(abspath $(METIS_DIR)) \
 		$(PIP) wheel --no-build-isolation --no-cache-dir --no-deps -w $(METIS_DIR)/wheel torch-sparse==0.6.18
-	mkdir -p $(SPARSE_WHEELHOUSE) && mv $(METIS_DIR)/wheel/torch_sparse-0.6.18-*.whl $(SPARSE_WHEELHOUSE)/
+	mv $(METIS_DIR)/wheel/torch_sparse-0.6.18-*.whl "$(SAMPLING_CACHE)"/
 
 setup: $(VENV)/.installed
 
-setup-sampling: $(VENV)/.sampling-metis
+setup-sampling: $(VENV)/.sampling
 
 # Each fit writes a new checkpoints/<run>/version_<N>; a checkpoint folder means its newest version's best.ckpt.
 demo: setup

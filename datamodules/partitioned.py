@@ -14,14 +14,18 @@ the folder holds what node classification needs, as PyG's distributed examples k
 * ``partition_info.json``: the dataset facts ``main.py`` links into the model (``graph_info``,
   ``num_features``, ``num_classes``), the seed counts per partition and the METIS edge cut.
 
-What runs where: writing and loading partitions needs METIS (torch-sparse built with it, ``make
-setup-sampling``, or pyg-lib) and nothing else; ``DistNeighborLoader`` calls pyg-lib's
-``torch.ops.pyg`` kernels, so training needs pyg-lib (docs/large_graphs.md).
+What runs where: writing and loading partitions needs METIS (pyg-lib's, or a torch-sparse built with
+it; ``make setup-sampling`` installs one) and nothing else; ``DistNeighborLoader`` calls pyg-lib's
+``torch.ops.pyg`` kernels, so training needs pyg-lib (docs/large_graphs.md). Three bugs of PyG 2.8.1
+on this path are worked around in :mod:`datamodules.pyg_workarounds`.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,16 @@ import lightning as L
 import torch
 import torch_geometric.typing
 from torch import Tensor
+from torch.utils.data import DistributedSampler, Sampler
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.distributed import LocalFeatureStore, LocalGraphStore, Partitioner
 
+from datamodules.pyg_workarounds import (
+    accept_stack_level,
+    index_features_by_type_ids,
+    load_partition_file,
+    save_plain_edge_features,
+)
 from foundation.errors import InputError
 from foundation.files import staged_folder
 from graphkd.graph_info import GraphInfo
@@ -40,8 +51,9 @@ from graphkd.graph_info import GraphInfo
 INFO_FILE = "partition_info.json"
 LABELS_FILE = "labels.pt"
 SPLITS = ("train", "val", "test")
-PYG_LIB_HINT = ("install pyg-lib from PyG's wheel index for your torch and CUDA versions "
-                "(PyG's installation guide lists the command)")
+PYG_LIB_HINT = ("run `make setup-sampling` (pyg-lib from ../shared/wheels, the cache or PyG's wheel index), or "
+                "install pyg-lib from PyG's wheel index for your torch and CUDA versions (PyG's installation guide "
+                "lists the command)")
 
 log = logging.getLogger("lightning.pytorch.datamodules.partitioned")  # shown by Lightning's console handler
 
@@ -95,15 +107,18 @@ def _write_own_features(staging: Path, graph: Data | HeteroData, num_parts: int)
     matrix, and ``torch.save`` writes a view's whole storage: every part file would hold every
     node's features. For a heterogeneous graph it homogenises first, which keeps only attributes
     every node type has; ogbn-mag has paper features only (the other types are learned
-    embeddings), so PyG would store ``x=None`` everywhere. Rows follow PyG's ids of the part's nodes.
+    embeddings), so PyG would store ``x=None`` everywhere. A type without features gets an ``x``
+    with zero columns: ``DistNeighborSampler`` (``torch_geometric/distributed/dist_neighbor_sampler.py``,
+    ``_collate_fn``) looks up ``x`` for every sampled node type, and the R-GCN replaces those rows
+    by its embeddings. Rows follow PyG's ids of the part's nodes.
     """
     for pid in range(num_parts):
         path = staging / f"part_{pid}" / "node_feats.pt"
-        node_feats = torch.load(path)
+        node_feats = load_partition_file(path)
         if isinstance(graph, HeteroData):
             for node_type, entry in node_feats.items():
                 store = graph[node_type]
-                entry["feats"] = {"x": store.x[entry["id"]]} if "x" in store else {}
+                entry["feats"] = {"x": store.x[entry["id"]] if "x" in store else torch.empty(len(entry["id"]), 0)}
         else:
             node_feats["feats"] = {"x": graph.x[node_feats["global_id"]]}
         torch.save(node_feats, path)
@@ -123,11 +138,12 @@ def write_partitions(graph: Data | HeteroData, graph_info: GraphInfo, num_classe
     if out.exists():
         raise FileExistsError(f"{out} already exists; delete it or choose another output folder")
     if not metis_available():
-        raise ImportError("partitioning needs METIS, which this torch-sparse lacks: run `make setup-sampling` "
-                          f"(builds torch-sparse with METIS), or {PYG_LIB_HINT}")
+        raise ImportError(f"partitioning needs METIS (pyg-lib's, or a torch-sparse built with it): {PYG_LIB_HINT}")
     with staged_folder(out, replace=False) as staging:
         Partitioner(graph, num_parts, str(staging), recursive).generate_partition()
         _write_own_features(staging, graph, num_parts)
+        for pid in range(num_parts):
+            save_plain_edge_features(staging / f"part_{pid}")
         hetero = graph_info.hetero
         target = graph[hetero.target] if hetero else graph
         torch.save(target.y, staging / LABELS_FILE)
@@ -176,13 +192,18 @@ class Partition:
 
 
 def load_partition(root: str | Path, index: int) -> Partition:
-    """Load partition ``index`` of ``root`` the way a ``DistNeighborLoader`` process does."""
+    """Load partition ``index`` of ``root`` the way a ``DistNeighborLoader`` process does.
+
+    A heterogeneous part's node features are indexed by per-type ids, the ids the sampler looks them
+    up by (PyG 2.8.1 indexes them by homogenised ids: ``datamodules/pyg_workarounds.py``).
+    """
     info = read_partition_info(root)
     if not 0 <= index < info["num_parts"]:
         raise PartitionError(f"partition {index} does not exist: {root} has {info['num_parts']} parts")
     feature_store = LocalFeatureStore.from_partition(str(root), index)
-    feature_store.labels = torch.load(Path(root) / LABELS_FILE)
-    seeds = {split: torch.load(Path(root) / f"part_{index}" / f"{split}_idx.pt") for split in SPLITS}
+    index_features_by_type_ids(feature_store)
+    feature_store.labels = load_partition_file(Path(root) / LABELS_FILE)
+    seeds = {split: load_partition_file(Path(root) / f"part_{index}" / f"{split}_idx.pt") for split in SPLITS}
     return Partition(index, LocalGraphStore.from_partition(str(root), index), feature_store, seeds, info)
 
 
@@ -201,7 +222,6 @@ def verify_partition(partition: Partition) -> None:
         owner = node_map[group] if hetero else node_map
         owned = torch.nonzero(owner == pid).view(-1)
         stored = partition.feature_store.get_global_id(group)
-        stored = stored - partition.feature_store.meta["node_offset"][groups.index(group)] if hetero else stored
         if not torch.equal(stored.sort().values, owned):
             raise PartitionError(f"partition {pid} stores {len(stored)} nodes of type {group or 'node'} but its "
                                  f"node map gives it {len(owned)}: the folder is inconsistent, partition again")
@@ -219,16 +239,45 @@ def verify_partition(partition: Partition) -> None:
             raise PartitionError(f"partition {pid}: {split}_idx.pt lists nodes of other partitions")
 
 
-def balanced_seeds(seeds: Tensor, length: int) -> Tensor:
-    """``seeds`` repeated cyclically up to ``length``.
+class EqualStepBatches(Sampler[list[int]]):
+    """``num_batches`` batches of the positions ``sampler`` yields: each position once, sizes differing by at most one.
 
-    DDP needs every process to run the same number of batches, but METIS balances nodes, not
-    split nodes, so the partitions own different numbers of seeds; the shorter ones are padded
-    by repetition, as Lightning's ``DistributedSampler`` pads (metrics drop repeated nodes by id).
+    DDP needs every process to run the same number of steps, but METIS balances nodes, not split
+    nodes, so the partitions own different numbers of seeds. Padding the shorter seed lists by
+    repetition (as Lightning's ``DistributedSampler`` does) would put one node twice into a batch,
+    which PyG's ``DistNeighborSampler`` cannot sample: it drops the duplicate seed, and the batch's
+    first ``batch_size`` rows are then no longer its seeds (a neighbour takes the last seed row).
+    Instead every process cuts its own seeds into the same number of batches. Only a partition with
+    fewer seeds than batches repeats some, one seed per otherwise empty batch.
+
+    Args:
+        sampler: the order of this process's seed positions; Lightning calls its ``set_epoch`` at
+            every epoch (it looks for ``batch_sampler.sampler``), as :func:`seed_order` needs.
+        num_batches: batches per epoch, the same on every process.
     """
-    if len(seeds) == 0:
-        raise PartitionError("this partition owns no node of the split, so it cannot pad its batches; use fewer parts")
-    return seeds.repeat((length + len(seeds) - 1) // len(seeds))[:length]
+
+    def __init__(self, sampler: DistributedSampler, num_batches: int) -> None:
+        if len(sampler) < 1 or num_batches < 1:
+            raise PartitionError(f"cannot cut {len(sampler)} seed nodes into {num_batches} batches; this "
+                                 "partition owns no node of the split: use fewer parts")
+        self.sampler, self.num_batches = sampler, num_batches
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        for index, chunk in enumerate(torch.tensor_split(order, self.num_batches)):
+            yield chunk.tolist() if len(chunk) else [int(order[index % len(order)])]
+
+
+def seed_order(num_seeds: int, shuffle: bool, seed: int = 0) -> DistributedSampler:
+    """All ``num_seeds`` positions, shuffled by ``seed`` + epoch when ``shuffle`` (``set_epoch`` moves the epoch).
+
+    torch's ``DistributedSampler`` over one replica: every position once, the same order for the same seed and
+    epoch, so a resumed run draws the batches an uninterrupted one would.
+    """
+    return DistributedSampler(range(num_seeds), num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
 
 
 def require_pyg_lib() -> None:
@@ -250,7 +299,9 @@ class PartitionedNodeDataModule(L.LightningDataModule):
 
     Args:
         root: a folder written by ``scripts/partition_graph.py``.
-        batch_size: seed nodes per process and batch.
+        batch_size: seed nodes per process and batch, at most: every process runs
+            ``ceil(largest partition's seeds / batch_size)`` steps, so a partition owning fewer
+            seeds cuts them into smaller batches (:class:`EqualStepBatches`).
         num_neighbors: neighbours sampled per layer.
         num_workers: sampler processes per loader (0: sample in the training process).
         concurrency: RPC requests a sampler keeps in flight.
@@ -293,7 +344,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
             self.partition = load_partition(self.root, rank)
             verify_partition(self.partition)
             failure = None
-        except (OSError, PartitionError) as error:
+        except (OSError, InputError) as error:
             failure = error
         # every rank learns whether all loaded: one rank raising alone would leave the others waiting in DDP set-up
         if not self.trainer.strategy.reduce_boolean_decision(failure is None, all=True):
@@ -305,13 +356,16 @@ class PartitionedNodeDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, port_offset: int) -> Any:
         require_pyg_lib()
+        accept_stack_level()
         from torch_geometric.distributed import DistContext, DistNeighborLoader
 
         trainer = self.trainer
         environment = trainer.strategy.cluster_environment
         context = DistContext(rank=trainer.global_rank, global_rank=trainer.global_rank, world_size=trainer.world_size,
                               global_world_size=trainer.world_size, group_name=f"partitioned-{split}")
-        seeds = balanced_seeds(self.partition.seeds[split], max(self.info["split_sizes"][split]))
+        seeds = self.partition.seeds[split]
+        steps = math.ceil(max(self.info["split_sizes"][split]) / self.batch_size)  # the same on every process
+        batches = EqualStepBatches(seed_order(len(seeds), shuffle, int(os.environ.get("PL_GLOBAL_SEED", 0))), steps)
         hetero = self.graph_info.hetero
         base_port = self.rpc_port if self.rpc_port is not None else environment.main_port + 1
         return DistNeighborLoader(
@@ -321,8 +375,7 @@ class PartitionedNodeDataModule(L.LightningDataModule):
             master_port=base_port + port_offset,
             current_ctx=context,
             input_nodes=(hetero.target, seeds) if hetero else seeds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             concurrency=self.concurrency,
             device=torch.device("cpu"),

@@ -6,7 +6,7 @@ The dataset is the ``data`` section of a ``main.py`` config (any ``datamodules.g
 real or generated ogbn-mag, homogeneous or heterogeneous, arxiv, products, Planetoid). PyG's
 ``Partitioner`` writes its layout; labels, per-partition split seeds and the dataset facts are added
 (``datamodules/partitioned.py``), and ``configs/abkd_mag_partitioned.yaml`` trains on the result.
-Needs METIS: ``make setup-sampling`` builds torch-sparse with it.
+Needs METIS: ``make setup-sampling`` installs pyg-lib (or torch-sparse with METIS).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from datamodules.ogb import PYG_SAFE_GLOBALS, OGBNodeDataModule, SyntheticMAGDat
 from graphkd.synthetic_mag import TRIPLETS, generate, write_synthetic_mag
 from lightning_modules.node_classifier import NodeClassifier
 from tests.datamodules.ogb_layout import write_homogeneous_ogb
-from tests.graph_fixtures import TINY_MAG
+from tests.graph_fixtures import TINY_MAG, require_neighbor_sampler
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_synthetic_folder_with_other_config_is_refused(mag_root):
 
 @pytest.mark.parametrize("hetero", [True, False])
 def test_neighbor_loader_batches_seed_first(mag_root, hetero):
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     dm = SyntheticMAGDataModule(TINY_MAG, root=str(mag_root), hetero=hetero, batch_size=64, num_neighbors=[5, 3])
     seeds = []
     for batch in dm.train_dataloader():

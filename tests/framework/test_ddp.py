@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch_geometric.typing
 import yaml
 from PIL import Image
 from torch.utils.data import DistributedSampler
@@ -31,10 +33,11 @@ from torch.utils.data import DistributedSampler
 from datamodules.ffhq import FFHQDataModule
 from datamodules.graph import preparation_lock
 from datamodules.ogb import SyntheticMAGDataModule, dataset_folder
+from datamodules.partitioned import write_partitions
 from graphkd.distributed import first_occurrences, gather_from_ranks
 from graphkd.synthetic_mag import write_synthetic_mag
 from lightning_modules.node_classifier import NodeClassifier
-from tests.graph_fixtures import TINY_MAG
+from tests.graph_fixtures import TINY_MAG, require_neighbor_sampler
 
 REPO = Path(__file__).resolve().parents[2]
 # 236 training papers (even: equal shares, no padding in the gradient), 35 validation (odd), 30 test
@@ -61,7 +64,7 @@ def test_gather_outside_distributed_returns_the_local_rows():
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_each_rank_draws_a_disjoint_share_of_the_seeds(data_root, shuffle):
     """The datamodule shards mini-batch seeds itself (keeping ``shuffle``); Lightning sees a DistributedSampler."""
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     shares = []
     for rank in range(2):
         dm = SyntheticMAGDataModule(GRAPH, root=str(data_root), hetero=False, batch_size=32, shuffle=shuffle)
@@ -134,12 +137,28 @@ def write_config(run_dir: Path, data_root: Path, model: dict, batch_size: int | 
     return path
 
 
+def run_in_session(command: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``command`` in a process group of its own; on timeout kill the whole group and fail.
+
+    Lightning starts the other ranks as subprocesses: killing only the first would leave them waiting
+    for it (for gloo's 30-minute timeout) after the test has failed.
+    """
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(command)} did not end within {timeout} s:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_main(*args: str, processes: int) -> None:
     """``python main.py ARGS`` on ``processes`` CPU processes (DDP, gloo when more than one)."""
     strategy = ["--trainer.strategy", "ddp", "--trainer.devices", str(processes)] if processes > 1 else ["--trainer.devices", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OUTDATED_IGNORE": "1"}
-    done = subprocess.run([sys.executable, "main.py", *args, *strategy], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = run_in_session([sys.executable, "main.py", *args, *strategy], env)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
@@ -205,7 +224,7 @@ def test_full_batch_distillation_on_two_processes_matches_one(data_root, tmp_pat
 @pytest.mark.slow
 def test_neighbor_loader_on_two_processes_matches_one_with_the_same_global_batch(data_root, tmp_path):
     """1 process x 64 seeds against 2 processes x 32 seeds; then both predict every node once."""
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     one = fit(tmp_path / "one", data_root, node_classifier(), 64, processes=1)
     two = fit(tmp_path / "two", data_root, node_classifier(), 32, processes=2)
     # val/loss is a mean over each rank's rows, so the padded repeat weighs in; the metric drops it
@@ -224,6 +243,60 @@ def test_neighbor_loader_on_two_processes_matches_one_with_the_same_global_batch
     with torch.no_grad():
         expected = model.eval()(dm.graph).logits.argmax(-1)
     assert [int(r["prediction"]) for r in rows] == expected.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch_geometric.typing.WITH_PYG_LIB, reason="DistNeighborLoader needs pyg-lib: `make setup-sampling`")
+def test_abkd_student_on_two_partitions_scores_what_the_whole_graph_scores(data_root, tmp_path):
+    """``main.py fit`` on 2 processes, each holding one METIS partition of the ogbn-mag-layout graph.
+
+    An ABKD student (R-GCN) of a teacher trained here is fitted on ``DistNeighborLoader`` batches (gloo
+    for DDP, RPC for remote neighbours, both on 127.0.0.1). Every neighbour is sampled, so the
+    accuracy logged at the last epoch must be the saved student's accuracy on the whole graph: each
+    seed once, its labels, its features and its neighbours' (remote ones included) all right.
+    """
+    dm = SyntheticMAGDataModule(GRAPH, root=str(data_root), hetero=True)
+    teacher = NodeClassifier(dm.num_features, dm.num_classes, dm.graph_info,
+                             **{**node_classifier()["init_args"], "optimizer": partial(torch.optim.Adam, lr=0.01, weight_decay=0.0)})
+    L.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(teacher, dm)
+    teacher.trainer.save_checkpoint(tmp_path / "teacher.ckpt")
+    write_partitions(dm.graph, dm.graph_info, dm.num_classes, tmp_path / "parts", 2)
+    run_dir = tmp_path / "student"
+    student = {"arch": "rgcn", "hidden_channels": 8, "num_layers": 2, "dropout": 0.0, "optimizer": ADAM}
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu", "max_epochs": EPOCHS, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+            "use_distributed_sampler": False, "enable_progress_bar": False, "enable_model_summary": False,
+            "default_root_dir": str(run_dir),
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir), "name": "csv"}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": str(run_dir / "ckpt"), "save_last": True, "save_top_k": 0}}],
+        },
+        "model": {"class_path": "lightning_modules.distillation.DistillationModule",
+                  "init_args": {"teacher_checkpoint": str(tmp_path / "teacher.ckpt"), **student,
+                                "distiller": {"class_path": "graphkd.distill.ABKD"}}},
+        "data": {"class_path": "datamodules.partitioned.PartitionedNodeDataModule",
+                 "init_args": {"root": str(tmp_path / "parts"), "batch_size": 48, "num_neighbors": [-1, -1],
+                               "concurrency": 1}},
+    }
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    run_main("fit", "--config", str(run_dir / "config.yaml"), processes=2)
+
+    logged = epoch_metrics(run_dir)
+    assert len(logged["val/acc"]) == len(logged["test/acc"]) == EPOCHS
+    state = last_weights(run_dir)
+    model = NodeClassifier(dm.num_features, dm.num_classes, dm.graph_info, **student)
+    model.model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()
+                                 if key.startswith("model.")})
+    with torch.no_grad():
+        predicted = model.eval()(dm.graph).logits.argmax(-1)
+    for split in ("val", "test"):
+        mask = dm.target_store[f"{split}_mask"]
+        accuracy = (predicted[mask] == dm.target_store.y[mask]).float().mean().item()
+        assert abs(logged[f"{split}/acc"][-1] - accuracy) <= METRIC_TOLERANCE, (split, logged[f"{split}/acc"], accuracy)
 
 
 class SeenImages(L.LightningModule):

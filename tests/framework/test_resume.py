@@ -33,7 +33,7 @@ import yaml
 import main
 from callbacks.rng_state import RNG_STATES_KEY
 from datamodules.ogb import SyntheticMAGDataModule
-from tests.graph_fixtures import TINY_MAG
+from tests.graph_fixtures import TINY_MAG, require_neighbor_sampler
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SINGLE_NODE = REPO_ROOT / "scripts" / "slurm" / "single_node.sbatch"
@@ -256,7 +256,7 @@ def test_slurm_job_signalled_killed_and_requeued_ends_like_an_uninterrupted_job(
 
 
 def test_neighbor_loader_resume_is_exact_and_needs_the_rng_states(tmp_path, data_root):
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib")
+    require_neighbor_sampler()
     uninterrupted = kill_resume_and_compare(tmp_path, TEACHER, data_root, batch_size=48, steps=2)
 
     as_killed = tmp_path / "as_killed"

@@ -20,7 +20,7 @@ from lightning_modules.distillation import (
     TeacherOptionError,
 )
 from lightning_modules.node_classifier import NodeClassifier
-from tests.graph_fixtures import TINY_MAG
+from tests.graph_fixtures import TINY_MAG, require_neighbor_sampler
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_corrupt_or_missing_teacher_checkpoint(datamodule, tmp_path, content, ki
 
 
 def test_minibatch_hetero_distillation_matches_schema(tmp_path_factory, tmp_path):
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     dm = SyntheticMAGDataModule(TINY_MAG, root=str(tmp_path_factory.mktemp("hmag")), hetero=True, batch_size=64,
                                 num_neighbors=[4, 4, 4])
     teacher = NodeClassifier(**facts(dm), arch="rgcn", hidden_channels=16, num_layers=3)
@@ -288,7 +288,7 @@ def test_changed_teacher_file_is_refused_by_a_referencing_student(datamodule, te
 
 
 def test_teacher_on_full_graph_runs_the_teacher_once_for_all_mini_batches(tmp_path_factory, tmp_path):
-    pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib (make setup-sampling)")
+    require_neighbor_sampler()
     dm = SyntheticMAGDataModule(TINY_MAG, root=str(tmp_path_factory.mktemp("hmag_full")), hetero=True, batch_size=32,
                                 num_neighbors=[4, 4])
     teacher = NodeClassifier(**facts(dm), arch="rgcn", hidden_channels=16, num_layers=2)
