@@ -43,7 +43,6 @@ from typing import Any
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI for a newer version
 
 import torch
-import torch.nn.functional as F
 import torch_geometric.typing
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
@@ -51,13 +50,15 @@ from torch_geometric.data import HeteroData
 from tqdm import tqdm
 
 from benchmarks.machine import benchmark_parser, machine, machine_line, use_threads, write_json
+from benchmarks.module_step import ModuleStep
 from datamodules.ogb import SyntheticMAGDataModule
-from graphkd.distill import ABKD, DistillContext, Distiller, FitNet, LogitKD
+from graphkd.distill import ABKD, DistillerFactory, FitNet, LogitKD
 from graphkd.graph_info import GraphInfo
-from graphkd.models import build_gnn, count_parameters
+from graphkd.models import count_parameters
 from graphkd.node_batch import NodeBatch
 from graphkd.synthetic_mag import SyntheticMAGConfig
-from graphkd.teacher_cache import FrozenTeacherCache
+from lightning_modules.distillation import DistillationModule, read_classifier
+from lightning_modules.node_classifier import NodeClassifier
 
 FULL_SIZES = (2000, 8000, 32000)
 QUICK_SIZES = (200, 400, 800)
@@ -68,7 +69,7 @@ NUM_NEIGHBORS = [25, 20, 10]
 TEACHER = {"hidden_channels": 64, "num_layers": 3, "dropout": 0.2}
 STUDENT = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
 CACHED = "ABKD, teacher cached"
-METHODS: dict[str, Callable[[list[int], list[int]], Distiller] | None] = {
+METHODS: dict[str, DistillerFactory | None] = {
     "plain student": None,
     "logit KD": LogitKD,
     "FitNet": lambda s, t: FitNet(s, t, weight=0.1),
@@ -99,48 +100,25 @@ def load_mag(num_papers: int, root: Path) -> SyntheticMAGDataModule:
     return datamodule
 
 
-def build_models(datamodule: SyntheticMAGDataModule, seed: int = 0) -> tuple[nn.Module, nn.Module]:
-    """The frozen teacher (eval mode) and a fresh student for this graph's schema."""
+def frozen_teacher(datamodule: SyntheticMAGDataModule, root: Path, seed: int = 0) -> Path:
+    """A randomly initialised teacher saved as a teacher checkpoint (what ``DistillationModule`` reads)."""
     torch.manual_seed(seed)
-    info, features, classes = datamodule.graph_info, datamodule.num_features, datamodule.num_classes
-    teacher = build_gnn("rgcn", features, out_channels=classes, hetero=info.hetero, **TEACHER)
-    student = build_gnn("rgcn", features, out_channels=classes, hetero=info.hetero, **STUDENT)
-    return teacher.eval().requires_grad_(False), student
+    teacher = NodeClassifier(datamodule.num_features, datamodule.num_classes, datamodule.graph_info, arch="rgcn",
+                             **TEACHER)
+    path = root / "teacher.ckpt"
+    torch.save({"state_dict": teacher.state_dict(), "hyper_parameters": dict(teacher.hparams)}, path)
+    return path
 
 
-class TrainingStep:
-    """One optimiser step of a student: task loss, plus a KD method's terms against the frozen teacher.
-
-    The same sum as ``lightning_modules.distillation.DistillationModule`` (``distill_nodes='train'``),
-    without Lightning; ``method=None`` is the plain student, which never runs the teacher. With
-    ``cache_teacher`` the teacher's output comes from a :class:`FrozenTeacherCache`, as in that module.
-    """
-
-    def __init__(self, datamodule: SyntheticMAGDataModule, teacher: nn.Module, student: nn.Module,
-                 method: Callable[[list[int], list[int]], Distiller] | None, cache_teacher: bool = False) -> None:
-        self.info = datamodule.graph_info
-        self.cache = FrozenTeacherCache() if cache_teacher else None
-        self.teacher, self.student = teacher, student.train()
-        self.distiller = method(list(student.layer_dims), list(teacher.layer_dims)) if method else None
-        params = list(student.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
-        self.optimizer = torch.optim.Adam(params, lr=0.01)
-
-    def __call__(self, batch: HeteroData) -> None:
-        view = NodeBatch.of(batch, self.info)
-        output = view.run(self.student)
-        rows = view.split_rows("train")
-        loss = F.cross_entropy(output.logits[rows], view.labels[rows])
-        if self.distiller is not None:
-            with torch.no_grad():
-                teacher = (self.cache(self.teacher, batch, lambda: view.run(self.teacher)) if self.cache
-                           else view.run(self.teacher))
-            target = self.info.hetero.target
-            edges = batch[target, "cites", target].edge_index
-            terms = self.distiller(output, teacher, DistillContext(mask=rows, edge_index=edges, labels=view.labels))
-            loss = loss + torch.stack(list(terms.values())).sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+def student(datamodule: SyntheticMAGDataModule, teacher: Path, method: DistillerFactory | None,
+            cache_teacher: bool = False) -> NodeClassifier:
+    """The plain student (``method`` None: no teacher) or a ``DistillationModule`` distilling ``teacher``."""
+    facts = {"num_features": datamodule.num_features, "num_classes": datamodule.num_classes,
+             "graph_info": datamodule.graph_info}
+    if method is None:
+        return NodeClassifier(**facts, arch="rgcn", **STUDENT)
+    return DistillationModule(**facts, teacher_checkpoint=str(teacher), distiller=method, cache_teacher=cache_teacher,
+                              arch="rgcn", **STUDENT)
 
 
 def interleaved_ms(cases: dict[str, Callable[[], object]], repeats: Repeats, desc: str) -> dict[str, float]:
@@ -181,12 +159,11 @@ def peak_forward_bytes(model: nn.Module, batch: HeteroData, info: GraphInfo) -> 
     return peak
 
 
-def epoch_cases(datamodule: SyntheticMAGDataModule) -> dict[str, Callable[[], object]]:
+def epoch_cases(datamodule: SyntheticMAGDataModule, teacher: Path) -> dict[str, Callable[[], object]]:
     """(a) one ABKD epoch full batch, one over every NeighborLoader mini-batch of the training papers, and
     the sampling alone (the loader iterated without training)."""
-    teacher, student = build_models(datamodule)
-    full_step = TrainingStep(datamodule, teacher, student, ABKD)
-    mini_step = TrainingStep(datamodule, teacher, build_models(datamodule)[1], ABKD)
+    full_step = ModuleStep(student(datamodule, teacher, ABKD, cache_teacher=False))
+    mini_step = ModuleStep(student(datamodule, teacher, ABKD))
     graph = datamodule.graph
     if not SAMPLING:
         return {"full": lambda: full_step(graph)}
@@ -195,28 +172,26 @@ def epoch_cases(datamodule: SyntheticMAGDataModule) -> dict[str, Callable[[], ob
             "sampling": lambda: list(loader)}
 
 
-def kd_step_times(datamodule: SyntheticMAGDataModule, repeats: Repeats) -> dict[str, dict[str, float]]:
+def kd_step_times(datamodule: SyntheticMAGDataModule, teacher: Path, repeats: Repeats) -> dict[str, dict[str, float]]:
     """(b) step time of every method on the full graph and on one fixed mini-batch, plus the teacher's forward."""
     results = {}
     batches = {"full batch": datamodule.graph}
     if SAMPLING:
         batches["mini-batch"] = next(iter(datamodule.train_dataloader()))
     for mode, batch in batches.items():
-        teacher, _ = build_models(datamodule)
-        steps = {name: TrainingStep(datamodule, teacher, build_models(datamodule)[1], method)
-                 for name, method in METHODS.items()}
+        steps = {name: ModuleStep(student(datamodule, teacher, method)) for name, method in METHODS.items()}
         if mode == "full batch":  # a fixed mini-batch would hit the cache too, which real mini-batches never do
-            steps[CACHED] = TrainingStep(datamodule, teacher, build_models(datamodule)[1], ABKD, cache_teacher=True)
+            steps[CACHED] = ModuleStep(student(datamodule, teacher, ABKD, cache_teacher=True))
         cases: dict[str, Callable[[], object]] = {name: (lambda step=step: step(batch)) for name, step in steps.items()}
-        cases["teacher forward only"] = no_grad_forward(teacher, batch, datamodule.graph_info)
+        frozen = read_classifier(teacher)[0].model.eval()
+        cases["teacher forward only"] = no_grad_forward(frozen, batch, datamodule.graph_info)
         results[mode] = interleaved_ms(cases, repeats, f"KD steps, {mode}")
     return results
 
 
-def inference_models(datamodule: SyntheticMAGDataModule) -> dict[str, nn.Module]:
+def inference_models(datamodule: SyntheticMAGDataModule, teacher: Path) -> dict[str, nn.Module]:
     """(c) the teacher and the student in eval mode."""
-    teacher, student = build_models(datamodule)
-    return {"teacher": teacher, "student": student.eval()}
+    return {"teacher": read_classifier(teacher)[0].model.eval(), "student": student(datamodule, teacher, None).model.eval()}
 
 
 def run(sizes: tuple[int, ...], epoch_repeats: Repeats, step_repeats: Repeats, root: Path) -> dict[str, Any]:
@@ -226,9 +201,10 @@ def run(sizes: tuple[int, ...], epoch_repeats: Repeats, step_repeats: Repeats, r
     in the machine's load during the run does not show up as growth from one size to the next.
     """
     datamodules = {n: load_mag(n, root / f"papers_{n}") for n in sizes}
-    epochs = {f"{n}/{kind}": call for n, dm in datamodules.items() for kind, call in epoch_cases(dm).items()}
+    teachers = {n: frozen_teacher(dm, root / f"papers_{n}") for n, dm in datamodules.items()}
+    epochs = {f"{n}/{kind}": call for n, dm in datamodules.items() for kind, call in epoch_cases(dm, teachers[n]).items()}
     epoch_ms = interleaved_ms(epochs, epoch_repeats, "(a) epochs, all sizes")
-    models = {n: inference_models(dm) for n, dm in datamodules.items()}
+    models = {n: inference_models(dm, teachers[n]) for n, dm in datamodules.items()}
     forwards = {f"{n}/{name}": no_grad_forward(model, datamodules[n].graph, datamodules[n].graph_info)
                 for n, pair in models.items() for name, model in pair.items()}
     forward_ms = interleaved_ms(forwards, step_repeats, "(c) inference, all sizes")
@@ -248,7 +224,7 @@ def run(sizes: tuple[int, ...], epoch_repeats: Repeats, step_repeats: Repeats, r
                    "parameters": float(count_parameters(model))}
             for name, model in models[n].items()}
     middle = sizes[len(sizes) // 2]
-    report["kd_overhead"] = {"papers": middle, **kd_step_times(datamodules[middle], step_repeats)}
+    report["kd_overhead"] = {"papers": middle, **kd_step_times(datamodules[middle], teachers[middle], step_repeats)}
     return report
 
 

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch_geometric.data import Data
 
 from benchmarks.machine import benchmark_parser, machine, machine_line, publish, use_threads
+from benchmarks.module_step import ModuleStep
 from datamodules.pyg_dataset import PyGDataModule
-from graphkd.models import build_gnn, count_parameters
-from graphkd.parameter_groups import optimizer_groups
+from graphkd.models import count_parameters
+from lightning_modules.node_classifier import NodeClassifier
 
 # name -> (arch, layers, hidden, dropout, arch options)
 CASES: dict[str, tuple[str, int, int, float, dict[str, Any]]] = {
@@ -43,44 +42,42 @@ CASES: dict[str, tuple[str, int, int, float, dict[str, Any]]] = {
 PEER = "GCN 2 x 64 (peer)"
 
 
-def load_cora(planetoid: Path, workdir: Path) -> Data:
+def load_cora(planetoid: Path, workdir: Path) -> PyGDataModule:
     """Cora with row-normalised features and the public split, from a copy of the raw files."""
     raw = workdir / "Cora" / "raw"
     raw.mkdir(parents=True)
     for file in planetoid.glob("ind.cora.*"):
         shutil.copy(file, raw)
-    return PyGDataModule("Planetoid", {"name": "Cora"}, root=str(workdir), normalize_features=True).graph
+    datamodule = PyGDataModule("Planetoid", {"name": "Cora"}, root=str(workdir), normalize_features=True)
+    datamodule.setup("fit")
+    return datamodule
 
 
-def epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one training step plus one evaluation forward."""
+def epoch(step: ModuleStep, data: Data) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one training step (the module's) plus one evaluation forward."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    model.train()
-    optimizer.zero_grad()
-    loss = F.cross_entropy(model(data.x, data.edge_index).logits[data.train_mask], data.y[data.train_mask])
-    loss.backward()
-    optimizer.step()
-    model.eval()
+    step(data)
+    step.module.eval()
     with torch.no_grad():
-        model(data.x, data.edge_index)
+        step.module(data)
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def measure(data: Data, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+def measure(datamodule: PyGDataModule, runs: int, warmup: int) -> dict[str, dict[str, float]]:
     torch.manual_seed(0)
-    num_classes = int(data.y.max()) + 1
-    setups = {}
-    for name, (arch, layers, hidden, dropout, options) in CASES.items():
-        model = build_gnn(arch, data.num_features, hidden, num_classes, layers, dropout, arch_options=options)
-        setups[name] = (model, torch.optim.Adam(optimizer_groups(model), lr=0.01, weight_decay=5e-4))
+    facts = {"num_features": datamodule.num_features, "num_classes": datamodule.num_classes,
+             "graph_info": datamodule.graph_info}
+    steps = {name: ModuleStep(NodeClassifier(**facts, arch=arch, hidden_channels=hidden, num_layers=layers,
+                                             dropout=dropout, arch_options=options))
+             for name, (arch, layers, hidden, dropout, options) in CASES.items()}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in CASES}
     for round_ in range(warmup + runs):
-        for name, (model, optimizer) in setups.items():
-            seconds = epoch(model, optimizer, data)
+        for name, step in steps.items():
+            seconds = epoch(step, datamodule.graph)
             if round_ >= warmup:
                 times[name].append(seconds)
     wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
-    return {name: {"parameters": count_parameters(setups[name][0]), "epoch_s": wall[name],
+    return {name: {"parameters": count_parameters(steps[name].module.model), "epoch_s": wall[name],
                    "epoch_cpu_s": statistics.median(c for _, c in t), "ratio_to_peer": wall[name] / wall[PEER]}
             for name, t in times.items()}
 
@@ -106,9 +103,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not (args.planetoid / "ind.cora.graph").is_file():
         parser.error(f"no ind.cora.* files in {args.planetoid}; pass --planetoid")
     with tempfile.TemporaryDirectory() as workdir:
-        data = load_cora(args.planetoid, Path(workdir))
+        datamodule = load_cora(args.planetoid, Path(workdir))
     report = {"machine": machine(), "load_average_1min": os.getloadavg()[0], "runs": args.runs,
-              "cases": measure(data, args.runs, args.warmup)}
+              "cases": measure(datamodule, args.runs, args.warmup)}
     return publish(report, markdown(report), args.out)
 
 

@@ -9,6 +9,7 @@ MAG baselines).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -285,3 +286,29 @@ def build_gnn(
 def count_parameters(model: nn.Module) -> int:
     """Model parameters (frozen or not), excluding embedding tables of featureless node types."""
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embeddings."))
+
+
+def widest_within(budget: int, build: Callable[[int], nn.Module]) -> int:
+    """The largest hidden width ``h`` whose ``build(h)`` has at most ``budget`` parameters (:func:`count_parameters`).
+
+    Used to size a student by compression ratio (``budget = teacher parameters / ratio``). The count grows with
+    the width: doubling brackets the answer, then a binary search finds it, so no model built on the way has
+    more than about twice ``budget`` parameters (a search over a fixed range would build huge ones).
+
+    Raises:
+        ValueError: even width 1 exceeds ``budget``.
+    """
+    if count_parameters(build(1)) > budget:
+        raise ValueError(f"no width fits in {budget:,} parameters: width 1 already has {count_parameters(build(1)):,}; "
+                         "lower the compression ratio")
+    low, high = 1, 2
+    while count_parameters(build(high)) <= budget:
+        low, high = high, 2 * high
+    high -= 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_parameters(build(middle)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data, HeteroData
 
@@ -28,8 +29,12 @@ def fingerprint(tensors: Iterable[Tensor]) -> Fingerprint:
 
 
 def graph_tensors(graph: Data | HeteroData) -> list[Tensor]:
-    """Every tensor of a PyG ``Data``/``HeteroData`` (features, edges, masks, ids), in a fixed order."""
-    return [value for store in graph.stores for _, value in sorted(store.items()) if isinstance(value, Tensor)]
+    """Every tensor of a PyG ``Data``/``HeteroData`` (features, edges, masks, ids), in a fixed order; a sparse
+    CSR tensor (bag-of-words features) by its three dense parts, which have storage to fingerprint."""
+    tensors = [value for store in graph.stores for _, value in sorted(store.items()) if isinstance(value, Tensor)]
+    return [part for tensor in tensors for part in
+            ((tensor.crow_indices(), tensor.col_indices(), tensor.values()) if tensor.layout == torch.sparse_csr
+             else (tensor,))]
 
 
 class FrozenTeacherCache:

@@ -12,9 +12,9 @@ from torch import Tensor
 
 from foundation.checkpoints import MissingFileError, load_checkpoint
 from foundation.errors import InputError
-from graphkd.distill import DistillContext, DistillerFactory, LogitKD
+from graphkd.distill import DistillContext, DistillerFactory, LogitKD, kd_objective
 from graphkd.graph_info import GraphInfo
-from graphkd.models import RGCN, count_parameters
+from graphkd.models import RGCN, build_gnn, count_parameters, widest_within
 from graphkd.node_batch import NodeBatch
 from graphkd.outputs import GNNOutput
 from graphkd.teacher_cache import FrozenTeacherCache
@@ -114,6 +114,19 @@ def load_teacher(path: str, num_features: int, num_classes: int, graph_info: Gra
     return teacher
 
 
+def student_width(compression: float, teacher_parameters: int, num_features: int, num_classes: int,
+                  graph_info: GraphInfo, student: dict[str, Any]) -> int:
+    """The widest student of the given arguments (``NodeClassifier``'s defaults for the rest) with at most
+    ``teacher_parameters / compression`` parameters."""
+    if compression < 1:
+        raise ValueError(f"compression must be at least 1 (teacher parameters / student parameters), got {compression}")
+    options = {name: parameter.default for name, parameter in inspect.signature(NodeClassifier.__init__).parameters.items()
+               if parameter.default is not inspect.Parameter.empty} | student
+    return widest_within(int(teacher_parameters / compression), lambda width: build_gnn(
+        options["arch"], num_features, width, num_classes, options["num_layers"], options["dropout"], options["heads"],
+        options["norm"], graph_info.hetero, options["arch_options"]))
+
+
 class DistillationModule(NodeClassifier):
     """A student trained with ``ce_weight * CE + sum(KD terms)`` against a teacher.
 
@@ -137,6 +150,9 @@ class DistillationModule(NodeClassifier):
         teacher_on_full_graph: for mini-batches, run the frozen teacher once on the whole graph (where it fits)
             and give each batch the rows of its nodes (``n_id``). This changes what is distilled: the
             teacher's full-neighbourhood outputs instead of its outputs on the sampled subgraph.
+        compression: size the student by compression ratio instead of ``hidden_channels``: its width is the
+            widest whose parameter count is at most the teacher's divided by this (the paper's "32.3x"); the
+            chosen width is what the checkpoint records as ``hidden_channels``. None: use ``hidden_channels``.
         student: the student's :class:`NodeClassifier` arguments; its ``num_layers`` is at most the teacher's.
 
     A frozen teacher is not stored in the student's checkpoints: they hold its file's path and SHA-256
@@ -157,12 +173,16 @@ class DistillationModule(NodeClassifier):
         distill_nodes: str = "train",
         cache_teacher: bool = True,
         teacher_on_full_graph: bool = False,
+        compression: float | None = None,
         **student: Any,
     ) -> None:
-        super().__init__(num_features, num_classes, graph_info, **student)
         if distill_nodes not in ("train", "all"):
             raise ValueError(f"distill_nodes must be 'train' or 'all', got {distill_nodes!r}")
         teacher = load_teacher(teacher_checkpoint, num_features, num_classes, graph_info)
+        if compression is not None:
+            student["hidden_channels"] = student_width(compression, count_parameters(teacher.model), num_features,
+                                                       num_classes, graph_info, student)
+        super().__init__(num_features, num_classes, graph_info, **student)
         if self.model.num_layers > teacher.model.num_layers:
             raise ValueError(
                 f"the student has {self.model.num_layers} layers but the teacher only {teacher.model.num_layers}: "
@@ -256,17 +276,13 @@ class DistillationModule(NodeClassifier):
         checkpoint["state_dict"].update({f"teacher.{key}": value for key, value in weights.items()})
 
     def loss_terms(self, batch: NodeBatch, output: GNNOutput, rows: Tensor) -> dict[str, Tensor]:
-        terms = super().loss_terms(batch, output, rows)
-        terms["ce"] = self.hparams.ce_weight * terms["ce"]
-        teacher = self.teacher_output(batch)
-        if self.hparams.train_teacher:
-            terms["teacher_ce"] = self.task_loss(teacher.logits[rows], batch.labels[rows])
+        """:func:`graphkd.distill.kd_objective` on this batch: the one KD objective of the project."""
         mask = rows if self.hparams.distill_nodes == "train" else torch.ones_like(rows)
         # edges between classified rows, for structure-preserving KD
         context = DistillContext(mask=mask, edge_index=batch.target_edges(), labels=batch.labels,
                                  multilabel=self.multilabel)
-        terms.update(self.distiller(output, teacher, context))
-        return terms
+        return kd_objective(output, self.teacher_output(batch), batch.labels, rows, self.distiller, context,
+                            self.task_loss, self.hparams.ce_weight, self.hparams.train_teacher)
 
     def on_fit_start(self) -> None:
         self._parameters_logged = False  # every fit (a resumed one too) logs them in its first epoch

@@ -11,6 +11,7 @@ from graphkd.distill.gcrd import GCRD
 from graphkd.distill.logit_kd import LogitKD
 from graphkd.distill.lsp import LSP
 from graphkd.distill.no_kd import NoKD
+from graphkd.distill.objective import kd_objective
 
 __all__ = [
     "ABKD",
@@ -22,4 +23,5 @@ __all__ = [
     "LSP",
     "LogitKD",
     "NoKD",
+    "kd_objective",
 ]

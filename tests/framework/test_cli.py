@@ -9,16 +9,17 @@ import torch
 import yaml
 
 import main
-from benchmarks.abkd_report import ReportSpec
 from callbacks.best_and_last import BestAndLastCheckpoint
 from callbacks.rng_state import RNG_STATES_KEY
 from cli.checkpoint_policy import CheckpointPolicy
+from sweep.grid import Experiment
+from sweep.run import run_config
 from tests.graph_fixtures import TINY_MAG
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TRAINED = [path for path in sorted(CONFIGS.glob("*.yaml"))
            if {"max_epochs", "max_steps"} & set(yaml.safe_load(path.read_text()).get("trainer") or {})]
-REPORTS = sorted(CONFIGS.glob("report_*.yaml"))  # benchmarks.abkd_report specs, not main.py configs
+EXPERIMENTS = sorted((CONFIGS.parent / "experiments").glob("*.yaml"))
 
 
 def write_config(path, model: dict, root, log_dir, extra_callbacks=()):
@@ -92,7 +93,7 @@ def test_print_config_lists_linked_model(capsys, tmp_path):
     assert printed["model"]["init_args"]["arch"] == "gcn"
 
 
-@pytest.mark.parametrize("config", sorted(set(CONFIGS.glob("*.yaml")) - set(REPORTS)), ids=lambda path: path.name)
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
 def test_every_config_parses(config, capsys):
     """``--print_config`` of every main.py config: its keys, types and class paths are valid."""
     subcommand = "predict" if "return_predictions" in config.read_text() else "fit"
@@ -103,10 +104,25 @@ def test_every_config_parses(config, capsys):
     assert printed["model"]["class_path"] == yaml.safe_load(config.read_text())["model"]["class_path"]
 
 
-@pytest.mark.parametrize("config", REPORTS, ids=lambda path: path.name)
-def test_every_report_spec_parses(config):
-    spec = ReportSpec.from_yaml(config)
-    assert spec.methods and Path(spec.teacher_config).is_file() and Path(spec.student_config).is_file()
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda path: path.name)
+def test_every_experiment_gives_configs_main_accepts(experiment, tmp_path, monkeypatch, capsys):
+    """Every label of every axis is checked once: the cell's whole config passes ``main.py --print_config``."""
+    monkeypatch.chdir(CONFIGS.parent)  # an experiment's paths are relative to the repository
+    loaded = Experiment.load(experiment.relative_to(CONFIGS.parent))
+    covering, seen = [], set()
+    for cell in loaded.cells():
+        if not set(cell.labels.items()) <= seen:
+            covering.append(cell)
+            seen |= set(cell.labels.items())
+    for cell in covering:
+        path = tmp_path / "cell.yaml"
+        path.write_text(yaml.safe_dump(run_config(loaded, cell)))
+        with pytest.raises(SystemExit) as done:
+            main.main(["fit", "--config", str(path), "--print_config"])
+        assert done.value.code in (0, None), cell.name
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["class_path"] == run_config(loaded, cell)["model"]["class_path"]
 
 
 @pytest.mark.parametrize("config", TRAINED, ids=lambda path: path.name)

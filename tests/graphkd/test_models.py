@@ -8,7 +8,7 @@ import torch
 
 from graphkd.feature_dropout import feature_dropout
 from graphkd.graph_info import HeteroSchema
-from graphkd.models import RGCN, build_gnn, count_parameters
+from graphkd.models import RGCN, build_gnn, count_parameters, widest_within
 
 MAG_SCHEMA = HeteroSchema(
     node_types=("author", "field_of_study", "institution", "paper"),
@@ -90,3 +90,14 @@ def test_out_of_range_options_are_refused(options, named):
     arguments = {"arch": "gcn", "in_channels": 4, "hidden_channels": 8, "out_channels": 3, "num_layers": 2} | options
     with pytest.raises(ValueError, match=named):
         build_gnn(**arguments)
+
+
+def test_widest_within_finds_the_largest_width_of_a_budget():
+    """A 2-layer MLP 10 -> h -> 3 has 10h + h + 3h + 3 = 14h + 3 parameters: budget 1000 admits h = 71 exactly."""
+    probed: list[int] = []
+    build = lambda h: probed.append(h) or build_gnn("mlp", 10, h, 3, 2)
+    assert count_parameters(build(71)) == 997 and widest_within(1000, build) == 71
+    assert max(probed) <= 2 * 71 + 2  # never a model much larger than the budget on the way
+    assert widest_within(997, build) == 71 and widest_within(996, build) == 70
+    with pytest.raises(ValueError, match="no width fits in 10 parameters"):
+        widest_within(10, build)

@@ -59,3 +59,14 @@ def test_any_change_recomputes():
     assert not torch.equal(cached(cache, teacher, other).logits, output.logits) and cache.computed == 7
     output.hidden.append(output.logits)  # the hidden list is the caller's own
     assert len(cached(cache, teacher, other).hidden) == 1
+
+
+def test_sparse_csr_features_are_fingerprinted_by_their_parts():
+    """Bag-of-words features kept as CSR (``PyGDataModule(sparse_features=True)``) hit the cache; editing their
+    values recomputes."""
+    graph, teacher, cache = setup()
+    graph.x = graph.x.relu().to_sparse_csr()
+    first = cached(cache, teacher, graph)
+    assert torch.equal(cached(cache, teacher, graph).logits, first.logits) and cache.computed == 1
+    graph.x.values().mul_(2.0)
+    assert torch.equal(cached(cache, teacher, graph).logits, fresh(teacher, graph).logits) and cache.computed == 2

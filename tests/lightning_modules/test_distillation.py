@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from datamodules.ogb import SyntheticMAGDataModule
-from graphkd.distill import ABKD, FitNet, LogitKD
+from graphkd.distill import ABKD, FitNet, LogitKD, NoKD
+from graphkd.models import count_parameters
 from graphkd.node_batch import NodeBatch
 from lightning_modules.distillation import (
     TEACHER_REFERENCE_KEY,
@@ -65,6 +66,36 @@ def test_joint_teacher_training_updates_teacher(datamodule, teacher_ckpt, tmp_pa
     before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     trainer(tmp_path, epochs=1).fit(module, datamodule)
     assert any(not torch.equal(before[k], v) for k, v in module.teacher.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["gcn", "mlp"])
+def test_compression_sizes_the_widest_student_within_the_ratio(datamodule, teacher_ckpt, tmp_path, arch):
+    module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), compression=8, arch=arch,
+                                num_layers=2)
+    width, budget = module.hparams.hidden_channels, count_parameters(module.teacher) // 8
+    wider = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), arch=arch, num_layers=2,
+                               hidden_channels=width + 1)
+    assert count_parameters(module.model) <= budget < count_parameters(wider.model)
+    trainer(tmp_path, epochs=1).fit(module, datamodule)
+    path = tmp_path / "student.ckpt"
+    module.trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert (saved["hidden_channels"], saved["compression"]) == (width, 8)  # the width a reader rebuilds
+
+
+def test_a_joint_teacher_trains_on_its_own_loss_and_is_never_pushed_by_kd(datamodule, teacher_ckpt, tmp_path):
+    """The teacher's updates are the same with no KD and with a KD term of weight 100 (kd_objective detaches it)."""
+    teachers = []
+    for distiller in (NoKD, lambda s, t: LogitKD(s, t, weight=100.0)):
+        L.seed_everything(2)
+        module = DistillationModule(**facts(datamodule), teacher_checkpoint=str(teacher_ckpt), train_teacher=True,
+                                    distiller=distiller, arch="gcn", hidden_channels=8, num_layers=2, dropout=0.0)
+        before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+        trainer(tmp_path, epochs=3).fit(module, datamodule)
+        teachers.append(module.teacher.state_dict())
+    assert any(not torch.equal(before[k], teachers[0][k]) for k in before)  # it trained
+    for key in before:
+        torch.testing.assert_close(teachers[0][key], teachers[1][key])
 
 
 def test_student_deeper_than_teacher_is_refused(datamodule, teacher_ckpt):
