@@ -14,8 +14,11 @@ validation and test. Cases, on the same data and model shape:
   ``best`` by val/acc and one for ``last`` at every epoch end, so an improving epoch is written twice;
 - ``+ checkpoints, one write per epoch, at once``: :class:`callbacks.best_and_last.BestAndLastCheckpoint` writing
   before training goes on (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide);
-- ``+ checkpoints, main.py policy``: what ``main.py fit`` adds now, :class:`cli.checkpoint_policy.CheckpointPolicy`'s
-  callback: the same files, written in a background thread while the next epoch trains.
+- ``+ checkpoints, main.py policy``: :class:`cli.checkpoint_policy.CheckpointPolicy`'s callback alone: the same
+  files, written in a background thread while the next epoch trains;
+- ``main.py fit``: the run as ``python main.py fit`` makes it (``main.main`` on a config of the same model and data):
+  its TensorBoard logger (``log_every_n_steps: 1``, like the configs), progress bar and model summary, the
+  checkpoint policy and every callback ``main.py`` adds.
 
 An epoch's time is the interval between consecutive ``on_train_epoch_start`` hooks (training, validation,
 metrics and checkpoint writing included), as wall time and as this process's CPU time (``time.process_time``:
@@ -47,6 +50,7 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI fo
 import lightning as L
 import torch
 import torch.nn.functional as F
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from benchmarks.gcnii_epoch import load_cora
@@ -64,6 +68,7 @@ MODEL = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
 PEER = "hand loop"
 BEFORE, AT_ONCE = "+ checkpoints, two ModelCheckpoint (before)", "+ checkpoints, one write per epoch, at once"
 POLICY = "+ checkpoints, main.py policy (background writer)"
+MAIN = "main.py fit (logger, progress bar, checkpoints)"
 
 
 @dataclass
@@ -81,12 +86,18 @@ class Epochs:
 class EpochClock(L.Callback):
     """Wall and CPU seconds between consecutive training-epoch starts (and from the last one to the end of fit), the
     wall seconds in the checkpoint callbacks' hooks, and the checkpoint files written (through the strategy's
-    ``CheckpointIO``, in whichever thread: a link writes none) and their bytes."""
+    ``CheckpointIO``, in whichever thread: a link writes none) and their bytes. Set up by the fit it times (so it can
+    be given to ``main.py`` as a callback)."""
 
     def __init__(self) -> None:
         self.ticks: list[tuple[float, float, float]] = []  # wall, cpu; saving since the last tick
         self.saving = 0.0  # wall seconds in the checkpoint callbacks' hooks since the previous tick
         self.files, self.written = 0, 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.count_writes(trainer)
+        for callback in trainer.checkpoint_callbacks:
+            self.time_saving(callback)
 
     def _tick(self) -> None:
         self.ticks.append((time.perf_counter(), time.process_time(), self.saving))
@@ -142,15 +153,43 @@ def lightning_epochs(datamodule: NodeDataModule, arch: str, epochs: int, checkpo
         callbacks.append(BestAndLastCheckpoint(run, monitor="val/acc", background=False))
     elif checkpoints == POLICY:
         callbacks += CheckpointPolicy(dirpath=str(folder)).callbacks(run)
-    for callback in callbacks[1:]:
-        clock.time_saving(callback)
     module = NodeClassifier(datamodule.num_features, datamodule.num_classes, datamodule.graph_info, arch=arch, **MODEL)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=checkpoints is not None, num_sanity_val_steps=0, callbacks=callbacks,
                         default_root_dir=run)
-    clock.count_writes(trainer)
     with contextlib.redirect_stdout(sys.stderr):
         trainer.fit(module, datamodule)
+    shutil.rmtree(run)
+    return clock.epochs()
+
+
+def main_config(data: dict[str, object], arch: str, epochs: int, run: Path) -> dict[str, object]:
+    """A ``main.py fit`` config of the cases' model on ``data`` (a config's ``data`` section) writing into ``run``, as
+    the repository's configs set a run up, with :class:`EpochClock` added."""
+    optimizer = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01, "weight_decay": 5e-4}}
+    return {
+        "seed_everything": 0,
+        "checkpoint": {"dirpath": str(run / "checkpoints")},
+        "trainer": {"max_epochs": epochs, "log_every_n_steps": 1, "default_root_dir": str(run),
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(run / "logs"), "name": "run"}},
+                    "callbacks": [{"class_path": "benchmarks.epoch_overhead.EpochClock"}]},
+        "model": {"class_path": "lightning_modules.node_classifier.NodeClassifier",
+                  "init_args": {"arch": arch, **MODEL, "optimizer": optimizer}},
+        "data": data,
+    }
+
+
+def main_py_epochs(data: dict[str, object], arch: str, epochs: int, folder: Path) -> Epochs:
+    """``main.main(["fit", "--config", ...])`` of the same model: what ``python main.py fit`` runs."""
+    import main as framework  # the command line under test
+
+    run = Path(tempfile.mkdtemp(prefix="main_", dir=folder))
+    config = run / "config.yaml"
+    config.write_text(yaml.safe_dump(main_config(data, arch, epochs, run)))
+    with contextlib.redirect_stdout(sys.stderr):
+        cli = framework.main(["fit", "--config", str(config)])
+    (clock,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, EpochClock)]  # type: ignore[attr-defined]
     shutil.rmtree(run)
     return clock.epochs()
 
@@ -185,24 +224,26 @@ def hand_epochs(datamodule: NodeDataModule, arch: str, epochs: int) -> Epochs:
 Result = dict[str, dict[str, dict[str, float]]]
 
 
-def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epochs: int, root: Path) -> Result:
+def measure(datamodules: dict[str, tuple[NodeDataModule, str, dict[str, object]]], rounds: int, epochs: int,
+            root: Path) -> Result:
     """Per (graph, case): median wall and CPU seconds of an epoch, their ratios to the hand loop (the median over
     rounds of each round's ratio of medians, so load that drifts between rounds cancels out), the median time in
     the checkpoint callbacks, mean checkpoint files and bytes written per epoch; the cases run in turn round after
     round."""
-    cases: dict[str, Callable[[NodeDataModule, str], Epochs]] = {
-        PEER: lambda dm, arch: hand_epochs(dm, arch, epochs),
-        "Trainer.fit": lambda dm, arch: lightning_epochs(dm, arch, epochs, None, root),
-        BEFORE: lambda dm, arch: lightning_epochs(dm, arch, epochs, BEFORE, root),
-        AT_ONCE: lambda dm, arch: lightning_epochs(dm, arch, epochs, AT_ONCE, root),
-        POLICY: lambda dm, arch: lightning_epochs(dm, arch, epochs, POLICY, root),
+    cases: dict[str, Callable[[NodeDataModule, str, dict[str, object]], Epochs]] = {
+        PEER: lambda dm, arch, data: hand_epochs(dm, arch, epochs),
+        "Trainer.fit": lambda dm, arch, data: lightning_epochs(dm, arch, epochs, None, root),
+        BEFORE: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, BEFORE, root),
+        AT_ONCE: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, AT_ONCE, root),
+        POLICY: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, POLICY, root),
+        MAIN: lambda dm, arch, data: main_py_epochs(data, arch, epochs, root),
     }
     runs: dict[str, dict[str, list[Epochs]]] = {graph: {case: [] for case in cases} for graph in datamodules}
     for _ in range(rounds):
-        for graph, (datamodule, arch) in datamodules.items():
+        for graph, (datamodule, arch, data) in datamodules.items():
             for case, run in cases.items():
                 torch.manual_seed(0)
-                runs[graph][case].append(run(datamodule, arch))
+                runs[graph][case].append(run(datamodule, arch, data))
     results: Result = {}
     for graph, by_case in runs.items():
         results[graph] = {}
@@ -248,12 +289,17 @@ def main(argv: list[str] | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="epoch_overhead_") as folder:
         root = Path(folder)
         load_cora(args.planetoid, root / "pyg")
+        cora_data = {"class_path": "datamodules.pyg_dataset.PyGDataModule",
+                     "init_args": {"dataset": "Planetoid", "dataset_args": {"name": "Cora"}, "root": str(root / "pyg"),
+                                   "normalize_features": True}}
+        mag_data = {"class_path": "datamodules.ogb.SyntheticMAGDataModule",
+                    "init_args": {"root": str(root / "mag"), "hetero": True}}
         cora = PyGDataModule("Planetoid", {"name": "Cora"}, root=str(root / "pyg"), normalize_features=True)
         mag = SyntheticMAGDataModule(root=str(root / "mag"), hetero=True)
         with contextlib.redirect_stdout(sys.stderr):
             mag.setup("fit")
-        results = measure({"Cora, GCN 2 x 16": (cora, "gcn"), "generated MAG, R-GCN 2 x 16": (mag, "rgcn")},
-                          args.rounds, args.epochs, root)
+        results = measure({"Cora, GCN 2 x 16": (cora, "gcn", cora_data),
+                           "generated MAG, R-GCN 2 x 16": (mag, "rgcn", mag_data)}, args.rounds, args.epochs, root)
     publish(results, markdown(results, args.rounds, args.epochs), args.out)
     return results
 
