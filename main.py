@@ -135,6 +135,16 @@ class FrameworkCLI(LightningCLI):
     resuming = False
     checkpoint_folder: Path | None = None
 
+    def __init__(self, *args: Any, only: str | None = None, **kwargs: Any) -> None:
+        self.only = only
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """LightningCLI's subcommands, or only ``only`` when the command line starts with it: a subcommand's parser
+        (the Trainer's, model's and data's options) takes start-up time to build, and the others go unused."""
+        every = LightningCLI.subcommands()
+        return {self.only: every[self.only]} if self.only in every else every
+
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """Parsers that raise instead of printing usage (``explain`` makes one line), take option names only in
         full (``--trainer.max_epoch`` is not ``max_epochs``) and list the classes."""
@@ -301,7 +311,8 @@ def main(args: list[str] | None = None) -> FrameworkCLI:
         InputError: the arguments, the config or the files they name are wrong (``UsageError`` for what
             jsonargparse rejects).
     """
-    import_named_classes(sys.argv[1:] if args is None else args)
+    given = sys.argv[1:] if args is None else args
+    import_named_classes(given)
     return FrameworkCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -309,6 +320,7 @@ def main(args: list[str] | None = None) -> FrameworkCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,
+        only=given[0] if given else None,
     )
 
 

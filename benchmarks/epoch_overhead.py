@@ -13,9 +13,10 @@ validation and test. Cases, on the same data and model shape:
 - ``+ checkpoints, two ModelCheckpoint (before)``: the layout ``main.py`` used before: one ``ModelCheckpoint`` for
   ``best`` by val/acc and one for ``last`` at every epoch end, so an improving epoch is written twice;
 - ``+ checkpoints, one write per epoch, at once``: :class:`callbacks.best_and_last.BestAndLastCheckpoint` writing
-  before training goes on (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide);
-- ``+ checkpoints, main.py policy``: :class:`cli.checkpoint_policy.CheckpointPolicy`'s callback alone: the same
-  files, written in a background thread while the next epoch trains;
+  before training goes on (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide): what
+  :class:`cli.checkpoint_policy.CheckpointPolicy` adds on the CPU;
+- ``+ checkpoints, one write per epoch, background thread``: the same files, written in a thread while the next
+  epoch trains (the state copied first): what the policy adds on an accelerator;
 - ``main.py fit``: the run as ``python main.py fit`` makes it (``main.main`` on a config of the same model and data):
   its TensorBoard logger (``log_every_n_steps: 1``, like the configs), progress bar and model summary, the
   checkpoint policy and every callback ``main.py`` adds.
@@ -34,6 +35,7 @@ alike; each time is the median over all counted epochs, each ratio the median ov
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import os
 import shutil
@@ -56,7 +58,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from benchmarks.gcnii_epoch import load_cora
 from benchmarks.machine import benchmark_parser, machine, machine_line, publish, use_threads
 from callbacks.best_and_last import BestAndLastCheckpoint
-from cli.checkpoint_policy import CheckpointPolicy
 from datamodules.graph import NodeDataModule
 from datamodules.ogb import SyntheticMAGDataModule
 from datamodules.pyg_dataset import PyGDataModule
@@ -67,8 +68,9 @@ from lightning_modules.node_classifier import NodeClassifier
 MODEL = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
 PEER = "hand loop"
 BEFORE, AT_ONCE = "+ checkpoints, two ModelCheckpoint (before)", "+ checkpoints, one write per epoch, at once"
-POLICY = "+ checkpoints, main.py policy (background writer)"
+BACKGROUND = "+ checkpoints, one write per epoch, background thread"
 MAIN = "main.py fit (logger, progress bar, checkpoints)"
+CLOCK = "benchmarks.epoch_overhead.EpochClock"
 
 
 @dataclass
@@ -104,14 +106,25 @@ class EpochClock(L.Callback):
         self.saving = 0.0
 
     def count_writes(self, trainer: L.Trainer) -> None:
-        """Count every file ``trainer``'s checkpoint saving writes, and its bytes."""
+        """Count every file ``trainer``'s checkpoint saving writes, and its bytes: through the strategy's
+        ``CheckpointIO``, or by ``torch.save`` into a file (how ``BestAndLastCheckpoint`` writes the stock
+        ``CheckpointIO``'s format), until :meth:`teardown`."""
         checkpoint_io = trainer.strategy.checkpoint_io
-        save = checkpoint_io.save_checkpoint
+        save, self._torch_save = checkpoint_io.save_checkpoint, torch.save
 
         def counted(checkpoint: dict[str, object], path: str, storage_options: object = None) -> None:
             save(checkpoint, path, storage_options=storage_options)
             self.files, self.written = self.files + 1, self.written + os.path.getsize(path)
+
+        def counted_torch_save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+            self._torch_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
+            if isinstance(f, (str, os.PathLike)):
+                self.files, self.written = self.files + 1, self.written + os.path.getsize(f)
         checkpoint_io.save_checkpoint = counted  # type: ignore[method-assign]
+        torch.save = counted_torch_save  # type: ignore[assignment]
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        torch.save = self._torch_save  # type: ignore[assignment]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._tick()
@@ -149,10 +162,8 @@ def lightning_epochs(datamodule: NodeDataModule, arch: str, epochs: int, checkpo
         callbacks += [ModelCheckpoint(dirpath=run, filename="best", monitor="val/acc", mode="max",
                                       enable_version_counter=False),
                       ModelCheckpoint(dirpath=run, filename="last", enable_version_counter=False)]
-    elif checkpoints == AT_ONCE:
-        callbacks.append(BestAndLastCheckpoint(run, monitor="val/acc", background=False))
-    elif checkpoints == POLICY:
-        callbacks += CheckpointPolicy(dirpath=str(folder)).callbacks(run)
+    elif checkpoints in (AT_ONCE, BACKGROUND):
+        callbacks.append(BestAndLastCheckpoint(run, monitor="val/acc", background=checkpoints == BACKGROUND))
     module = NodeClassifier(datamodule.num_features, datamodule.num_classes, datamodule.graph_info, arch=arch, **MODEL)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=checkpoints is not None, num_sanity_val_steps=0, callbacks=callbacks,
@@ -173,7 +184,7 @@ def main_config(data: dict[str, object], arch: str, epochs: int, run: Path) -> d
         "trainer": {"max_epochs": epochs, "log_every_n_steps": 1, "default_root_dir": str(run),
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                "init_args": {"save_dir": str(run / "logs"), "name": "run"}},
-                    "callbacks": [{"class_path": "benchmarks.epoch_overhead.EpochClock"}]},
+                    "callbacks": [{"class_path": CLOCK}]},
         "model": {"class_path": "lightning_modules.node_classifier.NodeClassifier",
                   "init_args": {"arch": arch, **MODEL, "optimizer": optimizer}},
         "data": data,
@@ -189,7 +200,9 @@ def main_py_epochs(data: dict[str, object], arch: str, epochs: int, folder: Path
     config.write_text(yaml.safe_dump(main_config(data, arch, epochs, run)))
     with contextlib.redirect_stdout(sys.stderr):
         cli = framework.main(["fit", "--config", str(config)])
-    (clock,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, EpochClock)]  # type: ignore[attr-defined]
+    module, _, name = CLOCK.rpartition(".")
+    clock_class = getattr(importlib.import_module(module), name)  # the config's class (this file is __main__ under -m)
+    (clock,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, clock_class)]  # type: ignore[attr-defined]
     shutil.rmtree(run)
     return clock.epochs()
 
@@ -235,7 +248,7 @@ def measure(datamodules: dict[str, tuple[NodeDataModule, str, dict[str, object]]
         "Trainer.fit": lambda dm, arch, data: lightning_epochs(dm, arch, epochs, None, root),
         BEFORE: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, BEFORE, root),
         AT_ONCE: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, AT_ONCE, root),
-        POLICY: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, POLICY, root),
+        BACKGROUND: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, BACKGROUND, root),
         MAIN: lambda dm, arch, data: main_py_epochs(data, arch, epochs, root),
     }
     runs: dict[str, dict[str, list[Epochs]]] = {graph: {case: [] for case in cases} for graph in datamodules}

@@ -21,12 +21,16 @@ at once. ``ModelCheckpoint`` stays the base class for what Lightning and loggers
 callback: its state (and state key, so its checkpoints resume with their best score), ``best_model_path`` for
 ``ckpt_path="best"``, and the ``last.ckpt`` lookup of ``ckpt_path="last"``; its own saving is not used.
 
-The files are written in a background thread while the next epoch trains (``background``, the default): at the
-epoch's save the state is copied (tensors cloned, containers copied; shared storages stay shared), so the files
-hold that epoch's state whatever the optimiser does meanwhile; the write, renames and link then run in order in
-the thread, one epoch's write in flight at a time (the next save waits for it). It has landed before the next
-epoch's first optimiser step (the next ``on_after_backward``) and before ``fit`` returns or fails; an error in it
-is raised in the training thread there. The cost: one copy of the checkpoint in memory while it is written.
+On an accelerator the files are written in a background thread while the next epoch trains (``background``:
+``None``, the default, means "when the model is not on the CPU"): at the epoch's save the state is copied (tensors
+cloned on their device, containers copied; shared storages stay shared), so the files hold that epoch's state
+whatever the optimiser does meanwhile; the write, renames and link then run in order in the thread, one epoch's
+write in flight at a time (the next save waits for it). It has landed before the next epoch's first optimiser step
+(the next ``on_after_backward``) and before ``fit`` returns or fails; an error in it is raised in the training
+thread there. On the CPU the copy costs the training thread about as much as the write it would move (the
+tensors are copied in host memory either way; docs/performance.md), so the files are written at once there.
+The stock ``TorchCheckpointIO`` is written with ``torch.save`` straight into the hidden sibling (the same bytes,
+without Lightning's in-memory buffer, which the rename makes unneeded); another ``CheckpointIO`` writes it itself.
 
 A full or unwritable checkpoint folder ends the fit with one :class:`CheckpointWriteError` naming the folder,
 the checkpoint's size and the space left; the hidden sibling is removed, the previous files stay whole, and a
@@ -48,6 +52,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
@@ -92,12 +97,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         monitor: the logged validation metric ``best.ckpt`` follows.
         mode: ``max`` or ``min``: whether a higher or a lower ``monitor`` is better.
         background: write the files in a thread while training goes on (the state is copied first, so the files
-            hold the epoch's state); off, or under a strategy with its own checkpoint saving (FSDP, DeepSpeed, ...),
-            they are written before training goes on.
+            hold the epoch's state); None: when the model is not on the CPU. Off, or under a strategy with its own
+            checkpoint saving (FSDP, DeepSpeed, ...), they are written before training goes on.
     """
 
     def __init__(self, dirpath: str | os.PathLike[str], monitor: str, mode: Literal["max", "min"] = "max",
-                 background: bool = True) -> None:
+                 background: bool | None = None) -> None:
         super().__init__(dirpath=dirpath, filename=BEST, monitor=monitor, mode=mode, save_top_k=1, save_last=True,
                          enable_version_counter=False)
         self.background = background
@@ -196,7 +201,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # Strategy.save_checkpoint hands rank 0's state to the CheckpointIO; strategies with their own (collective)
         # saving write it themselves, at once
         standard = type(trainer.strategy).save_checkpoint is Strategy.save_checkpoint
-        threaded = self.background and standard
+        background = self.background if self.background is not None else trainer.strategy.root_device.type != "cpu"
+        threaded = background and standard
         target = self.best_model_path if improved else self.last_model_path
         checkpoint = self._take_state(trainer, target, threaded)
         files = [target, self.last_model_path] if improved else [target]
@@ -280,7 +286,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)  # left by a killed run (it may be a link)
         try:
-            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, temporary)
+            checkpoint_io = trainer.strategy.checkpoint_io
+            if type(checkpoint_io) is TorchCheckpointIO:
+                os.makedirs(os.path.dirname(temporary), exist_ok=True)
+                torch.save(checkpoint, temporary)
+            else:
+                checkpoint_io.save_checkpoint(checkpoint, temporary)
             os.replace(temporary, filepath)
         except OSError as error:
             with contextlib.suppress(OSError):

@@ -29,11 +29,15 @@ class CheckpointPolicy:
             None: no checkpoints from the policy (only the ``trainer.callbacks`` a config lists).
         monitor: the logged validation metric ``best.ckpt`` follows.
         mode: ``max`` or ``min``: whether a higher or a lower ``monitor`` is better.
+        background: write each epoch's files in a thread while the next epoch trains (true), or before it does
+            (false); null: in a thread when the model is on an accelerator (on the CPU, copying the state for the
+            thread costs about what writing it does).
     """
 
     dirpath: str | None = None
     monitor: str = "val/acc"
     mode: Literal["max", "min"] = "max"
+    background: bool | None = None
 
     def run_folder(self, resume: bool) -> Path:
         """This run's ``dirpath/version_<N>`` (absolute): the newest one when ``resume``, else the next free one."""
@@ -46,11 +50,11 @@ class CheckpointPolicy:
     def callbacks(self, folder: Path) -> list[Any]:
         """One :class:`~callbacks.best_and_last.BestAndLastCheckpoint`: ``best.ckpt`` by ``monitor`` and
         ``last.ckpt`` at every epoch end (``--ckpt_path last``), each epoch's state written once (``last.ckpt``
-        is a relative link to ``best.ckpt`` when the epoch is the best so far), in a background thread while the
-        next epoch trains (landed before its first optimiser step and before ``fit`` returns)."""
+        is a relative link to ``best.ckpt`` when the epoch is the best so far), at once or (``background``) in a
+        thread while the next epoch trains (landed before its first optimiser step and before ``fit`` returns)."""
         from callbacks.best_and_last import BestAndLastCheckpoint
 
-        return [BestAndLastCheckpoint(folder, monitor=self.monitor, mode=self.mode)]
+        return [BestAndLastCheckpoint(folder, monitor=self.monitor, mode=self.mode, background=self.background)]
 
 
 def version_numbers(root: Path) -> list[int]:

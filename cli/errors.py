@@ -12,6 +12,7 @@ nearest valid key for a typo.
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
 import inspect
 import re
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from foundation.errors import InputError
-from foundation.files import NO_SPACE, NOT_WRITABLE, write_failure
+from foundation.files import NO_SPACE, write_failure
 
 FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 UNION_FAILED = "Does not validate against any of the Union subtypes"
@@ -84,7 +85,7 @@ def explain(error: BaseException, parser_keys: Iterable[str] = (), classes: Iter
         if isinstance(link, InputError):
             return one_line(str(link))
     for link in chain:
-        if isinstance(link, OSError) and link.errno in NO_SPACE | NOT_WRITABLE:
+        if isinstance(link, OSError) and link.errno in NO_SPACE | {errno.EROFS}:  # a write's (EACCES may be a read's)
             if notes := getattr(link, "__notes__", None):  # the folder, added by whoever knew it
                 return one_line(str(notes[-1]))
             if link.filename and (full := write_failure(
