@@ -13,9 +13,13 @@ validation and test. Cases, on the same data and model shape:
 - ``+ checkpoints, two ModelCheckpoint (before)``: the layout ``main.py`` used before: one ``ModelCheckpoint`` for
   ``best`` by val/acc and one for ``last`` at every epoch end, so an improving epoch is written twice;
 - ``+ checkpoints, one write per epoch, at once``: :class:`callbacks.best_and_last.BestAndLastCheckpoint` writing
-  before training goes on (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide);
-- ``+ checkpoints, main.py policy``: what ``main.py fit`` adds now, :class:`cli.checkpoint_policy.CheckpointPolicy`'s
-  callback: the same files, written in a background thread while the next epoch trains.
+  before training goes on (one write per epoch, ``last.ckpt`` a link to ``best.ckpt`` when they coincide): what
+  :class:`cli.checkpoint_policy.CheckpointPolicy` adds on the CPU;
+- ``+ checkpoints, one write per epoch, background thread``: the same files, written in a thread while the next
+  epoch trains (the state copied first): what the policy adds on an accelerator;
+- ``main.py fit``: the run as ``python main.py fit`` makes it (``main.main`` on a config of the same model and data):
+  its TensorBoard logger (``log_every_n_steps: 1``, like the configs), progress bar and model summary, the
+  checkpoint policy and every callback ``main.py`` adds.
 
 An epoch's time is the interval between consecutive ``on_train_epoch_start`` hooks (training, validation,
 metrics and checkpoint writing included), as wall time and as this process's CPU time (``time.process_time``:
@@ -31,6 +35,7 @@ alike; each time is the median over all counted epochs, each ratio the median ov
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import os
 import shutil
@@ -47,12 +52,12 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb would otherwise ask PyPI fo
 import lightning as L
 import torch
 import torch.nn.functional as F
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from benchmarks.gcnii_epoch import load_cora
 from benchmarks.machine import benchmark_parser, machine, machine_line, publish, use_threads
 from callbacks.best_and_last import BestAndLastCheckpoint
-from cli.checkpoint_policy import CheckpointPolicy
 from datamodules.graph import NodeDataModule
 from datamodules.ogb import SyntheticMAGDataModule
 from datamodules.pyg_dataset import PyGDataModule
@@ -63,7 +68,9 @@ from lightning_modules.node_classifier import NodeClassifier
 MODEL = {"hidden_channels": 16, "num_layers": 2, "dropout": 0.5}
 PEER = "hand loop"
 BEFORE, AT_ONCE = "+ checkpoints, two ModelCheckpoint (before)", "+ checkpoints, one write per epoch, at once"
-POLICY = "+ checkpoints, main.py policy (background writer)"
+BACKGROUND = "+ checkpoints, one write per epoch, background thread"
+MAIN = "main.py fit (logger, progress bar, checkpoints)"
+CLOCK = "benchmarks.epoch_overhead.EpochClock"
 
 
 @dataclass
@@ -81,26 +88,43 @@ class Epochs:
 class EpochClock(L.Callback):
     """Wall and CPU seconds between consecutive training-epoch starts (and from the last one to the end of fit), the
     wall seconds in the checkpoint callbacks' hooks, and the checkpoint files written (through the strategy's
-    ``CheckpointIO``, in whichever thread: a link writes none) and their bytes."""
+    ``CheckpointIO``, in whichever thread: a link writes none) and their bytes. Set up by the fit it times (so it can
+    be given to ``main.py`` as a callback)."""
 
     def __init__(self) -> None:
         self.ticks: list[tuple[float, float, float]] = []  # wall, cpu; saving since the last tick
         self.saving = 0.0  # wall seconds in the checkpoint callbacks' hooks since the previous tick
         self.files, self.written = 0, 0
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.count_writes(trainer)
+        for callback in trainer.checkpoint_callbacks:
+            self.time_saving(callback)
+
     def _tick(self) -> None:
         self.ticks.append((time.perf_counter(), time.process_time(), self.saving))
         self.saving = 0.0
 
     def count_writes(self, trainer: L.Trainer) -> None:
-        """Count every file ``trainer``'s checkpoint saving writes, and its bytes."""
+        """Count every file ``trainer``'s checkpoint saving writes, and its bytes: through the strategy's
+        ``CheckpointIO``, or by ``torch.save`` into a file (how ``BestAndLastCheckpoint`` writes the stock
+        ``CheckpointIO``'s format), until :meth:`teardown`."""
         checkpoint_io = trainer.strategy.checkpoint_io
-        save = checkpoint_io.save_checkpoint
+        save, self._torch_save = checkpoint_io.save_checkpoint, torch.save
 
         def counted(checkpoint: dict[str, object], path: str, storage_options: object = None) -> None:
             save(checkpoint, path, storage_options=storage_options)
             self.files, self.written = self.files + 1, self.written + os.path.getsize(path)
+
+        def counted_torch_save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+            self._torch_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
+            if isinstance(f, (str, os.PathLike)):
+                self.files, self.written = self.files + 1, self.written + os.path.getsize(f)
         checkpoint_io.save_checkpoint = counted  # type: ignore[method-assign]
+        torch.save = counted_torch_save  # type: ignore[assignment]
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        torch.save = self._torch_save  # type: ignore[assignment]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._tick()
@@ -138,19 +162,47 @@ def lightning_epochs(datamodule: NodeDataModule, arch: str, epochs: int, checkpo
         callbacks += [ModelCheckpoint(dirpath=run, filename="best", monitor="val/acc", mode="max",
                                       enable_version_counter=False),
                       ModelCheckpoint(dirpath=run, filename="last", enable_version_counter=False)]
-    elif checkpoints == AT_ONCE:
-        callbacks.append(BestAndLastCheckpoint(run, monitor="val/acc", background=False))
-    elif checkpoints == POLICY:
-        callbacks += CheckpointPolicy(dirpath=str(folder)).callbacks(run)
-    for callback in callbacks[1:]:
-        clock.time_saving(callback)
+    elif checkpoints in (AT_ONCE, BACKGROUND):
+        callbacks.append(BestAndLastCheckpoint(run, monitor="val/acc", background=checkpoints == BACKGROUND))
     module = NodeClassifier(datamodule.num_features, datamodule.num_classes, datamodule.graph_info, arch=arch, **MODEL)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=checkpoints is not None, num_sanity_val_steps=0, callbacks=callbacks,
                         default_root_dir=run)
-    clock.count_writes(trainer)
     with contextlib.redirect_stdout(sys.stderr):
         trainer.fit(module, datamodule)
+    shutil.rmtree(run)
+    return clock.epochs()
+
+
+def main_config(data: dict[str, object], arch: str, epochs: int, run: Path) -> dict[str, object]:
+    """A ``main.py fit`` config of the cases' model on ``data`` (a config's ``data`` section) writing into ``run``, as
+    the repository's configs set a run up, with :class:`EpochClock` added."""
+    optimizer = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01, "weight_decay": 5e-4}}
+    return {
+        "seed_everything": 0,
+        "checkpoint": {"dirpath": str(run / "checkpoints")},
+        "trainer": {"max_epochs": epochs, "log_every_n_steps": 1, "default_root_dir": str(run),
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(run / "logs"), "name": "run"}},
+                    "callbacks": [{"class_path": CLOCK}]},
+        "model": {"class_path": "lightning_modules.node_classifier.NodeClassifier",
+                  "init_args": {"arch": arch, **MODEL, "optimizer": optimizer}},
+        "data": data,
+    }
+
+
+def main_py_epochs(data: dict[str, object], arch: str, epochs: int, folder: Path) -> Epochs:
+    """``main.main(["fit", "--config", ...])`` of the same model: what ``python main.py fit`` runs."""
+    import main as framework  # the command line under test
+
+    run = Path(tempfile.mkdtemp(prefix="main_", dir=folder))
+    config = run / "config.yaml"
+    config.write_text(yaml.safe_dump(main_config(data, arch, epochs, run)))
+    with contextlib.redirect_stdout(sys.stderr):
+        cli = framework.main(["fit", "--config", str(config)])
+    module, _, name = CLOCK.rpartition(".")
+    clock_class = getattr(importlib.import_module(module), name)  # the config's class (this file is __main__ under -m)
+    (clock,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, clock_class)]  # type: ignore[attr-defined]
     shutil.rmtree(run)
     return clock.epochs()
 
@@ -185,24 +237,26 @@ def hand_epochs(datamodule: NodeDataModule, arch: str, epochs: int) -> Epochs:
 Result = dict[str, dict[str, dict[str, float]]]
 
 
-def measure(datamodules: dict[str, tuple[NodeDataModule, str]], rounds: int, epochs: int, root: Path) -> Result:
+def measure(datamodules: dict[str, tuple[NodeDataModule, str, dict[str, object]]], rounds: int, epochs: int,
+            root: Path) -> Result:
     """Per (graph, case): median wall and CPU seconds of an epoch, their ratios to the hand loop (the median over
     rounds of each round's ratio of medians, so load that drifts between rounds cancels out), the median time in
     the checkpoint callbacks, mean checkpoint files and bytes written per epoch; the cases run in turn round after
     round."""
-    cases: dict[str, Callable[[NodeDataModule, str], Epochs]] = {
-        PEER: lambda dm, arch: hand_epochs(dm, arch, epochs),
-        "Trainer.fit": lambda dm, arch: lightning_epochs(dm, arch, epochs, None, root),
-        BEFORE: lambda dm, arch: lightning_epochs(dm, arch, epochs, BEFORE, root),
-        AT_ONCE: lambda dm, arch: lightning_epochs(dm, arch, epochs, AT_ONCE, root),
-        POLICY: lambda dm, arch: lightning_epochs(dm, arch, epochs, POLICY, root),
+    cases: dict[str, Callable[[NodeDataModule, str, dict[str, object]], Epochs]] = {
+        PEER: lambda dm, arch, data: hand_epochs(dm, arch, epochs),
+        "Trainer.fit": lambda dm, arch, data: lightning_epochs(dm, arch, epochs, None, root),
+        BEFORE: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, BEFORE, root),
+        AT_ONCE: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, AT_ONCE, root),
+        BACKGROUND: lambda dm, arch, data: lightning_epochs(dm, arch, epochs, BACKGROUND, root),
+        MAIN: lambda dm, arch, data: main_py_epochs(data, arch, epochs, root),
     }
     runs: dict[str, dict[str, list[Epochs]]] = {graph: {case: [] for case in cases} for graph in datamodules}
     for _ in range(rounds):
-        for graph, (datamodule, arch) in datamodules.items():
+        for graph, (datamodule, arch, data) in datamodules.items():
             for case, run in cases.items():
                 torch.manual_seed(0)
-                runs[graph][case].append(run(datamodule, arch))
+                runs[graph][case].append(run(datamodule, arch, data))
     results: Result = {}
     for graph, by_case in runs.items():
         results[graph] = {}
@@ -248,12 +302,17 @@ def main(argv: list[str] | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="epoch_overhead_") as folder:
         root = Path(folder)
         load_cora(args.planetoid, root / "pyg")
+        cora_data = {"class_path": "datamodules.pyg_dataset.PyGDataModule",
+                     "init_args": {"dataset": "Planetoid", "dataset_args": {"name": "Cora"}, "root": str(root / "pyg"),
+                                   "normalize_features": True}}
+        mag_data = {"class_path": "datamodules.ogb.SyntheticMAGDataModule",
+                    "init_args": {"root": str(root / "mag"), "hetero": True}}
         cora = PyGDataModule("Planetoid", {"name": "Cora"}, root=str(root / "pyg"), normalize_features=True)
         mag = SyntheticMAGDataModule(root=str(root / "mag"), hetero=True)
         with contextlib.redirect_stdout(sys.stderr):
             mag.setup("fit")
-        results = measure({"Cora, GCN 2 x 16": (cora, "gcn"), "generated MAG, R-GCN 2 x 16": (mag, "rgcn")},
-                          args.rounds, args.epochs, root)
+        results = measure({"Cora, GCN 2 x 16": (cora, "gcn", cora_data),
+                           "generated MAG, R-GCN 2 x 16": (mag, "rgcn", mag_data)}, args.rounds, args.epochs, root)
     publish(results, markdown(results, args.rounds, args.epochs), args.out)
     return results
 

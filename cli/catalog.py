@@ -7,6 +7,7 @@ derives, directly or through another class of the same package, from ``Lightning
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,8 +19,10 @@ def base_name(node: ast.expr) -> str:
     return node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
 
 
+@cache
 def classes(package: str) -> dict[str, str]:
-    """``{class path: first docstring line}`` of the ``package`` classes that derive from its Lightning base."""
+    """``{class path: first docstring line}`` of the ``package`` classes that derive from its Lightning base (read once
+    per process: every parser's ``--help`` lists them)."""
     found: dict[str, tuple[str, list[str], str]] = {}
     for source in sorted((ROOT / package).glob("*.py")):
         for node in ast.parse(source.read_text()).body:
@@ -36,6 +39,7 @@ def classes(package: str) -> dict[str, str]:
             if name in known and name != FAMILIES[package]}
 
 
+@cache
 def catalog_text() -> str:
     """The ``--help`` epilog: the model and data classes, one per line with their summary."""
     lines = []

@@ -1,5 +1,6 @@
 """``BestAndLastCheckpoint`` writing in the background: the files hold the state of their epoch although training goes
-on while they are written, they are complete when ``fit`` returns, and an error in the writer ends ``fit``."""
+on while they are written, they are complete when ``fit`` returns, and an error in the writer ends ``fit``; the
+policy writes in the background only on an accelerator or when asked."""
 from __future__ import annotations
 
 import hashlib
@@ -168,3 +169,26 @@ def test_an_error_in_the_writer_ends_fit_and_the_previous_files_stay_whole(tmp_p
     assert isinstance(caught.value.__cause__, OSError)
     for name in ("best.ckpt", "last.ckpt"):  # epoch 0's files
         assert torch.load(folder / name, weights_only=True)["epoch"] == 0
+
+
+
+@pytest.mark.parametrize("background, threaded", [(None, False), (True, True), (False, False)])
+def test_the_policy_writes_at_once_on_the_cpu_unless_asked(tmp_path, monkeypatch, background, threaded):
+    """On the CPU the copy for a thread costs about what the write does, so ``background: null`` writes at once."""
+    from cli.checkpoint_policy import CheckpointPolicy
+
+    started: list[list[str]] = []
+    writing = best_and_last._Writing
+
+    def counted(files: list[str], jobs: list) -> object:
+        started.append(files)
+        return writing(files, jobs)
+    monkeypatch.setattr(best_and_last, "_Writing", counted)
+    L.seed_everything(0, verbose=False)
+    folder = tmp_path / "version_0"
+    (callback,) = CheckpointPolicy(dirpath=str(tmp_path), background=background).callbacks(folder)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=folder, callbacks=[callback])
+    trainer.fit(ScriptedScore(), loader(), loader())
+    assert callback.background is background and len(started) == (3 if threaded else 0)
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]

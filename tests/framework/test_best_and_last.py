@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -166,3 +167,44 @@ def test_without_symbolic_links_last_is_written_as_a_file(tmp_path, monkeypatch)
     assert not (folder / "last.ckpt").is_symlink()
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1 == torch.load(folder / "best.ckpt", weights_only=True)["epoch"]
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+class KeptState(CheckpointIO):
+    def __init__(self) -> None:
+        self.kept: list[tuple[dict, str]] = []
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        self.kept.append((checkpoint, str(path)))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        raise AssertionError("not read")
+
+    def remove_checkpoint(self, path) -> None:
+        raise AssertionError("not removed")
+
+
+class SaveThroughKeeper(L.Callback):
+    """At an epoch end, ``Trainer.save_checkpoint`` with the strategy's ``CheckpointIO`` swapped for a keeper."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.keeper = path, KeptState()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        original = trainer.strategy.checkpoint_io
+        trainer.strategy.checkpoint_io = self.keeper
+        try:
+            trainer.save_checkpoint(self.path)
+        finally:
+            trainer.strategy.checkpoint_io = original
+
+
+def test_lightning_hands_the_whole_state_to_the_strategys_checkpoint_io(tmp_path):
+    """Pins the Lightning behaviour ``BestAndLastCheckpoint`` takes the state by: ``Trainer.save_checkpoint`` gives
+    the ``CheckpointIO`` the strategy holds at the call the whole state (every callback's included) and writes
+    nothing itself."""
+    probe = SaveThroughKeeper(tmp_path / "kept.ckpt")
+    fit(tmp_path / "version_0", 1, probe=probe)
+    ((checkpoint, path),) = probe.keeper.kept
+    assert path == str(tmp_path / "kept.ckpt") and not (tmp_path / "kept.ckpt").exists()
+    assert {"state_dict", "optimizer_states", "loops", "callbacks", "epoch", "global_step"} <= set(checkpoint)
+    assert any(key.startswith("ModelCheckpoint{") for key in checkpoint["callbacks"])

@@ -4,9 +4,8 @@ uninterrupted run with the same seed ends: same final metrics, weights, optimise
 
 Each case: (1) ``main.py fit`` starts as a subprocess with a test callback that, in epoch ``KILL_EPOCH``,
 writes a marker after a backward pass and waits; the test checks that ``last.ckpt`` holds epoch
-``KILL_EPOCH - 1`` and SIGKILLs the process. (2) Meanwhile the uninterrupted run starts with ``--ckpt_path
-last`` on an empty folder (a first SLURM submission: it must start fresh, not fail). (3) The killed run's
-folder is resumed with ``--ckpt_path last`` and the two are compared. The SLURM case does all three through
+``KILL_EPOCH - 1`` and SIGKILLs the process. (2) Meanwhile the uninterrupted run starts (a first submission:
+no ``--ckpt_path``). (3) The killed run's folder is resumed with ``--ckpt_path last`` and the two are compared. The SLURM case does all three through
 ``scripts/slurm/single_node.sbatch`` (DDP, one CPU rank) with a stand-in ``srun``/``scontrol``. The negative
 control resumes a copy of the killed checkpoint stripped of its RNG states: it warns and ends elsewhere, so
 the comparison can fail (restoring the states later, in ``on_train_start``, fails it too: see
@@ -150,9 +149,9 @@ def kill_when_paused(process: subprocess.Popen, log: Path, marker: Path, ckpt_di
     shutil.copytree(ckpt_dir, ckpt_dir.parent / "as_killed", symlinks=True)  # last.ckpt may be a link to best.ckpt
 
 
-def fit(config: str) -> tuple[dict, dict]:
-    """``main.py fit --ckpt_path last`` in this process; returns the final metrics and weights."""
-    cli = main.main(["fit", "--config", config, "--ckpt_path", "last"])
+def fit(config: str, resume: bool = True) -> tuple[dict, dict]:
+    """``main.py fit`` (``--ckpt_path last`` when ``resume``) in this process; returns the final metrics and weights."""
+    cli = main.main(["fit", "--config", config, *(["--ckpt_path", "last"] if resume else [])])
     return cli.trainer.callback_metrics, cli.model.state_dict()
 
 
@@ -190,8 +189,8 @@ def kill_resume_and_compare(tmp_path: Path, model: dict, data_root: Path, batch_
     log = tmp_path / "killed.log"
     process = launch(config, log)
     try:  # the uninterrupted run overlaps with the subprocess's start-up
-        with pytest.warns(UserWarning, match="no last checkpoint available"):  # a first submission starts fresh
-            uninterrupted = fit(write_config(tmp_path / "whole.yaml", model, data_root, tmp_path / "whole", batch_size))
+        uninterrupted = fit(write_config(tmp_path / "whole.yaml", model, data_root, tmp_path / "whole", batch_size),
+                            resume=False)
     finally:
         kill_when_paused(process, log, marker, killed_dir)
     resumed = fit(write_config(tmp_path / "resume.yaml", model, data_root, killed_dir, batch_size))

@@ -1,4 +1,5 @@
-"""``{dataset}`` in config paths: one config serves several datasets without their runs mixing."""
+"""``{dataset}`` and ``{distiller}`` in config paths: one config serves several datasets and KD methods without their
+runs mixing."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import main
-from cli.dataset_placeholder import DatasetPlaceholderError, dataset_name, fill_dataset
+from cli.placeholders import PlaceholderError, dataset_name, fill
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PLANETOID = Path(__file__).resolve().parents[2] / ".." / "shared" / "assets" / "graphs" / "planetoid"
@@ -18,10 +19,10 @@ def test_dataset_name_from_either_data_layout_and_filling():
     assert dataset_name({"init_args": {"dataset": "torch_geometric.datasets.Amazon",
                                        "dataset_args": {"name": "Computers"}}}) == "Computers"
     assert dataset_name({"init_args": {"root": "data"}}) is None
-    assert fill_dataset("checkpoint.dirpath", "checkpoints/{dataset}/t", "PubMed") == "checkpoints/PubMed/t"
-    assert fill_dataset("checkpoint.dirpath", "checkpoints/t", None) == "checkpoints/t"
-    with pytest.raises(DatasetPlaceholderError, match="checkpoint.dirpath is 'c/{dataset}' but the data section"):
-        fill_dataset("checkpoint.dirpath", "c/{dataset}", None)
+    assert fill("checkpoint.dirpath", "checkpoints/{dataset}/t", {"dataset": "PubMed"}) == "checkpoints/PubMed/t"
+    assert fill("checkpoint.dirpath", "checkpoints/t", {"dataset": None}) == "checkpoints/t"
+    with pytest.raises(PlaceholderError, match="checkpoint.dirpath is 'c/{dataset}' but the data section"):
+        fill("checkpoint.dirpath", "c/{dataset}", {"dataset": None})
 
 
 @pytest.mark.skipif(not any(PLANETOID.glob("ind.citeseer.*")), reason="needs ../shared/assets/graphs/planetoid")
