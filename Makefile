@@ -79,8 +79,11 @@ graphs:
 	cp $(SHARED_GRAPHS)/planetoid/ind.citeseer.* data/planetoid/CiteSeer/raw/
 	cp -r $(SHARED_GRAPHS)/pyg/. data/pyg/
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; each test uses one torch thread, see tests/conftest.py);
+# worksteal hands the long tests out first-come so one worker does not end with a queue of them.
+TEST_WORKERS ?= 2
 test: setup setup-sampling
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Style, types and the import contract of docs/architecture.md (settings in pyproject.toml).
 lint: setup

@@ -29,7 +29,7 @@ write in flight at a time (the next save waits for it). It has landed before the
 (the next ``on_after_backward``) and before ``fit`` returns or fails; an error in it is raised in the training
 thread there. On the CPU the copy costs the training thread about as much as the write it would move (the
 tensors are copied in host memory either way; docs/performance.md), so the files are written at once there.
-The stock ``TorchCheckpointIO`` is written with ``torch.save`` straight into the hidden sibling (the same bytes,
+The stock ``TorchCheckpointIO`` is written with ``torch.save`` into an open hidden sibling (the same bytes,
 without Lightning's in-memory buffer, which the rename makes unneeded); another ``CheckpointIO`` writes it itself.
 
 A full or unwritable checkpoint folder ends the fit with one :class:`CheckpointWriteError` naming the folder,
@@ -289,13 +289,17 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             checkpoint_io = trainer.strategy.checkpoint_io
             if type(checkpoint_io) is TorchCheckpointIO:
                 os.makedirs(os.path.dirname(temporary), exist_ok=True)
-                torch.save(checkpoint, temporary)
+                with open(temporary, "wb") as file:  # a Python file: ENOSPC is an OSError, not a C++ stream error
+                    torch.save(checkpoint, file)
             else:
                 checkpoint_io.save_checkpoint(checkpoint, temporary)
             os.replace(temporary, filepath)
-        except OSError as error:
+        except (OSError, RuntimeError) as raised:
             with contextlib.suppress(OSError):
                 os.remove(temporary)
+            error = _os_error(raised)
+            if error is None:
+                raise
             needed = checkpoint_size(checkpoint) if error.errno in NO_SPACE else None
             failure = write_failure(error, os.path.dirname(filepath), f"checkpoint {os.path.basename(filepath)}",
                                     needed, FIX)
@@ -345,6 +349,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def _sibling(path: str, kind: str) -> str:
         """``.<name>.<kind>`` beside ``path``: hidden, and not ``*.ckpt`` (``--ckpt_path last`` never picks it)."""
         return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{kind}")
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error``: torch's zip writer answers a failed write (ENOSPC) with a ``RuntimeError``
+    of its own on closing, the ``OSError`` left as its context."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def checkpoint_size(checkpoint: dict[str, Any]) -> int | None:
