@@ -112,7 +112,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        """``ModelCheckpoint``'s key, so a checkpoint of the earlier two-callback layout resumes with its best score."""
+        """``ModelCheckpoint``'s key, so a checkpoint written by a plain ``ModelCheckpoint`` resumes with its best score."""
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -75,7 +75,7 @@ def newest_file(root: Path, filename: str) -> Path | None:
 def resolve_checkpoint(option: str, path: str, filename: str = "best.ckpt") -> str:
     """``path`` itself when it is a file; a folder gives its newest ``version_<N>/<filename>``.
 
-    A folder without versions but with ``<filename>`` directly inside (the layout before versioning) gives that.
+    A folder without versions but with ``<filename>`` directly inside gives that file.
     Raises:
         MissingFileError: nothing at ``path``, or a folder that holds no such checkpoint yet (``option`` names
             the setting in the message).

@@ -106,7 +106,7 @@ def test_checkpoint_state_names_both_files_and_keeps_modelcheckpoint_key(tmp_pat
     for name in ("best.ckpt", "last.ckpt"):
         (state,) = torch.load(folder / name, weights_only=True)["callbacks"].values()
         assert state["last_model_path"] == str(folder / "last.ckpt") and state["best_model_path"] == str(folder / "best.ckpt")
-    # the key of Lightning's ModelCheckpoint, so runs checkpointed by the earlier two-callback layout resume with it
+    # the key of Lightning's ModelCheckpoint, so runs checkpointed by a plain ModelCheckpoint resume with it
     assert callback.state_key.startswith("ModelCheckpoint{'monitor': 'val/acc'")
 
 
