@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import itertools
 import os
 import shutil
@@ -107,8 +108,8 @@ class EpochClock(L.Callback):
 
     def count_writes(self, trainer: L.Trainer) -> None:
         """Count every file ``trainer``'s checkpoint saving writes, and its bytes: through the strategy's
-        ``CheckpointIO``, or by ``torch.save`` into a file (how ``BestAndLastCheckpoint`` writes the stock
-        ``CheckpointIO``'s format), until :meth:`teardown`."""
+        ``CheckpointIO``, or by ``torch.save`` into a file, named or open (``BestAndLastCheckpoint`` writes the stock
+        ``CheckpointIO``'s format into an open file), until :meth:`teardown`."""
         checkpoint_io = trainer.strategy.checkpoint_io
         save, self._torch_save = checkpoint_io.save_checkpoint, torch.save
 
@@ -120,6 +121,8 @@ class EpochClock(L.Callback):
             self._torch_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
             if isinstance(f, (str, os.PathLike)):
                 self.files, self.written = self.files + 1, self.written + os.path.getsize(f)
+            elif isinstance(f, io.BufferedWriter):  # an open file (not an in-memory buffer): its bytes so far
+                self.files, self.written = self.files + 1, self.written + f.tell()
         checkpoint_io.save_checkpoint = counted  # type: ignore[method-assign]
         torch.save = counted_torch_save  # type: ignore[assignment]
 
