@@ -4,7 +4,7 @@
     python -m benchmarks.big_photo --megapixels 24 --rounds 3 --uv-size 512
 
 The big photo is made from ``faces/ffhq_00009.png`` (1024 px): the face scaled to the frame's height and the
-sides filled with its mirror image, saved as a 4:3 JPEG of ``--megapixels`` (64 MP: 9248 x 6936, a DSLR's frame).
+sides filled with its mirror image, saved as a 4:3 JPEG of ``--megapixels`` (64 MP: 9237 x 6928, a DSLR's frame).
 Both photos run as users run them, the script in a child process (``OMP_NUM_THREADS`` = ``--threads``), in
 alternating rounds so that load from other processes falls on both alike; each child's wall time, CPU time
 (user + system) and peak resident memory come from ``/usr/bin/time -v``. The table gives the medians and the big photo's ratios to the 1024 px photo (the target: at most

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PHOTO} at UV {QUICK_SIZE} only: a smoke test")
     parser.add_argument("--assets", type=Path, default=ASSETS, help="folder laid out like shared/assets")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(FULL_SIZES), help="UV texture sides")
-    parser.add_argument("--face-model", choices=("sfm", "bfm"), default="sfm")
+    parser.add_argument("--face-model", choices=("sfm", "bfm"), default="bfm",
+                        help="morphable model of the photo job (bfm: its default)")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
     photos = find_photos(args.assets / "faces")

@@ -288,8 +288,8 @@ class DistillationModule(NodeClassifier):
         self._parameters_logged = False  # every fit (a resumed one too) logs them in its first epoch
 
     def on_train_epoch_end(self) -> None:
-        """The epoch's metrics; the parameter counts once per fit (they never change, and each logged name costs
-        Lightning ~0.4 ms per epoch: ``benchmarks.epoch_overhead``, docs/performance.md)."""
+        """The epoch's metrics; the parameter counts once per fit (they never change, and every logged name costs
+        Lightning time each epoch)."""
         super().on_train_epoch_end()
         if self._parameters_logged:
             return
