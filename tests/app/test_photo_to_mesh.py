@@ -19,6 +19,7 @@ from app.photo_to_mesh import OutputFolderError, photo_to_mesh
 from facetex.face3d.image_io import ImageTooLargeError
 from facetex.face3d.pipeline import AssetPaths
 from tests.image_fixtures import bomb_png
+from tests.tmpfs import mounted_tmpfs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "photo_to_mesh.py"
@@ -40,17 +41,10 @@ def terminal_ctrl_c() -> None:
 
 @pytest.fixture()
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB file system (tmpfs), where the platform lets the tests mount one."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                                                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root); the free-space check is tested with a fake "
-                    "disk_usage instead")
-    try:
+    """A real 1 MiB file system (tmpfs); where it cannot be mounted, the free-space check is tested with a fake
+    disk_usage instead."""
+    with mounted_tmpfs(tmp_path / "full", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_disk_without_room_for_the_files_is_refused_before_any_work(tmp_path: Path,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,20 +11,14 @@ import pytest
 
 from foundation.errors import InputError
 from foundation.files import OutputWriteError, atomic_paths, staged_folder, write_failure
+from tests.tmpfs import mounted_tmpfs
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs mounted at ``tmp_path/full`` (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}")
-    try:
+    """A 64 KiB tmpfs mounted at ``tmp_path/full``."""
+    with mounted_tmpfs(tmp_path / "full", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_staged_folder_gets_the_umask_like_mkdir(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 import main
 from datamodules.ogb import SyntheticMAGDataModule
 from tests.graph_fixtures import TINY_MAG
+from tests.tmpfs import mounted_tmpfs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TEACHER = {"class_path": "lightning_modules.node_classifier.NodeClassifier",
@@ -244,17 +244,10 @@ def test_a_full_checkpoint_folder_is_one_line_and_leaves_no_partial_file(capsys,
 
 @pytest.fixture
 def full_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs at ``tmp_path/full``, nearly filled (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}")
-    try:
+    """A 64 KiB tmpfs at ``tmp_path/full``, nearly filled."""
+    with mounted_tmpfs(tmp_path / "full", "64k") as mount:
         (mount / "filler").write_bytes(b"\0" * 56 * 1024)
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 @pytest.mark.parametrize("option", ["--checkpoint.dirpath", "--trainer.logger.init_args.save_dir"])
